@@ -1,0 +1,475 @@
+"""
+gpt.py: the one model file every step shares.
+
+A GPT-2 written out from the bottom up (attention, MLP, block, config, model), plus what RLHF
+needs from a language model:
+  - batched generation for rollouts: left-padded prompts, a preallocated KV cache, per-row EOS,
+    temperature / top-k / top-p, the sampling log-probs and the response mask;
+  - per-token log-probs of given sequences (SFT loss, RM, PPO ratios and the KL to SFT);
+  - checkpoints (atomic writes) and loading a local Hugging Face GPT-2 directory.
+
+InstructGPT (Ouyang et al. 2022, arXiv 2203.02155) starts every model from GPT-3 (Section 3.5);
+here a tiny GPT of the same family stands in for it. The architecture is GPT-2's
+(Radford et al. 2019): pre-LayerNorm blocks, GELU (tanh form), learned positions, weight tying.
+
+Try it:  python gpt.py --help      (inspect a checkpoint or a GPT-2 directory)
+         python bench.py           (cached against naive generation)
+
+Where it departs from the paper / GPT-3:
+  1. Dense attention everywhere (GPT-3 alternates dense and locally banded sparse layers).
+  2. Sizes are tiny (a few million parameters instead of 1.3B / 6B / 175B).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class UserError(ValueError):
+    """Bad input from the person running a script: printed as one line, exit code 2."""
+
+
+def run_cli(main):
+    """Run `main()`; turn a UserError (or a missing file) into one line on stderr and exit 2."""
+    try:
+        return main()
+    except (UserError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+# -----------------------------------------------------------------------------
+# The model, in the order of the diagram: attention, MLP, block, config, model.
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+
+    def forward(self, x, mask=None, kv=None, slots=None):
+        """
+        x (B, T, C). mask: None for plain causal attention, else a bool (B, 1, T, S), True where
+        a query may look at a key. kv: None, or this layer's cache (k, v), each (B, nh, S, hs);
+        the T new keys and values are written into cache slots `slots` (T,) and the queries
+        attend over the whole cache (the mask hides empty and padded slots).
+        """
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)                   # 3 x (B, T, C)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if kv is not None:
+            k_cache, v_cache = kv
+            k_cache.index_copy_(2, slots, k.to(k_cache.dtype))      # no host sync: slots is a tensor
+            v_cache.index_copy_(2, slots, v.to(v_cache.dtype))
+            k, v = k_cache, v_cache                                  # (B, nh, S, hs)
+        # softmax(q k^T / sqrt(hs) + mask) v, written by PyTorch as one fused kernel
+        # (flash attention on GPUs when the mask is plain causal)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)             # (B, T, C): heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, mask=None, kv=None, slots=None):
+        x = x + self.attn(self.ln_1(x), mask, kv, slots)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 256    # longest sequence (prompt + response) the model can see
+    vocab_size: int = 1024   # the BPE trained by data.py, special tokens included (GPT-2: 50257)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0     # InstructGPT's SFT used residual dropout 0.2 (Appendix C.1)
+    bias: bool = True        # biases in Linear and LayerNorm, as GPT-2
+
+
+@dataclass
+class Generation:
+    """What `GPT.generate` returns. N = number of generated steps (<= max_new_tokens)."""
+    tokens: torch.Tensor         # (B, T+N) prompts (left-padded) followed by responses
+    response_mask: torch.Tensor  # (B, N) 1 for real response tokens, up to and including EOS
+    logprobs: torch.Tensor       # (B, N) log-prob of each sampled token (0 where masked)
+
+
+class KVCache:
+    """Keys and values of every layer for a whole generation, allocated once: no reallocation
+    per token, so shapes stay static (what CUDA graphs and torch.compile need)."""
+
+    def __init__(self, config, batch_size, length, device, dtype):
+        hs = config.n_embd // config.n_head
+        shape = (config.n_layer, batch_size, config.n_head, length, hs)  # (L, B, nh, S, hs)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+
+    def layer(self, i):
+        return self.k[i], self.v[i]
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),   # token embeddings
+            wpe=nn.Embedding(config.block_size, config.n_embd),   # learned position embeddings
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying, as GPT-2
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 * n_layer)
+            if name.endswith("c_proj.weight"):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @staticmethod
+    def from_pretrained(hf_dir):
+        """A local Hugging Face GPT-2 directory -> GPT with the same logits (see load_hf_gpt2)."""
+        return load_hf_gpt2(hf_dir)
+
+    def num_params(self):
+        """Parameters, counting the tied embedding once and leaving out position embeddings."""
+        return sum(p.numel() for p in self.parameters()) - self.transformer.wpe.weight.numel()
+
+    # -- the forward pass --------------------------------------------------------------
+
+    def hidden_states(self, idx, pos=None, mask=None, cache=None, slots=None):
+        """Token ids (B, T) -> final hidden states (B, T, C) after the last LayerNorm.
+        pos: position ids, (T,) or (B, T); mask / cache / slots: see CausalSelfAttention."""
+        T = idx.size(1)
+        if pos is None:
+            if T > self.config.block_size:
+                raise UserError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
+            pos = torch.arange(T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, mask, None if cache is None else cache.layer(i), slots)
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx, targets=None, attention_mask=None):
+        """
+        idx (B, T) token ids; targets (B, T) next-token ids with -1 where no loss is wanted;
+        attention_mask (B, T) 1 for real tokens, 0 for (left or right) padding.
+        Returns logits (B, T, V) and the mean cross-entropy over positions with a target (or None).
+        """
+        pos, mask = None, None
+        if attention_mask is not None:
+            pos, mask = padded_positions(attention_mask, self.config.block_size)
+        logits = self.lm_head(self.hidden_states(idx, pos, mask))    # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
+        return logits, loss
+
+    # -- generation ----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, attention_mask=None, temperature=1.0, top_k=None,
+                 top_p=None, eos_id=None, use_cache=True, pad_id=0, generator=None):
+        """
+        Sample continuations of a batch of left-padded prompts, as RLHF rollouts need.
+
+        idx (B, T) prompts, padded on the left; attention_mask (B, T) 1 on real tokens.
+        temperature 0 is greedy. A row stops after it samples eos_id; from then on it emits
+        pad_id, masked out of `response_mask`. The loop runs until every row has stopped or
+        max_new_tokens steps, checking that only every `check_every` steps on CUDA (a check
+        is a host-device sync). use_cache=False recomputes the whole sequence at each step:
+        the slow reference the cache is tested against.
+
+        Returns Generation(tokens (B, T+N), response_mask (B, N), logprobs (B, N)). The
+        log-probs are those of the distribution sampled from (after temperature, top-k,
+        top-p); with temperature 0 they are the model's own (temperature 1) log-probs.
+        """
+        B, T = idx.shape
+        N = max_new_tokens
+        if N <= 0:
+            raise UserError(f"max_new_tokens must be positive, got {N}")
+        if T + N > self.config.block_size:
+            raise UserError(f"prompt of {T} tokens + max_new_tokens {N} exceeds block_size "
+                            f"{self.config.block_size}")
+        was_training = self.training
+        self.eval()
+        device = idx.device
+        if attention_mask is None:
+            attention_mask = torch.ones_like(idx)
+        # `valid` marks slots of the growing sequence that hold real tokens (left padding does not)
+        valid = torch.zeros(B, T + N, dtype=torch.bool, device=device)
+        valid[:, :T] = attention_mask.bool()
+        n_real = valid.sum(1)                                        # (B,) real prompt lengths
+        tokens = torch.full((B, T + N), pad_id, dtype=torch.long, device=device)
+        tokens[:, :T] = idx
+        logprobs = torch.zeros(B, N, device=device)
+        response_mask = torch.zeros(B, N, dtype=torch.bool, device=device)
+        finished = torch.zeros(B, dtype=torch.bool, device=device)
+        check_every = 16 if device.type == "cuda" else 1
+
+        if use_cache:  # prefill: the whole prompt in one pass, keys and values into slots 0..T-1
+            cache = KVCache(self.config, B, T + N, device, self.transformer.wte.weight.dtype)
+            pos, _ = padded_positions(attention_mask, self.config.block_size)
+            slots = torch.arange(T, device=device)
+            mask = causal_mask(valid, slots)                         # (B, 1, T, T+N)
+            logits = self.lm_head(self.hidden_states(idx, pos, mask, cache, slots)[:, -1])  # (B, V)
+
+        for i in range(N):
+            if not use_cache:  # the naive path: recompute everything seen so far
+                logits = self(tokens[:, :T + i], attention_mask=valid[:, :T + i])[0][:, -1]
+            next_token, next_logprob = sample(logits, temperature, top_k, top_p, generator)
+            next_token = torch.where(finished, pad_id, next_token)
+            logprobs[:, i] = torch.where(finished, 0.0, next_logprob)
+            response_mask[:, i] = ~finished
+            tokens[:, T + i] = next_token
+            if eos_id is not None:
+                finished = finished | (next_token == eos_id)
+            if (i + 1) % check_every == 0 and bool(finished.all()):
+                N = i + 1
+                break
+            if use_cache and i < N - 1:  # decode: one new token per row, attending over the cache
+                slot = torch.full((1,), T + i, device=device)
+                valid.index_fill_(1, slot, True)
+                pos = (n_real + i).unsqueeze(1)                      # (B, 1) position of this token
+                mask = valid[:, None, None, :]                       # (B, 1, 1, T+N)
+                logits = self.lm_head(self.hidden_states(next_token[:, None], pos, mask, cache, slot)[:, -1])
+            else:
+                valid[:, T + i] = True
+
+        self.train(was_training)
+        return Generation(tokens[:, :T + N], response_mask[:, :N].long(), logprobs[:, :N])
+
+
+def padded_positions(attention_mask, block_size):
+    """Position ids and the attention mask for a padded batch.
+    attention_mask (B, T) 1 on real tokens -> pos (B, T) counting real tokens only (so a
+    left-padded prompt starts at position 0), mask (B, 1, T, T) bool."""
+    valid = attention_mask.bool()
+    pos = (valid.long().cumsum(1) - 1).clamp(min=0)                  # (B, T)
+    if valid.size(1) > block_size:
+        raise UserError(f"sequence of {valid.size(1)} tokens is longer than block_size {block_size}")
+    return pos, causal_mask(valid, torch.arange(valid.size(1), device=valid.device))
+
+
+def causal_mask(valid, slots):
+    """valid (B, S) real-token slots; slots (T,) where the T queries sit -> (B, 1, T, S) bool.
+    A query sees real keys at or before its own slot, and always itself (so a padding
+    position has something to attend to and its softmax stays finite; its output is unused)."""
+    key = torch.arange(valid.size(1), device=valid.device)           # (S,)
+    before = key[None, :] <= slots[:, None]                          # (T, S)
+    itself = key[None, :] == slots[:, None]                          # (T, S)
+    return ((valid[:, None, :] & before) | itself).unsqueeze(1)      # (B, 1, T, S)
+
+
+def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """logits (B, V) -> next tokens (B,) and their log-probs (B,) under the distribution sampled
+    from. Sampling uses the exponential race (argmax of p / Exp(1) noise is a draw from p), which
+    needs no host-device sync, unlike rejection checks inside torch.multinomial."""
+    logits = logits.float()
+    if temperature == 0:
+        logp = F.log_softmax(logits, dim=-1)
+        token = logits.argmax(-1)
+        return token, logp.gather(1, token[:, None]).squeeze(1)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:  # nucleus: the smallest set of tokens whose probability reaches top_p
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = F.softmax(sorted_logits, dim=-1)
+        drop = probs.cumsum(-1) - probs > top_p                      # mass before this token already enough
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    logp = F.log_softmax(logits, dim=-1)
+    noise = torch.empty_like(logp).exponential_(1, generator=generator)
+    token = (logp.exp() / noise).argmax(-1)
+    return token, logp.gather(1, token[:, None]).squeeze(1)
+
+
+def token_logprobs(model, tokens, attention_mask):
+    """Per-token log-probs of sequences the model did not necessarily sample.
+    tokens (B, T), attention_mask (B, T) -> logprobs (B, T-1): log p(tokens[:, t+1] | tokens[:, :t+1]),
+    0 where the predicted token is padding. SFT, the KL to SFT and PPO's ratios all read these,
+    always together with one explicit response mask."""
+    logits, _ = model(tokens, attention_mask=attention_mask)        # (B, T, V)
+    targets = tokens[:, 1:]
+    logp = -F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
+                            reduction="none").view_as(targets)      # (B, T-1)
+    return logp * attention_mask[:, 1:]
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints, and loading a local Hugging Face GPT-2 directory
+
+def save_checkpoint(path, model, **extra):
+    """Write model args, weights and any extra metadata (tokenizer, config, metrics) to `path`.
+    Atomic: a temporary file is written first and renamed, so a crash never leaves half a file."""
+    ckpt = {"model_args": asdict(model.config), "model": model.state_dict(), **extra}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, device="cpu"):
+    """-> (model, checkpoint dict). A missing, truncated or foreign file is a one-line UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # truncated zip, not a torch file, unpickling refused
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+    if not isinstance(ckpt, dict) or "model_args" not in ckpt or "model" not in ckpt:
+        raise UserError(f"{path}: not a checkpoint of this project (no model_args / model)")
+    known = {f.name for f in fields(GPTConfig)}
+    model = GPT(GPTConfig(**{k: v for k, v in ckpt["model_args"].items() if k in known}))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:  # the first line only says "Error(s) in loading state_dict"
+        detail = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+        raise UserError(f"{path}: weights do not fit the model args ({detail[:160]})")
+    return model.to(device), ckpt
+
+
+# GPT-2 stores these Linear layers as Conv1D, whose weight is (in, out); nn.Linear's is (out, in)
+HF_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def load_hf_gpt2(hf_dir):
+    """Read a local Hugging Face GPT-2 directory (config.json + model.safetensors or
+    pytorch_model.bin) into a GPT. Nothing is downloaded."""
+    cfg_path = os.path.join(hf_dir, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise UserError(f"{hf_dir}: not a GPT-2 directory (no config.json)")
+    with open(cfg_path) as f:
+        hf = json.load(f)
+    config = GPTConfig(block_size=hf.get("n_positions", 1024), vocab_size=hf["vocab_size"],
+                       n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=0.0)
+    st, pt = os.path.join(hf_dir, "model.safetensors"), os.path.join(hf_dir, "pytorch_model.bin")
+    if os.path.isfile(st):
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise UserError(f"{st}: reading safetensors needs the package: pip install safetensors")
+        sd = load_file(st)
+    elif os.path.isfile(pt):
+        sd = torch.load(pt, map_location="cpu", weights_only=True)
+    else:
+        raise UserError(f"{hf_dir}: no model.safetensors or pytorch_model.bin")
+    # Keys may carry "transformer." (GPT2LMHeadModel) or not (GPT2Model); Conv1D weights are transposed.
+    sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
+    model = GPT(config)
+    ours = model.state_dict()
+    for key, param in ours.items():
+        if key == "lm_head.weight":
+            continue  # tied to wte
+        hf_key = key.removeprefix("transformer.")
+        if hf_key not in sd:
+            raise UserError(f"{hf_dir}: weight {hf_key} is missing")
+        w = sd[hf_key].t() if hf_key.endswith(HF_CONV1D) else sd[hf_key]
+        if w.shape != param.shape:
+            raise UserError(f"{hf_dir}: weight {hf_key} has shape {tuple(w.shape)}, expected {tuple(param.shape)}")
+        with torch.no_grad():
+            param.copy_(w)
+    return model
+
+
+def hf_state_dict(model):
+    """Our weights under Hugging Face GPT-2 names and layout (the inverse of from_pretrained),
+    so transformers can run the very same model (bench.py, tests)."""
+    sd = {}
+    for key, w in model.state_dict().items():
+        if key != "lm_head.weight":  # tied to wte
+            sd[key] = (w.t() if key.endswith(HF_CONV1D) else w).contiguous().clone()
+    return sd
+
+
+def configure_optimizer(model, lr, weight_decay=0.1, betas=(0.9, 0.95), device_type="cpu"):
+    """AdamW with weight decay on matrices only (not on biases or LayerNorm gains), fused on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+
+
+def flops_per_token(config, seq_len):
+    """Training FLOPs per token: 6N for the matmuls forward and backward, plus attention
+    (PaLM appendix B: 12 * n_layer * n_embd * seq_len)."""
+    c = config
+    n = 12 * c.n_layer * c.n_embd ** 2 + c.vocab_size * c.n_embd
+    return 6 * n + 12 * c.n_layer * c.n_embd * seq_len
+
+
+def load_any(path, device="cpu"):
+    """A checkpoint file of this project or a Hugging Face GPT-2 directory -> (model, metadata)."""
+    if os.path.isdir(path):
+        return GPT.from_pretrained(path).to(device), {}
+    return load_checkpoint(path, device)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Inspect a checkpoint of this project or a local "
+                                     "Hugging Face GPT-2 directory: its config, size and metadata.")
+    parser.add_argument("path", help="a .pt checkpoint (out/<run>/sft.pt, ...) or a GPT-2 directory")
+    args = parser.parse_args()
+    model, ckpt = load_any(args.path)
+    print(f"{args.path}: {model.num_params() / 1e6:.2f}M parameters")
+    for k, v in asdict(model.config).items():
+        print(f"  {k:12s} {v}")
+    extra = [k for k in ckpt if k not in ("model", "model_args")]
+    if extra:
+        print("  metadata:", ", ".join(extra))
+
+
+if __name__ == "__main__":
+    run_cli(main)
