@@ -25,7 +25,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn as nn
@@ -181,6 +181,15 @@ class GPT(nn.Module):
         """A local Hugging Face GPT-2 directory -> GPT with the same logits (see load_hf_gpt2)."""
         return load_hf_gpt2(hf_dir)
 
+    def set_dropout(self, p):
+        """Change the dropout of a built model (SFT adds dropout to a model pretrained without)."""
+        self.config.dropout = p
+        for m in self.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = p
+            elif isinstance(m, CausalSelfAttention):
+                m.dropout = p
+
     def num_params(self):
         """Parameters, counting the tied embedding once and leaving out position embeddings."""
         return sum(p.numel() for p in self.parameters()) - self.transformer.wpe.weight.numel()
@@ -335,16 +344,19 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     return token, logp.gather(1, token[:, None]).squeeze(1)
 
 
-def token_logprobs(model, tokens, attention_mask):
+def token_logprobs(model, tokens, attention_mask, with_entropy=False):
     """Per-token log-probs of sequences the model did not necessarily sample.
     tokens (B, T), attention_mask (B, T) -> logprobs (B, T-1): log p(tokens[:, t+1] | tokens[:, :t+1]),
     0 where the predicted token is padding. SFT, the KL to SFT and PPO's ratios all read these,
-    always together with one explicit response mask."""
+    always together with one explicit response mask. with_entropy: also the entropy (B, T-1)
+    of each predicted distribution (PPO logs it)."""
     logits, _ = model(tokens, attention_mask=attention_mask)        # (B, T, V)
-    targets = tokens[:, 1:]
-    logp = -F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
-                            reduction="none").view_as(targets)      # (B, T-1)
-    return logp * attention_mask[:, 1:]
+    logp_all = F.log_softmax(logits[:, :-1].float(), dim=-1)        # (B, T-1, V)
+    logp = logp_all.gather(2, tokens[:, 1:, None]).squeeze(2) * attention_mask[:, 1:]  # (B, T-1)
+    if not with_entropy:
+        return logp
+    entropy = -(logp_all.exp() * logp_all).sum(-1) * attention_mask[:, 1:]
+    return logp, entropy
 
 
 # -----------------------------------------------------------------------------
@@ -448,6 +460,107 @@ def flops_per_token(config, seq_len):
     c = config
     n = 12 * c.n_layer * c.n_embd ** 2 + c.vocab_size * c.n_embd
     return 6 * n + 12 * c.n_layer * c.n_embd * seq_len
+
+
+# -----------------------------------------------------------------------------
+# What the training scripts share: flags from a config dataclass, the device, the lr schedule,
+# the one-line log, and growing the vocabulary for new special tokens.
+
+def arg(default, help):
+    """A config field with its --help text: `lr: float = arg(1e-4, "peak learning rate")`."""
+    return field(default=default, metadata={"help": help})
+
+
+def parse_config(cls, argv=None, presets=None, description=None):
+    """Turn a config dataclass into argparse flags (one per field, with its help text) and parse.
+    With `presets` ({name: {field: value}}) the config needs a `preset` field: the preset's values
+    replace the defaults and flags given on the command line replace both."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = type(f.default)
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{f.metadata.get('help', '')} (default: {f.default})")
+        else:
+            parser.add_argument(flag, type=str if f.default is None else kind, default=None,
+                                choices=list(presets) if (presets and f.name == "preset") else None,
+                                help=f"{f.metadata.get('help', '')} (default: {f.default})")
+    given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    preset = given.get("preset", getattr(cls, "preset", None))
+    values = {**(presets or {}).get(preset, {}), **given}
+    return cls(**values)
+
+
+def setup(device="auto", seed=0):
+    """Seed everything, pick the device, and return it with the autocast context to train in:
+    bfloat16 on CUDA (with TF32 matmuls), plain float32 on CPU."""
+    import contextlib
+    import random
+    import numpy as np
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device here")
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return device, lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    torch.set_flush_denormal(True)  # denormal floats made backward matmuls ~40x slower on CPU
+    return device, contextlib.nullcontext
+
+
+def cosine_lr(step, max_steps, lr, warmup=0, min_ratio=0.1):
+    """Linear warmup, then cosine decay to min_ratio * lr (InstructGPT's SFT: cosine decay)."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class MetricsLog:
+    """One line per logged step, fields separated by |, and the same fields appended as one JSON
+    object to metrics.jsonl (all stages share the file; `stage` tells them apart)."""
+
+    def __init__(self, out_dir, stage, quiet=False):
+        self.path = os.path.join(out_dir, "metrics.jsonl") if out_dir else None
+        self.stage, self.quiet = stage, quiet
+
+    def log(self, step, **metrics):
+        row = {"stage": self.stage, "step": step, **{k: (round(v, 6) if isinstance(v, float) else v)
+                                                      for k, v in metrics.items()}}
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        if not self.quiet:
+            parts = [f"{self.stage} step {step}"] + [f"{k} {_fmt(v)}" for k, v in metrics.items()]
+            print(" | ".join(parts), flush=True)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+    return str(v)
+
+
+def resize_vocab(model, vocab_size):
+    """Grow the (tied) token embedding to vocab_size rows, new rows set to the mean embedding:
+    how a GPT-2 checkpoint gets the chat format's special tokens."""
+    old = model.transformer.wte.weight.data
+    if vocab_size <= old.size(0):
+        return model
+    new = nn.Embedding(vocab_size, old.size(1)).to(old.device, old.dtype)
+    new.weight.data[:old.size(0)] = old
+    new.weight.data[old.size(0):] = old.mean(0)
+    model.transformer.wte = new
+    model.lm_head.weight = new.weight
+    model.config.vocab_size = vocab_size
+    return model
 
 
 def load_any(path, device="cpu"):
