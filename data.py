@@ -70,6 +70,7 @@ class Tokenizer:
         self.eos_id, self.pad_id, self.user_id, self.assistant_id = (
             self.specials[SPECIALS[k]] for k in ("eos", "pad", "user", "assistant"))
         assert self.pad_id != self.eos_id  # a generated EOS must never be masked away as padding
+        self.never_sampled = [self.pad_id, self.user_id, self.assistant_id]  # not inside a response
         self.vocab_size = max(len(self.tokens) - 1, *self.specials.values()) + 1
 
     def encode(self, text):
@@ -630,7 +631,7 @@ def build(preset="smoke", seed=0, out_dir=None):
     world = make_world(seed)
     corpus = world.corpus(P["n_docs"], rng)
     raw = make_api_prompts(world, P["n_api_prompts"], rng)
-    splits, counts = funnel(raw, P["cap_per_user"], P["prefix_chars"], seed=seed)
+    splits, counts = funnel(raw, P["cap_per_user"], P["prefix_chars"], fractions=(0.7, 0.1, 0.2), seed=seed)
     labelers = make_labelers(P["n_labelers"], P["n_heldout"], seed)
     train = list(splits["train"])
     need = P["n_sft"] + P["n_rm_prompts"] + P["n_ppo_prompts"]

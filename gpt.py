@@ -228,7 +228,7 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, attention_mask=None, temperature=1.0, top_k=None,
-                 top_p=None, eos_id=None, use_cache=True, pad_id=0, generator=None):
+                 top_p=None, eos_id=None, use_cache=True, pad_id=0, generator=None, suppress_ids=None):
         """
         Sample continuations of a batch of left-padded prompts, as RLHF rollouts need.
 
@@ -237,7 +237,8 @@ class GPT(nn.Module):
         pad_id, masked out of `response_mask`. The loop runs until every row has stopped or
         max_new_tokens steps, checking that only every `check_every` steps on CUDA (a check
         is a host-device sync). use_cache=False recomputes the whole sequence at each step:
-        the slow reference the cache is tested against.
+        the slow reference the cache is tested against. suppress_ids: token ids never sampled
+        (padding and the chat format's role tokens have no place inside a response).
 
         Returns Generation(tokens (B, T+N), response_mask (B, N), logprobs (B, N)). The
         log-probs are those of the distribution sampled from (after temperature, top-k,
@@ -265,6 +266,10 @@ class GPT(nn.Module):
         response_mask = torch.zeros(B, N, dtype=torch.bool, device=device)
         finished = torch.zeros(B, dtype=torch.bool, device=device)
         check_every = 16 if device.type == "cuda" else 1
+        banned = None
+        if suppress_ids is not None:
+            banned = torch.zeros(self.config.vocab_size, dtype=torch.bool, device=device)
+            banned[torch.as_tensor(suppress_ids, device=device)] = True
 
         if use_cache:  # prefill: the whole prompt in one pass, keys and values into slots 0..T-1
             cache = KVCache(self.config, B, T + N, device, self.transformer.wte.weight.dtype)
@@ -276,6 +281,8 @@ class GPT(nn.Module):
         for i in range(N):
             if not use_cache:  # the naive path: recompute everything seen so far
                 logits = self(tokens[:, :T + i], attention_mask=valid[:, :T + i])[0][:, -1]
+            if banned is not None:
+                logits = logits.masked_fill(banned, float("-inf"))
             next_token, next_logprob = sample(logits, temperature, top_k, top_p, generator)
             next_token = torch.where(finished, pad_id, next_token)
             logprobs[:, i] = torch.where(finished, 0.0, next_logprob)
@@ -513,6 +520,25 @@ def setup(device="auto", seed=0):
         return device, lambda: torch.autocast("cuda", dtype=torch.bfloat16)
     torch.set_flush_denormal(True)  # denormal floats made backward matmuls ~40x slower on CPU
     return device, contextlib.nullcontext
+
+
+def ensure_out_dir(path, flag="--out-dir"):
+    """Create the run folder and prove it takes files: a bad folder fails now, not after an hour."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write_test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"{flag} {path}: not writable ({e.strerror})")
+
+
+def check_positive(cfg, names):
+    """One line naming the flag when a size or rate that must be positive is not."""
+    for name in names:
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
 
 
 def cosine_lr(step, max_steps, lr, warmup=0, min_ratio=0.1):

@@ -98,6 +98,16 @@ def test_temperature_and_top_k_top_p_restrict_sampling():
     assert torch.allclose(out.logprobs, torch.zeros_like(out.logprobs), atol=1e-6)
 
 
+def test_suppressed_tokens_are_never_sampled():
+    model = tiny_model(4)
+    idx = torch.tensor([[5, 6, 7]] * 32)
+    g = torch.Generator().manual_seed(0)
+    free = model.generate(idx, 8, temperature=2.0, generator=g)
+    common = torch.bincount(free.tokens[:, 3:].flatten(), minlength=50).topk(3).indices.tolist()
+    out = model.generate(idx, 8, temperature=2.0, generator=g, suppress_ids=common)
+    assert not set(out.tokens[:, 3:].flatten().tolist()) & set(common)
+
+
 def test_loss_falls_when_overfitting_a_batch():
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=32, vocab_size=40, n_layer=2, n_head=2, n_embd=32))

@@ -1,0 +1,128 @@
+"""sft.py: the loss is on response tokens only, a short run lowers the validation loss, the same
+seed gives the same losses, and --data / --resume work."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import data
+import sft
+from gpt import GPT, GPTConfig, load_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(preset="smoke", n_layer=1, n_head=2, n_embd=32, block_size=96, batch_size=16, warmup=5,
+            eval_every=10, eval_gold=0, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    world = data.make_world(0)
+    return data.train_tokenizer("\n".join(world.corpus(300, random.Random(0))), 300)
+
+
+def test_sft_loss_is_on_response_tokens_only(tok):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32))
+    pairs = [(tok.chat_prompt("What is 2 + 3?"), tok.chat_response("5")),
+             (tok.chat_prompt("Spell the word cat backwards please."), tok.chat_response("tac"))]
+    x, y, mask = data.sft_batch(tok, pairs, 64)
+    loss = sft.sft_loss(model, x, y)
+    # by hand: the mean next-token loss over the response tokens (answer and EOS) only
+    logits = model(x)[0]
+    nll, n = 0.0, 0
+    for b, (p, r) in enumerate(pairs):
+        for t in range(len(p) - 1, len(p) + len(r) - 1):     # position t predicts token t + 1
+            nll -= F.log_softmax(logits[b, t], -1)[(p + r)[t + 1]].item()
+            n += 1
+    assert abs(loss.item() - nll / n) < 1e-5 and mask.sum() == n
+    # prompt positions carry no target (-1): the prompt's tokens are context, never predicted
+    for b, (p, _) in enumerate(pairs):
+        assert torch.all(y[b, :len(p) - 1] == -1)
+    # padding does not count either: different pad ids at padded positions, same loss
+    x2 = x.clone()
+    x2[x2 == tok.pad_id] = 5
+    assert torch.allclose(sft.sft_loss(model, x2, y), loss)
+    # ... while a response token does
+    y3 = y.clone()
+    y3[0, len(pairs[0][0]) - 1] = (y3[0, len(pairs[0][0]) - 1] + 1) % tok.vocab_size
+    assert not torch.allclose(sft.sft_loss(model, x, y3), loss)
+
+
+def losses(out_dir, stage):
+    rows = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
+    return [r for r in rows if r["stage"] == stage]
+
+
+def test_pretrain_and_sft_lower_validation_loss_and_are_deterministic(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        out = str(tmp_path / name)
+        m0 = sft.main(sft.Config(stage="pretrain", out_dir=out, max_steps=40, **TINY))
+        m1 = sft.main(sft.Config(stage="sft", out_dir=out, epochs=2, **TINY))
+        runs.append((m0, m1, losses(out, "pretrain"), losses(out, "sft")))
+    (m0, m1, pre, tune), (_, _, pre_b, tune_b) = runs
+    assert m0["val_loss"] < m0["first_val_loss"] - 0.5
+    assert m1["val_loss"] < m1["first_val_loss"]
+    assert [r.get("loss") for r in pre] == [r.get("loss") for r in pre_b]    # same seed, same losses
+    assert [r.get("loss") for r in tune] == [r.get("loss") for r in tune_b]
+    _, ckpt = load_checkpoint(str(tmp_path / "a" / "sft.pt"))
+    assert ckpt["stage"] == "sft" and data.Tokenizer.from_state(ckpt["tokenizer"]).vocab_size > 256
+    assert os.path.exists(tmp_path / "a" / "sft_loss.png")
+
+
+def test_sft_on_a_jsonl_file(tmp_path):
+    out = str(tmp_path)
+    sft.main(sft.Config(stage="pretrain", out_dir=out, max_steps=5, **TINY))
+    path = tmp_path / "alpaca.jsonl"
+    recs = [{"instruction": f"Add {i} and 1.", "input": "", "output": str(i + 1)} for i in range(40)]
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    m = sft.main(sft.Config(stage="sft", out_dir=out, data=str(path), epochs=3, **TINY))
+    assert m["val_loss"] < m["first_val_loss"]
+
+
+TINY_FLAGS = ["--preset", "smoke", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "96",
+              "--batch-size", "16", "--warmup", "5", "--eval-every", "10", "--quiet", "--max-steps", "400"]
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    """Kill a pretraining run partway with SIGINT, resume it, compare with an uninterrupted run."""
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    cmd = [sys.executable, "sft.py", "--stage", "pretrain", *TINY_FLAGS]
+    subprocess.run(cmd + ["--out-dir", full], cwd=ROOT, check=True, capture_output=True)
+    proc = subprocess.Popen(cmd + ["--out-dir", part], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    resume = os.path.join(part, "pretrain.resume.pt")
+    deadline = time.time() + 120
+    while not os.path.exists(resume) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in out and not os.path.exists(os.path.join(part, "pretrain.pt"))
+    step = int(out.split("interrupted at step ")[1].split(";")[0])
+    assert 0 < step < 400
+    r = subprocess.run(cmd + ["--out-dir", part, "--resume"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"resumed pretrain at step {step}" in r.stdout and not os.path.exists(resume)
+    a, _ = load_checkpoint(os.path.join(full, "pretrain.pt"))
+    b, _ = load_checkpoint(os.path.join(part, "pretrain.pt"))
+    for (k, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), k
+
+
+def test_cli_bad_input_is_one_line(tmp_path):
+    cases = [(["--stage", "sft", "--init", str(tmp_path / "none.pt")], "none.pt"),
+             (["--stage", "pretrain", "--lr", "0"], "--lr"),
+             (["--stage", "sft", "--data", str(tmp_path / "missing.jsonl")], "missing.jsonl")]
+    for args, needle in cases:
+        r = subprocess.run([sys.executable, "sft.py", "--out-dir", str(tmp_path), *args], cwd=ROOT,
+                           capture_output=True, text=True)
+        assert r.returncode == 2, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr and "Traceback" not in r.stderr
