@@ -1,0 +1,363 @@
+"""
+reward.py: step 2, the reward model, trained on labelers' rankings of K samples per prompt.
+
+InstructGPT, Section 3.5 "Reward modeling (RM)" (arXiv 2203.02155):
+  - "Starting from the SFT model with the final unembedding layer removed, we trained a model to
+    take in a prompt and response, and output a scalar reward." Here: the SFT GPT with a linear
+    head on the hidden state of the last real token (the EOS that ends the response).
+  - Labelers rank K = 4..9 responses per prompt, which gives C(K,2) comparisons. "We train on
+    all C(K,2) comparisons from each prompt as a single batch element": the K responses of a
+    prompt are scored in one forward pass, so each is scored once, not K-1 times, and the
+    correlated comparisons of one prompt cannot make the model overfit in one epoch.
+  - Loss (eq. 1): loss(theta) = -1/C(K,2) E[ log sigmoid( r(x, y_w) - r(x, y_l) ) ].
+  - "we normalize the reward model using a bias so that the labeler demonstrations achieve a
+    mean score of 0 before doing RL."
+
+Run on CPU (after sft.py):
+    python reward.py --preset smoke --out-dir out/smoke        # sample, rank, train, evaluate
+    python reward.py --init out/smoke/sft.pt --data pairs.jsonl --out-dir out/mine
+    python reward.py --label --out-dir out/smoke               # you rank the samples (chat.py's label)
+--data takes pairwise {"prompt","chosen","rejected"}, Anthropic HH {"chosen","rejected"} or
+ranked {"prompt","completions","ranking"} JSONL instead of the simulated labelers.
+
+Where this departs from the paper:
+  1. The RM has the SFT model's size (paper: a 6B RM for every policy size, trained from a
+     6B SFT model; 175B RMs were unstable).
+  2. K is drawn uniformly from 4..9 and the K samples are kept distinct: a tiny model often
+     samples the same answer twice, and a ranking between identical answers is pure noise.
+  3. Rankings are strict (the paper's labelers could mark ties).
+  4. The labelers are simulated (data.py); held-out accuracy is measured on prompts from
+     held-out users ranked by held-out labelers, beside the labelers' own agreement.
+"""
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import data
+from gpt import (MetricsLog, UserError, arg, check_positive, configure_optimizer, cosine_lr, ensure_out_dir,
+    load_checkpoint, padded_positions, parse_config, run_cli, save_checkpoint, setup)
+from sft import load_start, respond
+
+
+@dataclass
+class Config:
+    preset: str = arg("cpu", "sizes: smoke, cpu or gpu (data.PRESETS and PRESETS below)")
+    out_dir: str = arg("out/run", "run folder")
+    init: str = arg("", "the model the RM starts from (default OUT_DIR/sft.pt)")
+    policy: str = arg("", "the model whose samples labelers rank (default: --init; later rounds: the PPO policy)")
+    data: str = arg("", "a JSONL file of comparisons instead of sampling and simulated labelers")
+    seed: int = arg(0, "seed")
+    device: str = arg("auto", "auto, cpu or cuda")
+    k_min: int = arg(4, "fewest responses ranked per prompt (paper: 4)")
+    k_max: int = arg(9, "most responses ranked per prompt (paper: 9)")
+    temperature: float = arg(1.0, "sampling temperature for the K responses")
+    max_new_tokens: int = arg(48, "longest sampled response")
+    batch_size: int = arg(16, "prompts per step, each with all its K responses (paper: 64)")
+    lr: float = arg(1e-4, "peak learning rate, cosine decay (paper: 9e-6 for the 6B RM)")
+    epochs: int = arg(1, "passes over the comparisons (paper: 1; more overfits)")
+    weight_decay: float = arg(0.0, "AdamW weight decay")
+    grad_clip: float = arg(1.0, "gradient-norm clip, after backward")
+    dropout: float = arg(0.0, "dropout while training the RM")
+    round: int = arg(1, "which round of comparisons (steps 2 and 3 repeat): names the output files")
+    label: bool = arg(False, "be the labeler: rank K samples of --policy (default OUT_DIR/sft.pt) yourself, "
+                             "appending to OUT_DIR/comparisons_human.jsonl; then train with --data on that file")
+    k: int = arg(4, "--label: responses to rank per prompt")
+    quiet: bool = arg(False, "no per-step log lines")
+
+
+PRESETS = {
+    "smoke": dict(batch_size=8, lr=3e-4, epochs=2, max_new_tokens=32),
+    "cpu": dict(batch_size=16, lr=1e-4, epochs=2),
+    "gpu": dict(batch_size=32, lr=5e-5, epochs=1),
+}
+
+
+# -----------------------------------------------------------------------------
+# The model: a GPT body and a scalar head (also PPO's value model)
+
+class ScalarModel(nn.Module):
+    """A GPT without its unembedding, plus a linear head giving one number per position.
+    The reward model reads it at the last real token; PPO's value model reads every position."""
+
+    def __init__(self, gpt):
+        super().__init__()
+        self.gpt = gpt
+        self.head = nn.Linear(gpt.config.n_embd, 1)
+        nn.init.normal_(self.head.weight, std=1 / math.sqrt(gpt.config.n_embd + 1))
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, tokens, attention_mask):
+        """tokens (B, T), attention_mask (B, T) with any padding -> scalars (B, T)."""
+        pos, mask = padded_positions(attention_mask, self.gpt.config.block_size)
+        h = self.gpt.hidden_states(tokens, pos, mask)                # (B, T, C)
+        return self.head(h).squeeze(-1).float()                      # (B, T)
+
+
+def last_index(attention_mask):
+    """(B, T) mask -> (B,) index of the last real token, whatever the padding (left or right)."""
+    T = attention_mask.size(1)
+    return T - 1 - attention_mask.flip(1).long().argmax(1)
+
+
+def reward_scores(rm, tokens, attention_mask):
+    """The reward r(x, y) of each sequence: the head's output at its last real token. (B,)"""
+    values = rm(tokens, attention_mask)                              # (B, T)
+    return values.gather(1, last_index(attention_mask)[:, None]).squeeze(1)
+
+
+def ranking_loss(rewards, ranking_mask):
+    """
+    InstructGPT eq. 1 for a batch of prompts, each one batch element.
+    rewards (P, K): row p holds the rewards of prompt p's responses sorted best..worst by its
+    labeler (padded on the right where a prompt has fewer than K responses);
+    ranking_mask (P, K) 1 for real responses.
+    loss = mean over prompts of  -1/C(K_p,2) * sum_{i<j} log sigmoid(r_i - r_j).
+    Returns (loss, pairwise accuracy over the batch's comparisons).
+    """
+    diff = rewards[:, :, None] - rewards[:, None, :]                # (P, K, K): r_i - r_j
+    K = rewards.size(1)
+    upper = torch.ones(K, K, dtype=torch.bool, device=rewards.device).triu(1)  # i ranked above j
+    valid = ranking_mask.bool()
+    pairs = upper & valid[:, :, None] & valid[:, None, :]            # (P, K, K)
+    n_pairs = pairs.sum((1, 2)).clamp(min=1)                         # C(K_p, 2)
+    per_prompt = -(F.logsigmoid(diff) * pairs).sum((1, 2)) / n_pairs  # (P,)
+    acc = ((diff > 0) & pairs).sum() / pairs.sum().clamp(min=1)
+    return per_prompt.mean(), acc
+
+
+# -----------------------------------------------------------------------------
+# Comparisons: sample K distinct responses, a labeler ranks them
+
+def collect_comparisons(policy, tok, records, labelers, cfg, rng, generator):
+    """For each prompt record (with its simulated task): sample until K distinct responses are
+    found (K uniform in k_min..k_max), and let a random labeler of `labelers` rank them.
+    Returns ranked records {"prompt","completions","ranking" (best..worst),"labeler","task"}."""
+    ks = [rng.randint(cfg.k_min, cfg.k_max) for _ in records]
+    pending = {i: [] for i in range(len(records))}
+    for attempt in range(3):  # up to three rounds of sampling: K + 3 draws, then more where short
+        need = [i for i, seen in pending.items() if len(seen) < ks[i]]
+        if not need:
+            break
+        prompts, owners = [], []
+        for i in need:
+            n = ks[i] + 3 if attempt == 0 else 2 * (ks[i] - len(pending[i]))
+            prompts += [records[i]["prompt"]] * n
+            owners += [i] * n
+        answers = respond(policy, tok, prompts, temperature=cfg.temperature,
+                          max_new_tokens=cfg.max_new_tokens, generator=generator)
+        for i, a in zip(owners, answers):
+            if a and a not in pending[i] and len(pending[i]) < ks[i]:
+                pending[i].append(a)
+    out = []
+    for i, completions in pending.items():
+        if len(completions) < 2:
+            continue  # one distinct answer: nothing to compare
+        lab = rng.choice(labelers)
+        r = records[i]
+        out.append({"prompt": r["prompt"], "completions": completions,
+                    "ranking": lab.rank(r["task"], completions, rng), "labeler": lab.id, "task": r["task"]})
+    return out
+
+
+def encode_comparisons(tok, comps, block_size):
+    """Every response of every prompt as prompt+response+EOS, right-padded, in ranked order.
+    Returns tokens (N, T), attention_mask (N, T), and per prompt its row range."""
+    seqs, spans = [], []
+    for c in comps:
+        start = len(seqs)
+        for i in c["ranking"]:  # best..worst
+            p, r = tok.chat_prompt(c["prompt"]), tok.chat_response(c["completions"][i])
+            r = r[:block_size - 1]
+            seqs.append(p[-(block_size - len(r)):] + r)              # cut a long prompt from the left
+        spans.append((start, len(seqs)))
+    T = max(len(s) for s in seqs)
+    tokens = torch.full((len(seqs), T), tok.pad_id, dtype=torch.long)
+    mask = torch.zeros(len(seqs), T, dtype=torch.long)
+    for b, s in enumerate(seqs):
+        tokens[b, :len(s)] = torch.tensor(s)
+        mask[b, :len(s)] = 1
+    return tokens, mask, spans
+
+
+def comparison_batch(rm, tok, comps, block_size, device):
+    """Score all responses of a batch of prompts in one forward pass and arrange the rewards as
+    (P, K_max) best..worst for ranking_loss."""
+    tokens, mask, spans = encode_comparisons(tok, comps, block_size)
+    r = reward_scores(rm, tokens.to(device), mask.to(device))       # (N,)
+    K = max(e - s for s, e in spans)
+    rewards = torch.zeros(len(spans), K, device=device)
+    rmask = torch.zeros(len(spans), K, device=device)
+    for p, (s, e) in enumerate(spans):
+        rewards[p, :e - s] = r[s:e]
+        rmask[p, :e - s] = 1
+    return rewards, rmask
+
+
+@torch.no_grad()
+def accuracy(rm, tok, comps, block_size, device, batch_size=32):
+    """Pairwise accuracy over pairs of distinct responses: r(winner) > r(loser)."""
+    right = total = 0
+    rm.eval()
+    for i in range(0, len(comps), batch_size):
+        rewards, rmask = comparison_batch(rm, tok, comps[i:i + batch_size], block_size, device)
+        _, acc = ranking_loss(rewards, rmask)
+        n = sum(len(c["completions"]) * (len(c["completions"]) - 1) // 2 for c in comps[i:i + batch_size])
+        right, total = right + acc.item() * n, total + n
+    return right / max(total, 1)
+
+
+@torch.no_grad()
+def score_texts(rm, tok, prompts, responses, block_size, device, batch_size=64):
+    """Raw RM scores (before the demonstration bias) of (prompt, response) pairs."""
+    out = []
+    rm.eval()
+    for i in range(0, len(prompts), batch_size):
+        comps = [{"prompt": p, "completions": [r], "ranking": [0]}
+                 for p, r in zip(prompts[i:i + batch_size], responses[i:i + batch_size])]
+        tokens, mask, _ = encode_comparisons(tok, comps, block_size)
+        out += reward_scores(rm, tokens.to(device), mask.to(device)).tolist()
+    return out
+
+
+def load_reward_model(path, device="cpu"):
+    """-> (ScalarModel with the trained head, tokenizer, bias, scale). PPO's reward is the
+    score minus the bias (demonstrations then score 0 on average); the scale is reported."""
+    gpt, ckpt = load_checkpoint(path, device)
+    if ckpt.get("stage") != "reward" or "reward_head" not in ckpt:
+        raise UserError(f"{path}: not a reward-model checkpoint (stage {ckpt.get('stage')!r})")
+    rm = ScalarModel(gpt)
+    rm.head.load_state_dict(ckpt["reward_head"])
+    return rm.to(device), data.Tokenizer.from_state(ckpt["tokenizer"]), ckpt["reward_bias"], ckpt["reward_scale"]
+
+
+# -----------------------------------------------------------------------------
+
+def validate(cfg):
+    if not 2 <= cfg.k_min <= cfg.k_max <= 9:
+        raise UserError(f"--k-min {cfg.k_min} / --k-max {cfg.k_max}: need 2 <= k-min <= k-max <= 9")
+    check_positive(cfg, ("batch_size", "lr", "epochs", "max_new_tokens"))
+    if cfg.data and not os.path.isfile(cfg.data):
+        raise UserError(f"--data {cfg.data}: no such file")
+    ensure_out_dir(cfg.out_dir)
+
+
+def main(cfg=None):
+    cfg = cfg or parse_config(Config, presets=PRESETS, description=__doc__)
+    validate(cfg)
+    device, autocast = setup(cfg.device, cfg.seed)
+    if cfg.label:  # a person ranks instead of the simulated labelers (the terminal side lives in chat.py)
+        import chat
+        if not 2 <= cfg.k <= 9:
+            raise UserError(f"--k {cfg.k}: rank between 2 and 9 responses")
+        out = os.path.join(cfg.out_dir, "comparisons_human.jsonl")
+        n = chat.label(cfg.policy or os.path.join(cfg.out_dir, "sft.pt"), out, cfg.k,
+                       chat.read_prompts(None, cfg.preset, cfg.seed), temperature=cfg.temperature,
+                       max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, device=str(device))
+        print(f"{n} rankings saved to {out}; train on them: python reward.py --data {out} --init SFT_CHECKPOINT")
+        return {}
+    log = MetricsLog(cfg.out_dir, "reward", cfg.quiet)
+    t_start = time.time()
+    rng = random.Random(cfg.seed + 2)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + 2)
+    if cfg.data:  # read (and so check) the file before any model is loaded
+        kind, comps = data.read_jsonl(cfg.data)
+        if kind != "comparison":
+            raise UserError(f"--data {cfg.data}: holds {kind} records; reward.py needs comparisons")
+    init_cfg = cfg if cfg.init else type(cfg)(**{**asdict(cfg), "init": os.path.join(cfg.out_dir, "sft.pt")})
+    gpt, tok, init_path = load_start(init_cfg, device)
+    block = gpt.config.block_size
+    metrics = {}
+
+    # ---- comparisons: from a file, or sampled from the policy and ranked by simulated labelers
+    if cfg.data:
+        random.Random(cfg.seed).shuffle(comps)
+        n_val = max(1, len(comps) // 20)
+        train, heldout = comps[n_val:], comps[:n_val]
+        demos = []
+    else:
+        world = data.build(cfg.preset, cfg.seed)
+        policy = gpt
+        if cfg.policy:
+            policy, _ = load_checkpoint(cfg.policy, device)
+        train_labelers = [l for l in world["labelers"] if not l.heldout]
+        heldout_labelers = [l for l in world["labelers"] if l.heldout]
+        t0 = time.time()
+        train = collect_comparisons(policy, tok, world["rm"], train_labelers, cfg, rng, generator)
+        n_val = max(20, len(world["rm"]) // 5)
+        heldout = collect_comparisons(policy, tok, world["val"][:n_val], heldout_labelers, cfg, rng, generator)
+        pairs = [(c["task"], a, b) for c in train for i, a in enumerate(c["completions"])
+                 for b in c["completions"][i + 1:]]
+        metrics["labeler_agreement"] = data.labeler_agreement(train_labelers, pairs, rng)
+        metrics["sampling_seconds"] = round(time.time() - t0, 1)
+        n_k = sum(len(c["completions"]) for c in train) / max(1, len(train))
+        print(f"reward: {len(train)} training prompts ranked (mean K {n_k:.1f}, {len(pairs)} comparisons), "
+              f"{len(heldout)} held-out; sampling took {metrics['sampling_seconds']:.0f}s; labeler agreement "
+              f"{metrics['labeler_agreement']:.3f} (paper: 0.726)")
+        data.write_jsonl(os.path.join(cfg.out_dir, f"comparisons_round{cfg.round}.jsonl"), train)
+        data.write_jsonl(os.path.join(cfg.out_dir, f"comparisons_heldout_round{cfg.round}.jsonl"), heldout)
+        demos = world["sft"]
+    if not train:
+        raise UserError("reward: no prompt gave two distinct responses to compare")
+
+    # ---- the reward model: the SFT model plus a scalar head; one epoch over prompts
+    gpt.set_dropout(cfg.dropout)
+    rm = ScalarModel(gpt).to(device)
+    optimizer = configure_optimizer(rm, cfg.lr, cfg.weight_decay, device_type=device.type)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    steps = cfg.epochs * steps_per_epoch
+    metrics["heldout_accuracy_before"] = accuracy(rm, tok, heldout, block, device)
+    log.log(0, heldout_accuracy=metrics["heldout_accuracy_before"])
+    for step in range(steps):
+        epoch, k = divmod(step, steps_per_epoch)
+        if k == 0:
+            order = list(range(len(train)))
+            random.Random(cfg.seed * 1000 + epoch).shuffle(order)
+        batch = [train[i] for i in order[k * cfg.batch_size:(k + 1) * cfg.batch_size]]
+        lr = cosine_lr(step, steps, cfg.lr, warmup=max(1, steps // 20))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        rm.train()
+        with autocast():
+            rewards, rmask = comparison_batch(rm, tok, batch, block, device)
+        loss, acc = ranking_loss(rewards, rmask)
+        if not torch.isfinite(loss):
+            raise UserError(f"reward: loss is {loss.item()} at step {step}; no checkpoint written")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)
+        optimizer.step()
+        if step % 10 == 0 or step == steps - 1:
+            log.log(step, loss=loss.item(), train_accuracy=acc.item(), lr=lr, grad_norm=float(norm),
+                    reward_gap=float((rewards[:, 0] - rewards[:, 1]).mean().detach()))
+
+    # ---- held-out accuracy, the bias that puts demonstrations at 0, the scale
+    metrics["heldout_accuracy"] = accuracy(rm, tok, heldout, block, device)
+    log.log(steps, heldout_accuracy=metrics["heldout_accuracy"])
+    if demos:
+        demo_scores = score_texts(rm, tok, [d["prompt"] for d in demos], [d["response"] for d in demos], block, device)
+    else:  # real data: the best-ranked response of each training prompt stands in for a demonstration
+        demo_scores = score_texts(rm, tok, [c["prompt"] for c in train],
+                                  [c["completions"][c["ranking"][0]] for c in train], block, device)
+    bias = sum(demo_scores) / len(demo_scores)
+    scale = (sum((s - bias) ** 2 for s in demo_scores) / len(demo_scores)) ** 0.5
+    metrics.update(reward_bias=bias, reward_scale=scale, n_train_prompts=len(train), n_heldout_prompts=len(heldout),
+                   seconds=round(time.time() - t_start, 1))
+    print(f"reward: held-out accuracy {metrics['heldout_accuracy']:.3f} (before training "
+          f"{metrics['heldout_accuracy_before']:.3f})"
+          + (f" beside labeler agreement {metrics['labeler_agreement']:.3f}" if "labeler_agreement" in metrics else "")
+          + f"; demonstrations score {bias:+.3f} +- {scale:.3f} before the bias")
+    save_checkpoint(os.path.join(cfg.out_dir, "reward.pt"), rm.gpt, stage="reward", tokenizer=tok.state(),
+                    reward_head=rm.head.state_dict(), reward_bias=bias, reward_scale=scale,
+                    config=asdict(cfg), metrics=metrics)
+    return metrics
+
+
+if __name__ == "__main__":
+    run_cli(main)

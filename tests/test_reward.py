@@ -1,0 +1,122 @@
+"""reward.py: the K-wise loss is the mean over all C(K,2) pairs, the score is read at the last real
+token whatever the padding, a ranking's K responses form one batch element."""
+import itertools
+import math
+import random
+
+import pytest
+import torch
+
+import data
+from gpt import GPT, GPTConfig
+from reward import ScalarModel, comparison_batch, encode_comparisons, last_index, ranking_loss, reward_scores
+
+
+def brute_force_loss(rewards_by_prompt):
+    """InstructGPT eq. 1 written as loops: for each prompt, -1/C(K,2) sum over pairs (winner
+    ranked above loser) of log sigmoid(r_w - r_l); then the mean over prompts."""
+    losses = []
+    for r in rewards_by_prompt:  # r: rewards sorted best..worst
+        pairs = list(itertools.combinations(range(len(r)), 2))
+        assert len(pairs) == math.comb(len(r), 2)
+        losses.append(-sum(math.log(1 / (1 + math.exp(-(r[w] - r[l])))) for w, l in pairs) / len(pairs))
+    return sum(losses) / len(losses)
+
+
+def pad_rows(rows):
+    K = max(len(r) for r in rows)
+    rewards = torch.zeros(len(rows), K)
+    mask = torch.zeros(len(rows), K)
+    for p, r in enumerate(rows):
+        rewards[p, :len(r)] = torch.tensor(r)
+        mask[p, :len(r)] = 1
+    return rewards, mask
+
+
+def test_kwise_loss_equals_brute_force_for_k_4_to_9():
+    rng = random.Random(0)
+    for _ in range(20):
+        rows = [[rng.gauss(0, 2) for _ in range(rng.randint(4, 9))] for _ in range(rng.randint(1, 6))]
+        loss, _ = ranking_loss(*pad_rows(rows))
+        assert abs(loss.item() - brute_force_loss(rows)) < 1e-5
+
+
+def test_swapping_winner_and_loser_raises_the_loss():
+    r = [2.0, 1.0, 0.5, -1.0]                       # the model agrees with the ranking
+    loss, acc = ranking_loss(*pad_rows([r]))
+    swapped = [r[1], r[0]] + r[2:]                  # now the labeler's winner gets the lower reward
+    loss2, acc2 = ranking_loss(*pad_rows([swapped]))
+    assert loss2 > loss and acc == 1.0 and acc2 < 1.0
+
+
+def test_each_prompt_is_one_batch_element():
+    """A prompt with K=9 (36 pairs) weighs as much as one with K=4 (6 pairs): the loss is the mean
+    of per-prompt means, not the mean over all pairs of the batch."""
+    rng = random.Random(1)
+    a = [rng.gauss(0, 1) for _ in range(9)]
+    b = [rng.gauss(0, 1) for _ in range(4)]
+    loss, _ = ranking_loss(*pad_rows([a, b]))
+    la, _ = ranking_loss(*pad_rows([a]))
+    lb, _ = ranking_loss(*pad_rows([b]))
+    assert torch.allclose(loss, (la + lb) / 2)
+    all_pairs = (la * 36 + lb * 6) / 42
+    assert not torch.allclose(loss, all_pairs)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    world = data.make_world(0)
+    return data.train_tokenizer("\n".join(world.corpus(300, random.Random(0))), 300)
+
+
+@pytest.fixture(scope="module")
+def rm(tok):
+    torch.manual_seed(0)
+    return ScalarModel(GPT(GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32))).eval()
+
+
+def test_score_reads_the_last_real_token_whatever_the_padding(tok, rm):
+    seq = tok.chat_prompt("What is 2 + 3?") + tok.chat_response("5")
+    n = len(seq)
+    alone = reward_scores(rm, torch.tensor([seq]), torch.ones(1, n, dtype=torch.long))
+    right = torch.tensor([seq + [tok.pad_id] * 5])
+    right_mask = torch.tensor([[1] * n + [0] * 5])
+    left = torch.tensor([[tok.pad_id] * 5 + seq])
+    left_mask = torch.tensor([[0] * 5 + [1] * n])
+    assert last_index(right_mask).item() == n - 1 and last_index(left_mask).item() == n + 4
+    for tokens, mask in ((right, right_mask), (left, left_mask)):
+        assert torch.allclose(reward_scores(rm, tokens, mask), alone, atol=1e-5)
+    # and it is the value at that token: changing what comes after (padding) changes nothing
+    right2 = right.clone()
+    right2[0, n:] = 7
+    assert torch.allclose(reward_scores(rm, right2, right_mask), alone, atol=1e-5)
+
+
+def test_comparison_batch_scores_each_ranking_in_one_row(tok, rm):
+    comps = [{"prompt": "What is 2 + 3?", "completions": ["5", "6", "It is 5.", "7"], "ranking": [0, 2, 1, 3]},
+             {"prompt": "Spell cat backwards.", "completions": ["tac", "cat"], "ranking": [1, 0]}]
+    tokens, mask, spans = encode_comparisons(tok, comps, 64)
+    assert spans == [(0, 4), (4, 6)] and tokens.size(0) == 6   # all responses in one forward pass
+    rewards, rmask = comparison_batch(rm, tok, comps, 64, "cpu")
+    assert rewards.shape == (2, 4) and rmask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    # row 0 holds the responses in the labeler's order best..worst
+    direct = reward_scores(rm, tokens, mask)
+    assert torch.allclose(rewards[0], direct[:4]) and torch.allclose(rewards[1, :2], direct[4:])
+    expected = [tok.chat_prompt("What is 2 + 3?") + tok.chat_response("It is 5.")]
+    assert tokens[1, :len(expected[0])].tolist() == expected[0]  # ranking[1] = completion 2
+
+
+def test_loss_trains_the_reward_model_toward_the_ranking(tok):
+    torch.manual_seed(0)
+    rm = ScalarModel(GPT(GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32)))
+    comps = [{"prompt": f"What is {a} + 1?", "completions": [str(a + 1), str(a + 2), str(a), "no"],
+              "ranking": [0, 1, 2, 3]} for a in range(8)]
+    opt = torch.optim.AdamW(rm.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss, _ = ranking_loss(*comparison_batch(rm, tok, comps, 64, "cpu"))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
