@@ -1,0 +1,392 @@
+"""
+ppo.py: step 3, reinforcement learning against the reward model (PPO), and PPO-ptx.
+
+InstructGPT, Section 3.5 "Reinforcement learning (RL)" (arXiv 2203.02155):
+  "we fine-tuned the SFT model on our environment using PPO. The environment is a bandit
+  environment which presents a random customer prompt and expects a response to the prompt.
+  Given the prompt and response, it produces a reward determined by the reward model and ends
+  the episode. In addition, we add a per-token KL penalty from the SFT model at each token to
+  mitigate over-optimization of the reward model. The value function is initialized from the RM."
+  Eq. 2, the objective:
+      objective(phi) = E_(x,y)~pi_RL [ r(x,y) - beta * log(pi_RL(y|x) / pi_SFT(y|x)) ]
+                       + gamma * E_x~D_pretrain [ log pi_RL(x) ]
+  PPO-ptx is gamma > 0: pretraining gradients mixed into every update, which reduces the
+  performance regressions on public NLP data (the "alignment tax").
+
+One iteration of the loop below:
+  1. rollout    the policy answers a batch of prompts (batched KV-cache generation, gpt.py)
+  2. score      the RM scores each answer at its last token; the frozen SFT model gives the
+                reference log-probs; the value model gives V(s_t) for every response token
+  3. rewards    r_t = -beta * (log pi(y_t) - log pi_SFT(y_t)) at every token, + RM score at the last
+  4. GAE        advantages and returns (Schulman et al. 2016), whitened over the response mask
+  5. update     several epochs of minibatches: clipped surrogate (Schulman et al. 2017), clipped
+                value loss, + gamma * the LM loss on a pretraining batch (PPO-ptx)
+
+Run on CPU (after sft.py and reward.py):
+    python ppo.py --preset smoke --out-dir out/smoke
+    python ppo.py --preset smoke --out-dir out/smoke --ptx-coef 1.0 --name ppo_ptx
+
+Where this departs from the paper:
+  1. Tiny models, a few thousand episodes (paper: 256k episodes, 31k prompts, beta 0.02,
+     gamma 27.8 for PPO-ptx, lr 9.65e-6 for 1.3B / 5.03e-6 for 6B).
+  2. The gamma of PPO-ptx multiplies a per-token mean LM loss (the paper's value 27.8 belongs to
+     its own normalisation, which it does not spell out); ours is tuned to this world.
+  3. The RM score is used after subtracting the bias that puts labeler demonstrations at 0
+     (as the paper), with no further scaling; an optional fixed penalty for answers that never
+     reach EOS (common practice, not in the paper).
+  4. The policy and value models are separate networks with their own optimizers, as in the
+     paper; the KL coefficient may be adapted toward a target (Ziegler et al. 2019), off by default.
+"""
+
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+import data
+from gpt import (MetricsLog, UserError, arg, check_positive, configure_optimizer, ensure_out_dir,
+    load_checkpoint, parse_config, run_cli, save_checkpoint, setup, token_logprobs)
+from reward import last_index, load_reward_model, reward_scores
+from sft import corpus_split, pretrain_batch
+
+
+@dataclass
+class Config:
+    preset: str = arg("cpu", "sizes and steps: smoke, cpu or gpu")
+    out_dir: str = arg("out/run", "run folder")
+    init: str = arg("", "the frozen reference, and the policy's start (default OUT_DIR/sft.pt)")
+    start: str = arg("", "start the policy here instead of --init (a later round continues the last policy)")
+    reward: str = arg("", "the reward model (default OUT_DIR/reward.pt); the value model starts from it")
+    name: str = arg("ppo", "output name: OUT_DIR/<name>.pt (e.g. ppo_ptx)")
+    seed: int = arg(0, "seed")
+    device: str = arg("auto", "auto, cpu or cuda")
+    iterations: int = arg(60, "rollout-and-update iterations")
+    batch_size: int = arg(64, "prompts (episodes) per rollout")
+    minibatch_size: int = arg(16, "episodes per PPO minibatch")
+    ppo_epochs: int = arg(4, "passes over each rollout batch (the clip only acts after the first minibatch)")
+    max_new_tokens: int = arg(48, "longest response")
+    temperature: float = arg(1.0, "rollout sampling temperature")
+    lr: float = arg(3e-5, "policy learning rate (paper: 9.65e-6 for 1.3B)")
+    value_lr: float = arg(1e-4, "value model learning rate")
+    kl_coef: float = arg(0.02, "beta: per-token KL penalty to SFT (paper: 0.02)")
+    adaptive_kl: bool = arg(False, "adapt beta toward --target-kl (Ziegler et al. 2019)")
+    target_kl: float = arg(2.0, "target KL per response (nats) for the adaptive controller")
+    gamma: float = arg(1.0, "discount (the episode is one response)")
+    lam: float = arg(0.95, "GAE lambda")
+    clip_coef: float = arg(0.2, "PPO ratio clip")
+    vf_clip: float = arg(0.2, "value clip around the rollout's values")
+    no_eos_penalty: float = arg(-1.0, "reward for a response that never reaches EOS (0: off)")
+    ptx_coef: float = arg(0.0, "gamma of PPO-ptx: weight of the pretraining LM loss (0: plain PPO)")
+    ptx_batch_size: int = arg(16, "pretraining sequences per minibatch for PPO-ptx")
+    grad_clip: float = arg(1.0, "gradient-norm clip, after backward")
+    eval_every: int = arg(10, "iterations between evaluations on held-out prompts")
+    n_eval: int = arg(100, "held-out prompts per evaluation")
+    quiet: bool = arg(False, "no per-step log lines")
+
+
+PRESETS = {
+    "smoke": dict(iterations=15, batch_size=32, minibatch_size=16, ppo_epochs=2, max_new_tokens=32,
+                  lr=5e-5, value_lr=3e-4, kl_coef=0.1, eval_every=15, n_eval=40),
+    "cpu": dict(iterations=30, batch_size=64, minibatch_size=16, ppo_epochs=2, lr=3e-5, kl_coef=0.1, eval_every=10),
+    "gpu": dict(iterations=150, batch_size=256, minibatch_size=64, ppo_epochs=4, lr=2e-5, eval_every=25,
+                n_eval=400),
+}
+
+
+# -----------------------------------------------------------------------------
+# The maths, as small functions: masked means, KL-shaped rewards, GAE, the PPO losses
+
+def masked_mean(x, mask, dim=None):
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def masked_whiten(x, mask, eps=1e-8):
+    """Zero mean, unit variance over the real (mask = 1) entries only."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def kl_shaped_rewards(scores, logprobs, ref_logprobs, response_mask, kl_coef):
+    """
+    InstructGPT eq. 2 as per-token rewards: r_t = -beta * (log pi(y_t) - log pi_SFT(y_t)) at every
+    response token, plus the RM score at the last real token only.
+    scores (B,), logprobs / ref_logprobs / response_mask (B, N) -> rewards (B, N), kl (B, N).
+    """
+    kl = (logprobs - ref_logprobs) * response_mask                  # log(pi / pi_SFT) per token
+    rewards = -kl_coef * kl
+    last = last_index(response_mask)                                 # (B,)
+    rewards[torch.arange(len(scores)), last] += scores
+    return rewards * response_mask, kl
+
+
+def gae(rewards, values, response_mask, gamma=1.0, lam=0.95):
+    """
+    Generalized advantage estimation over response tokens (Schulman et al. 2016):
+      delta_t = r_t + gamma * V(s_{t+1}) - V(s_t),   A_t = delta_t + gamma * lam * A_{t+1},
+    with V = 0 after the last real token (the episode ends there; padding contributes nothing).
+    rewards, values, response_mask (B, N) -> advantages (B, N), returns (B, N) = A + V.
+    """
+    B, N = rewards.shape
+    advantages = torch.zeros_like(rewards)
+    next_adv = torch.zeros(B, device=rewards.device)
+    next_value = torch.zeros(B, device=rewards.device)
+    for t in reversed(range(N)):
+        m = response_mask[:, t]
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_adv = (delta + gamma * lam * next_adv) * m               # a padding step resets the recursion
+        next_value = values[:, t] * m
+        advantages[:, t] = next_adv
+    return advantages, (advantages + values) * response_mask
+
+
+def ppo_losses(logprobs, old_logprobs, advantages, values, old_values, returns, mask,
+               clip_coef=0.2, vf_clip=0.2):
+    """
+    The clipped surrogate and the clipped value loss (Schulman et al. 2017), token-level means
+    over the response mask. All inputs (B, N). Returns pg_loss, v_loss and a dict of statistics.
+    """
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+    pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
+    v_clipped = old_values + torch.clamp(values - old_values, -vf_clip, vf_clip)
+    v_loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (v_clipped - returns) ** 2), mask)
+    with torch.no_grad():
+        stats = dict(
+            approx_kl=masked_mean((ratio - 1) - log_ratio, mask).item(),  # k3, joschu.net/blog/kl-approx.html
+            clipfrac=masked_mean(((ratio - 1).abs() > clip_coef).float(), mask).item(),
+            ratio=masked_mean(ratio, mask).item())
+    return pg_loss, v_loss, stats
+
+
+def explained_variance(values, returns, mask):
+    """1 - Var(returns - values) / Var(returns): 1 is a perfect value function, <= 0 useless."""
+    var_r = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    diff = returns - values
+    var_d = masked_mean((diff - masked_mean(diff, mask)) ** 2, mask)
+    return (1 - var_d / var_r.clamp(min=1e-8)).item()
+
+
+class AdaptiveKL:
+    """Ziegler et al. 2019: beta <- beta * (1 + clip(KL / target - 1, -0.2, 0.2) * n / horizon)."""
+
+    def __init__(self, kl_coef, target, horizon=10000):
+        self.value, self.target, self.horizon = kl_coef, target, horizon
+
+    def update(self, kl, n_episodes):
+        error = max(-0.2, min(0.2, kl / self.target - 1))
+        self.value *= 1 + error * n_episodes / self.horizon
+
+
+# -----------------------------------------------------------------------------
+# Rollouts and their scores
+
+@torch.no_grad()
+def rollout(policy, ref, value_model, rm, tok, prompts, cfg, reward_bias, generator):
+    """Generate answers to `prompts` and score them. Returns a dict of (B, ...) tensors:
+    tokens, attention_mask, response_mask, logprobs, ref_logprobs, values (zeros without a
+    value model), scores, and the prompt length T (responses are tokens[:, T:])."""
+    device = next(policy.parameters()).device
+    idx, mask, _ = data.left_pad([tok.chat_prompt(p) for p in prompts], tok.pad_id,
+                                 max_len=policy.config.block_size - cfg.max_new_tokens)
+    idx, mask = idx.to(device), mask.to(device)
+    t0 = time.time()
+    out = policy.generate(idx, cfg.max_new_tokens, attention_mask=mask, temperature=cfg.temperature,
+                          eos_id=tok.eos_id, pad_id=tok.pad_id, generator=generator, suppress_ids=tok.never_sampled)
+    t_gen = time.time() - t0
+    T = idx.size(1)
+    response_mask = out.response_mask.float()
+    full_mask = torch.cat([mask, out.response_mask], dim=1)
+    # the old policy's log-probs, recomputed by the same forward pass the update uses
+    logprobs = token_logprobs(policy, out.tokens, full_mask)[:, T - 1:] * response_mask
+    ref_logprobs = token_logprobs(ref, out.tokens, full_mask)[:, T - 1:] * response_mask
+    values = torch.zeros_like(logprobs)
+    if value_model is not None:
+        values = value_model(out.tokens, full_mask)[:, T - 1:-1] * response_mask  # V(prompt + y_<t)
+    scores = reward_scores(rm, out.tokens, full_mask) - reward_bias
+    ended = (out.tokens[:, T:] == tok.eos_id).any(1)
+    if cfg.no_eos_penalty:
+        scores = torch.where(ended, scores, torch.full_like(scores, cfg.no_eos_penalty))
+    return dict(tokens=out.tokens, attention_mask=full_mask, response_mask=response_mask, logprobs=logprobs,
+                ref_logprobs=ref_logprobs, values=values, scores=scores, ended=ended, T=T,
+                t_gen=t_gen, t_score=time.time() - t0 - t_gen)
+
+
+def decode_responses(tok, batch):
+    T = batch["T"]
+    out = []
+    for row, m in zip(batch["tokens"][:, T:].tolist(), batch["response_mask"].tolist()):
+        out.append(tok.decode([t for t, keep in zip(row, m) if keep and t != tok.eos_id]).strip())
+    return out
+
+
+@torch.no_grad()
+def evaluate(policy, ref, rm, tok, records, cfg, reward_bias, generator):
+    """On held-out prompts: mean RM score (sampled answers), gold score, KL to SFT per answer."""
+    batch = rollout(policy, ref, None, rm, tok, [r["prompt"] for r in records], cfg, reward_bias, generator)
+    answers = decode_responses(tok, batch)
+    gold = [data.gold_score(r["task"], a)["total"] for r, a in zip(records, answers)]
+    kl = ((batch["logprobs"] - batch["ref_logprobs"]) * batch["response_mask"]).sum(1)
+    return dict(eval_rm_score=batch["scores"].mean().item(), eval_gold=sum(gold) / len(gold),
+                eval_kl=kl.mean().item()), answers
+
+
+# -----------------------------------------------------------------------------
+
+def validate(cfg):
+    check_positive(cfg, ("iterations", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "lr",
+                 "value_lr", "eval_every", "n_eval"))
+    if cfg.kl_coef < 0 or cfg.ptx_coef < 0:
+        raise UserError("--kl-coef and --ptx-coef must not be negative")
+    ensure_out_dir(cfg.out_dir)
+
+
+def main(cfg=None):
+    cfg = cfg or parse_config(Config, presets=PRESETS, description=__doc__)
+    validate(cfg)
+    device, autocast = setup(cfg.device, cfg.seed)
+    log = MetricsLog(cfg.out_dir, cfg.name, cfg.quiet)
+    t_start = time.time()
+    init = cfg.init or os.path.join(cfg.out_dir, "sft.pt")
+    reward_path = cfg.reward or os.path.join(cfg.out_dir, "reward.pt")
+
+    # ---- four models: policy (trained), reference = SFT (frozen), value (trained, from the RM), RM (frozen)
+    ref, ckpt = load_checkpoint(init, device)
+    if "tokenizer" not in ckpt:
+        raise UserError(f"{init}: checkpoint has no tokenizer")
+    tok = data.Tokenizer.from_state(ckpt["tokenizer"])
+    policy, _ = load_checkpoint(cfg.start or init, device)
+    ref.eval().requires_grad_(False)
+    rm, rm_tok, reward_bias, reward_scale = load_reward_model(reward_path, device)
+    if rm_tok.state() != tok.state():
+        raise UserError(f"{reward_path}: its vocabulary differs from {init}'s")
+    rm.eval().requires_grad_(False)
+    value_model, _, _, _ = load_reward_model(reward_path, device)   # "initialized from the RM"
+    world = data.build(cfg.preset, cfg.seed)
+    prompts = world["ppo"]
+    eval_records = world["val"][:cfg.n_eval]
+    train_ids, _ = corpus_split(tok, world["corpus"], policy.config.block_size)  # PPO-ptx's D_pretrain
+    print(f"{cfg.name}: {len(prompts)} prompts, {cfg.iterations} iterations of {cfg.batch_size} episodes, "
+          f"beta {cfg.kl_coef}, ptx {cfg.ptx_coef}; reward bias {reward_bias:+.3f}, scale {reward_scale:.3f}")
+
+    opt_policy = configure_optimizer(policy, cfg.lr, weight_decay=0.0, device_type=device.type)
+    opt_value = configure_optimizer(value_model, cfg.value_lr, weight_decay=0.0, device_type=device.type)
+    kl_ctl = AdaptiveKL(cfg.kl_coef, cfg.target_kl)
+    rng = random.Random(cfg.seed + 3)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + 3)
+    eval_gen_seed = cfg.seed + 4
+
+    def run_eval(it):
+        g = torch.Generator(device=device).manual_seed(eval_gen_seed)  # the same draws at every evaluation
+        stats, answers = evaluate(policy, ref, rm, tok, eval_records, cfg, reward_bias, g)
+        log.log(it, **stats)
+        return stats, answers
+
+    first_eval, _ = run_eval(0)
+    for it in range(cfg.iterations):
+        # 1-2. rollout and scoring
+        batch_records = rng.sample(prompts, min(cfg.batch_size, len(prompts)))
+        batch_prompts = [r["prompt"] for r in batch_records]
+        policy.eval()
+        b = rollout(policy, ref, value_model, rm, tok, batch_prompts, cfg, reward_bias, generator)
+        # 3-4. KL-shaped rewards, GAE, whitened advantages
+        rewards, kl = kl_shaped_rewards(b["scores"], b["logprobs"], b["ref_logprobs"], b["response_mask"], kl_ctl.value)
+        advantages, returns = gae(rewards, b["values"], b["response_mask"], cfg.gamma, cfg.lam)
+        advantages = masked_whiten(advantages, b["response_mask"])
+        # 5. several epochs of minibatches
+        t0 = time.time()
+        policy.train()
+        value_model.train()
+        B, T = len(batch_prompts), b["T"]
+        stats = []
+        for epoch in range(cfg.ppo_epochs):
+            order = torch.randperm(B, generator=torch.Generator().manual_seed(cfg.seed * 7919 + it * 31 + epoch))
+            for start in range(0, B, cfg.minibatch_size):
+                mb = order[start:start + cfg.minibatch_size].to(device)
+                mb_tokens, mb_attn, mb_mask = b["tokens"][mb], b["attention_mask"][mb], b["response_mask"][mb]
+                with autocast():
+                    new_logprobs, entropy = token_logprobs(policy, mb_tokens, mb_attn, with_entropy=True)
+                    new_values = value_model(mb_tokens, mb_attn)[:, T - 1:-1]
+                pg_loss, v_loss, s = ppo_losses(new_logprobs[:, T - 1:], b["logprobs"][mb], advantages[mb],
+                                                new_values.float(), b["values"][mb], returns[mb], mb_mask,
+                                                cfg.clip_coef, cfg.vf_clip)
+                loss = pg_loss
+                if cfg.ptx_coef > 0:  # PPO-ptx: gamma * the pretraining LM loss, in every update
+                    x, y = pretrain_batch(train_ids, cfg.ptx_batch_size, policy.config.block_size,
+                                          it * 1000 + epoch * 100 + start, cfg.seed)
+                    with autocast():
+                        ptx_loss = policy(x.to(device), y.to(device))[1]
+                    loss = loss + cfg.ptx_coef * ptx_loss
+                    s["ptx_loss"] = ptx_loss.item()
+                if not (torch.isfinite(loss) and torch.isfinite(v_loss)):
+                    raise UserError(f"{cfg.name}: loss is not finite at iteration {it}; no checkpoint written")
+                opt_policy.zero_grad(set_to_none=True)
+                opt_value.zero_grad(set_to_none=True)
+                (loss + v_loss).backward()                           # separate networks: separate gradients
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(value_model.parameters(), cfg.grad_clip)
+                opt_policy.step()
+                opt_value.step()
+                s.update(pg_loss=pg_loss.item(), v_loss=v_loss.item(),
+                         entropy=masked_mean(entropy[:, T - 1:].float(), mb_mask).item())
+                stats.append(s)
+        t_train = time.time() - t0
+        # one log line
+        answers = decode_responses(tok, b)
+        gold = [data.gold_score(r["task"], a)["total"] for r, a in zip(batch_records, answers)]
+        seq_kl = kl.sum(1).mean().item()
+        mean = {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
+        total_t = b["t_gen"] + b["t_score"] + t_train
+        log.log(it + 1, rm_score=b["scores"].mean().item(), gold=sum(gold) / len(gold), kl=seq_kl,
+                kl_coef=kl_ctl.value, **mean, explained_var=explained_variance(b["values"], returns, b["response_mask"]),
+                resp_len=b["response_mask"].sum(1).mean().item(), ended=b["ended"].float().mean().item(),
+                gen_frac=round(b["t_gen"] / total_t, 3), score_frac=round(b["t_score"] / total_t, 3),
+                train_frac=round(t_train / total_t, 3))
+        if cfg.adaptive_kl:
+            kl_ctl.update(seq_kl, B)
+        if (it + 1) % cfg.eval_every == 0 and it + 1 < cfg.iterations:
+            run_eval(it + 1)
+
+    last_eval, answers = run_eval(cfg.iterations)
+    metrics = {**{k + "_before": v for k, v in first_eval.items()}, **last_eval,
+               "seconds": round(time.time() - t_start, 1)}
+    print(f"{cfg.name}: on {len(eval_records)} held-out prompts, RM score {first_eval['eval_rm_score']:+.3f} -> "
+          f"{last_eval['eval_rm_score']:+.3f}, gold {first_eval['eval_gold']:+.3f} -> {last_eval['eval_gold']:+.3f}, "
+          f"KL to SFT {last_eval['eval_kl']:.2f} nats per answer; {metrics['seconds']:.0f}s")
+    for r, a in list(zip(eval_records, answers))[:3]:
+        print(f"  {r['prompt']!r} -> {a!r}")
+    save_checkpoint(os.path.join(cfg.out_dir, f"{cfg.name}.pt"), policy, stage=cfg.name, tokenizer=tok.state(),
+                    config=asdict(cfg), metrics=metrics)
+    plot_scores_vs_kl(cfg.out_dir, cfg.name)
+    return metrics
+
+
+def plot_scores_vs_kl(out_dir, name):
+    """<name>_scores_vs_kl.png: RM score and gold score of the rollouts against their KL to SFT.
+    Where the RM score keeps rising and the gold score does not, the policy over-optimizes the RM."""
+    import json
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
+    rows = [r for r in rows if r["stage"] == name and "kl" in r]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    kl = [r["kl"] for r in rows]
+    ax.plot(kl, [r["rm_score"] for r in rows], "o-", ms=3, label="RM score (minus bias)")
+    ax.plot(kl, [r["gold"] for r in rows], "s-", ms=3, label="gold score (the simulated truth)")
+    ax.set_xlabel("KL(policy || SFT) per answer, nats")
+    ax.set_ylabel("score")
+    ax.set_title(f"{name}: scores against KL during training")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, f"{name}_scores_vs_kl.png"), dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,137 @@
+"""ppo.py: GAE against a hand computation and a slow loop, the clipped surrogate's gradients, the
+ratio on the first minibatch, and the KL-shaped reward."""
+import random
+
+import pytest
+import torch
+
+import data
+import ppo
+from gpt import GPT, GPTConfig, token_logprobs
+from ppo import gae, kl_shaped_rewards, masked_whiten, ppo_losses
+from reward import ScalarModel
+
+
+def test_gae_hand_computed():
+    rewards = torch.tensor([[0.0, 0.0, 1.0]])
+    values = torch.tensor([[0.5, 0.6, 0.7]])
+    mask = torch.ones(1, 3)
+    adv, ret = gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    # t=2: 1 - 0.7 = 0.3;  t=1: (0.7 - 0.6) + 0.95 * 0.3 = 0.385;  t=0: (0.6 - 0.5) + 0.95 * 0.385
+    assert torch.allclose(adv, torch.tensor([[0.46575, 0.385, 0.3]]))
+    assert torch.allclose(ret, torch.tensor([[0.96575, 0.985, 1.0]]))
+
+
+def slow_gae(rewards, values, lengths, gamma, lam):
+    """The textbook recursion, one episode at a time, over its real tokens only."""
+    adv = torch.zeros_like(rewards)
+    for b, n in enumerate(lengths):
+        last = 0.0
+        for t in reversed(range(n)):
+            next_v = values[b, t + 1].item() if t + 1 < n else 0.0
+            delta = rewards[b, t].item() + gamma * next_v - values[b, t].item()
+            last = delta + gamma * lam * last
+            adv[b, t] = last
+    return adv
+
+
+def test_gae_equals_slow_loop_and_ignores_padding():
+    torch.manual_seed(0)
+    lengths = [7, 3, 1, 5]
+    mask = torch.zeros(4, 7)
+    for b, n in enumerate(lengths):
+        mask[b, :n] = 1
+    rewards, values = torch.randn(4, 7), torch.randn(4, 7)
+    adv, ret = gae(rewards * mask, values * mask, mask, gamma=0.99, lam=0.9)
+    assert torch.allclose(adv, slow_gae(rewards, values, lengths, 0.99, 0.9), atol=1e-6)
+    # garbage in the padding changes nothing
+    noisy = gae(rewards * mask + 5 * (1 - mask), values * mask - 3 * (1 - mask), mask, gamma=0.99, lam=0.9)
+    assert torch.allclose(noisy[0], adv, atol=1e-6) and torch.all(adv[mask == 0] == 0)
+    assert torch.allclose(ret, (adv + values) * mask)
+
+
+def test_whitening_uses_the_mask_only():
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    w = masked_whiten(x, mask)
+    assert torch.allclose(w[0, :3], torch.tensor([-1.2247, 0.0, 1.2247]), atol=1e-3) and w[0, 3] == 0
+
+
+def losses_for(new_logprobs, old_logprobs, advantages, mask=None):
+    mask = torch.ones_like(advantages) if mask is None else mask
+    v = torch.zeros_like(advantages, requires_grad=True)
+    return ppo_losses(new_logprobs, old_logprobs, advantages, v, torch.zeros_like(v), torch.zeros_like(v), mask)
+
+
+def test_zero_advantages_give_no_policy_gradient():
+    new = torch.randn(3, 5, requires_grad=True)
+    old = new.detach() + 0.1 * torch.randn(3, 5)
+    pg_loss, _, _ = losses_for(new, old, torch.zeros(3, 5))
+    pg_loss.backward()
+    assert torch.all(new.grad == 0)
+
+
+def test_clipped_tokens_have_no_policy_gradient():
+    old = torch.zeros(1, 4)
+    # ratios 1.5, 0.5, 1.5, 0.5 with advantages +, -, -, +
+    new = torch.log(torch.tensor([[1.5, 0.5, 1.5, 0.5]])).requires_grad_(True)
+    adv = torch.tensor([[1.0, -1.0, -1.0, 1.0]])
+    pg_loss, _, stats = losses_for(new, old, adv)
+    pg_loss.backward()
+    # outside 1 +- 0.2 in the direction the advantage favours: clipped, zero gradient
+    assert new.grad[0, 0] == 0 and new.grad[0, 1] == 0
+    # outside in the other direction: the unclipped term is the max, the gradient flows
+    assert new.grad[0, 2] != 0 and new.grad[0, 3] != 0
+    assert stats["clipfrac"] == 1.0
+
+
+def test_value_loss_is_clipped_around_the_old_values():
+    returns = torch.tensor([[1.0]])
+    old_v = torch.tensor([[0.0]])
+    mask = torch.ones(1, 1)
+    lp = torch.zeros(1, 1)
+    for new_v, expected in ((0.1, 0.5 * 0.9 ** 2), (0.5, 0.5 * 0.8 ** 2)):  # 0.5 is clipped to 0.2
+        v = torch.tensor([[new_v]])
+        _, v_loss, _ = ppo_losses(lp, lp, torch.zeros(1, 1), v, old_v, returns, mask, vf_clip=0.2)
+        assert abs(v_loss.item() - max(expected, 0.5 * (new_v - 1) ** 2)) < 1e-6
+
+
+def test_kl_shaped_reward_puts_the_score_on_the_last_real_token():
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]])
+    logprobs = torch.randn(2, 5) * mask
+    ref = torch.randn(2, 5) * mask
+    scores = torch.tensor([2.0, -1.0])
+    rewards, kl = kl_shaped_rewards(scores, logprobs, ref, mask, kl_coef=0.1)
+    penalty = -0.1 * (logprobs - ref) * mask
+    bonus = rewards - penalty
+    expected = torch.zeros(2, 5)
+    expected[0, 2], expected[1, 4] = 2.0, -1.0
+    assert torch.allclose(bonus, expected, atol=1e-6)
+    assert torch.all(rewards[mask == 0] == 0) and torch.allclose(kl, (logprobs - ref) * mask)
+
+
+@pytest.fixture(scope="module")
+def setup_models():
+    world = data.make_world(0)
+    tok = data.train_tokenizer("\n".join(world.corpus(300, random.Random(0))), 300)
+    torch.manual_seed(0)
+    cfg = GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32)
+    policy, ref = GPT(cfg), GPT(cfg)
+    ref.load_state_dict(policy.state_dict())
+    value, rm = ScalarModel(GPT(cfg)), ScalarModel(GPT(cfg))
+    return tok, policy, ref, value, rm
+
+
+def test_ratio_is_one_on_the_first_minibatch(setup_models):
+    tok, policy, ref, value, rm = setup_models
+    cfg = ppo.Config(max_new_tokens=12, no_eos_penalty=0.0)
+    prompts = ["What is 2 + 3?", "Spell cat backwards.", "Where does Ann Lee live?"]
+    b = ppo.rollout(policy, ref, value, rm, tok, prompts, cfg, 0.0, torch.Generator().manual_seed(0))
+    T = b["T"]
+    policy.train()  # as in the update (dropout is 0)
+    new = token_logprobs(policy, b["tokens"], b["attention_mask"])[:, T - 1:]
+    adv = torch.randn_like(new)
+    _, _, stats = ppo_losses(new, b["logprobs"], adv, b["values"], b["values"], b["values"], b["response_mask"])
+    assert abs(stats["ratio"] - 1) < 1e-5 and stats["clipfrac"] == 0 and abs(stats["approx_kl"]) < 1e-6
+    # the policy starts as the reference: zero KL, so the shaped reward is the score alone
+    assert torch.allclose(b["logprobs"], b["ref_logprobs"], atol=1e-5)
