@@ -1,0 +1,106 @@
+"""train_all.py: the smoke preset end to end, then bad input to every script (one line, exit 2)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYS = ["preset", "seed", "seconds", "funnel", "labeler_agreement", "rm_accuracy", "win_rate_vs_sft",
+        "gold_score", "kl_to_sft", "pretrain_loss"]
+MODELS = ["base", "base_fewshot", "sft", "ppo", "ppo_ptx"]
+
+
+def run(*args, **kw):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("smoke"))
+    r = run("train_all.py", "--preset", "smoke", "--out-dir", out, "--seed", "0", "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out, r.stdout
+
+
+def test_smoke_pipeline_writes_every_key_and_moves_the_right_way(smoke):
+    out, _ = smoke
+    s = json.load(open(os.path.join(out, "summary.json")))
+    for key in KEYS:
+        assert key in s, key
+    for key in ("win_rate_vs_sft", "gold_score", "kl_to_sft", "pretrain_loss", "rm_score"):
+        assert set(s[key]) == set(MODELS), key
+    assert s["win_rate_vs_sft"]["sft"] == 0.5 and s["kl_to_sft"]["sft"] == 0.0
+    assert s["funnel"]["raw"] > s["funnel"]["after_cap"] > s["funnel"]["after_dedupe"] > s["funnel"]["after_pii"]
+    assert all(s["seconds"][k] > 0 for k in ("pretrain", "sft", "reward", "ppo", "ppo_ptx", "evaluation", "total"))
+    # the reward model prefers SFT to the base model, and PPO to SFT
+    rm = s["rm_score"]
+    assert rm["base"] < rm["sft"] < rm["ppo"]
+    for f in ("report.md", "losses.png", "scores_vs_kl.png", "win_rates.png", "pretrain.pt", "sft.pt",
+              "reward.pt", "ppo.pt", "ppo_ptx.pt", "metrics.jsonl", "demonstrations.jsonl",
+              "comparisons_round1.jsonl", "prompts_test.jsonl"):
+        assert os.path.exists(os.path.join(out, f)), f
+
+
+def test_a_second_run_skips_finished_stages(smoke):
+    out, _ = smoke
+    before = json.load(open(os.path.join(out, "summary.json")))
+    r = run("train_all.py", "--preset", "smoke", "--out-dir", out, "--seed", "0", "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("exists, skipped") == 5
+    after = json.load(open(os.path.join(out, "summary.json")))
+    assert after["win_rate_vs_sft"] == before["win_rate_vs_sft"] and after["gold_score"] == before["gold_score"]
+
+
+def test_stages_run_alone_from_the_checkpoints_before_them(smoke, tmp_path):
+    """Any stage can be re-run alone, here the reward model from a JSONL of comparisons."""
+    out, _ = smoke
+    r = run("reward.py", "--preset", "smoke", "--out-dir", str(tmp_path), "--init", os.path.join(out, "sft.pt"),
+            "--data", os.path.join(out, "comparisons_round1.jsonl"), "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "held-out accuracy" in r.stdout and os.path.exists(tmp_path / "reward.pt")
+
+
+def bad(tmp_path, *args):
+    r = run(*args)
+    assert r.returncode == 2, (args, r.stdout[-500:], r.stderr[-500:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+def test_bad_input_is_one_line_naming_what_is_wrong(smoke, tmp_path):
+    out, _ = smoke
+    sft_ckpt, rm_ckpt = os.path.join(out, "sft.pt"), os.path.join(out, "reward.pt")
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "notjson.jsonl").write_text('{"prompt": "a", "response": "b"}\nnot json\n')
+    (tmp_path / "nokeys.jsonl").write_text('{"question": "a"}\n')
+    (tmp_path / "emptyresp.jsonl").write_text('{"prompt": "a", "response": ""}\n')
+    (tmp_path / "k10.jsonl").write_text(json.dumps({"prompt": "a", "completions": [str(i) for i in range(10)],
+                                                    "ranking": list(range(10))}) + "\n")
+    (tmp_path / "perm.jsonl").write_text('{"prompt": "a", "completions": ["x", "y", "z"], "ranking": [0, 0, 1]}\n')
+    (tmp_path / "trunc.pt").write_bytes(open(sft_ckpt, "rb").read()[:5000])
+    o = str(tmp_path / "o")
+    assert "empty.jsonl:0: empty file" in bad(tmp_path, "sft.py", "--stage", "sft", "--init", sft_ckpt,
+                                              "--data", str(tmp_path / "empty.jsonl"), "--out-dir", o)
+    assert "notjson.jsonl:2" in bad(tmp_path, "sft.py", "--stage", "sft", "--init", sft_ckpt,
+                                    "--data", str(tmp_path / "notjson.jsonl"), "--out-dir", o)
+    assert "nokeys.jsonl:1" in bad(tmp_path, "sft.py", "--stage", "sft", "--init", sft_ckpt,
+                                   "--data", str(tmp_path / "nokeys.jsonl"), "--out-dir", o)
+    assert "emptyresp.jsonl:1: empty response" in bad(tmp_path, "sft.py", "--stage", "sft", "--init", sft_ckpt,
+                                                      "--data", str(tmp_path / "emptyresp.jsonl"), "--out-dir", o)
+    assert "k10.jsonl:1" in bad(tmp_path, "reward.py", "--init", sft_ckpt, "--data", str(tmp_path / "k10.jsonl"),
+                                "--out-dir", o)
+    assert "not a permutation" in bad(tmp_path, "reward.py", "--init", sft_ckpt,
+                                      "--data", str(tmp_path / "perm.jsonl"), "--out-dir", o)
+    assert "trunc.pt" in bad(tmp_path, "sft.py", "--stage", "sft", "--init", str(tmp_path / "trunc.pt"), "--out-dir", o)
+    assert "not a reward-model checkpoint" in bad(tmp_path, "ppo.py", "--init", sft_ckpt, "--reward", sft_ckpt,
+                                                  "--out-dir", o)
+    assert "--k-max" in bad(tmp_path, "reward.py", "--init", sft_ckpt, "--k-max", "12", "--out-dir", o)
+    assert "--lr" in bad(tmp_path, "ppo.py", "--init", sft_ckpt, "--reward", rm_ckpt, "--lr", "0", "--out-dir", o)
+    assert "--batch-size" in bad(tmp_path, "sft.py", "--stage", "pretrain", "--batch-size", "-4", "--out-dir", o)
+    assert "--max-new-tokens" in bad(tmp_path, "ppo.py", "--max-new-tokens", "0", "--out-dir", o)
+    assert "--preset" in bad(tmp_path, "train_all.py", "--preset", "huge", "--out-dir", o)
+    (tmp_path / "a_file").write_text("x")  # an out-dir that cannot be a folder (root may write anywhere else)
+    assert "not writable" in bad(tmp_path, "sft.py", "--stage", "pretrain", "--out-dir", str(tmp_path / "a_file"))

@@ -1,0 +1,307 @@
+"""
+train_all.py: the whole InstructGPT pipeline, then an evaluation like the paper's.
+
+    step 0  pretrain      sft.py --stage pretrain      the base model ("GPT-3")
+    step 1  SFT           sft.py --stage sft           labeler demonstrations
+    step 2  reward model  reward.py                    K = 4..9 SFT samples per prompt, ranked
+    step 3  PPO           ppo.py                       RM score - beta * KL to SFT
+            PPO-ptx       ppo.py --ptx-coef G          + gamma * pretraining loss
+    steps 2 and 3 repeat for --rounds R, with comparisons sampled from the current policy.
+
+Then, as in the paper's Figure 1 and Section 4.1, on test prompts from held-out users judged by
+held-out labelers: the win rate against SFT (with a 95% interval) of the prompted base model, the
+few-shot prompted base model, SFT, PPO and PPO-ptx; the gold rubric per dimension; the KL to SFT;
+the pretraining loss on held-out corpus text (the "alignment tax"); the RM's held-out accuracy
+beside the labelers' agreement; the prompt funnel's counts.
+
+    python train_all.py --preset smoke --out-dir out/smoke     # under 3 minutes on 2 CPU cores
+    python train_all.py                                        # gpu preset on CUDA, else cpu
+
+Writes OUT_DIR/summary.json, report.md and PNG plots beside the checkpoints. A stage whose
+checkpoint exists is skipped (so a run can be continued), unless --force.
+
+Where the evaluation departs from the paper: answers are greedy (the paper samples at
+temperature 1 for its human evaluations), the labelers are simulated, and the gold rubric is
+known, so every model is also scored against the truth.
+"""
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+import data
+import ppo
+import reward
+import sft
+from gpt import UserError, arg, ensure_out_dir, load_checkpoint, parse_config, run_cli, setup
+
+MODELS = ["base", "base_fewshot", "sft", "ppo", "ppo_ptx"]
+
+
+@dataclass
+class Config:
+    preset: str = arg("", "smoke (CI, < 3 min), cpu (laptop, < 30 min) or gpu; default: gpu on CUDA, else cpu")
+    out_dir: str = arg("", "run folder (default out/<preset>)")
+    seed: int = arg(0, "seed for everything: the same seed gives the same summary.json on CPU")
+    rounds: int = arg(1, "times steps 2 and 3 run; later rounds rank samples of the current policy")
+    ptx_coef: float = arg(-1.0, "gamma of PPO-ptx (default: the preset's)")
+    n_test: int = arg(-1, "test prompts in the evaluation (default: the preset's)")
+    force: bool = arg(False, "re-run stages whose checkpoints exist")
+    device: str = arg("auto", "auto, cpu or cuda")
+    quiet: bool = arg(False, "only stage summaries, no per-step lines")
+
+
+PRESETS = {
+    "smoke": dict(ptx_coef=1.0, n_test=120),
+    "cpu": dict(ptx_coef=1.0, n_test=400),
+    "gpu": dict(ptx_coef=1.0, n_test=1000),
+}
+
+
+# -----------------------------------------------------------------------------
+# Evaluation
+
+def win_rate(wins, n):
+    """Fraction of comparisons won (ties count half) and its 95% normal-approximation interval."""
+    p = wins / max(n, 1)
+    half = 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
+    return p, (max(0.0, p - half), min(1.0, p + half))
+
+
+def judge(labelers, records, answers, reference, rng):
+    """Each test prompt is judged by one random held-out labeler: 1 if they prefer the model's
+    answer to the reference (SFT) answer, 0.5 for identical answers, else 0."""
+    wins = 0.0
+    for r, a, b in zip(records, answers, reference):
+        if a == b:
+            wins += 0.5
+            continue
+        lab = rng.choice(labelers)
+        wins += lab.score(r["task"], a, rng) > lab.score(r["task"], b, rng)
+    return wins
+
+
+@torch.no_grad()
+def sampled_kl_and_rm(model, ref, rm, tok, prompts, reward_bias, seed):
+    """On sampled answers (temperature 1, as PPO samples): the KL to SFT per answer (sum over the
+    answer's tokens of log pi - log pi_SFT) and the mean RM score minus its bias."""
+    cfg = ppo.Config(max_new_tokens=48, no_eos_penalty=0.0)
+    g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    kl = rm_score = 0.0
+    for i in range(0, len(prompts), 64):
+        b = ppo.rollout(model, ref, None, rm, tok, prompts[i:i + 64], cfg, reward_bias, g)
+        kl += ((b["logprobs"] - b["ref_logprobs"]) * b["response_mask"]).sum().item()
+        rm_score += b["scores"].sum().item()
+    return kl / len(prompts), rm_score / len(prompts)
+
+
+def evaluate(out_dir, preset, seed, n_test, device, paths):
+    """Every model answers the same held-out test prompts; held-out labelers judge against SFT."""
+    world = data.build(preset, seed)
+    test = world["test"][:n_test]
+    prompts = [r["prompt"] for r in test]
+    heldout = [l for l in world["labelers"] if l.heldout]
+    models = {name: load_checkpoint(p, device)[0] for name, p in paths.items() if name != "reward"}
+    tok = data.Tokenizer.from_state(load_checkpoint(paths["sft"], device)[1]["tokenizer"])
+    _, val_ids = sft.corpus_split(tok, world["corpus"], models["base"].config.block_size)
+    shots = [(r["task"]["prompt"], r["task"]["answer"]) for r in world["sft"][:3]]  # fixed few-shot prefix
+    answers = {}
+    for name in MODELS:
+        model = models["base" if name.startswith("base") else name]
+        mode = {"base": "base", "base_fewshot": "fewshot"}.get(name, "chat")
+        answers[name] = sft.respond(model, tok, prompts, mode=mode, examples=shots)
+    rng = random.Random(seed + 5)
+    rm, _, bias, _ = reward.load_reward_model(paths["reward"], device)
+    result = {"win_rate_vs_sft": {}, "win_rate_ci": {}, "gold_score": {}, "gold_dims": {},
+              "rm_score": {}, "kl_to_sft": {}, "sampled_rm_score": {}, "pretrain_loss": {}}
+    for name in MODELS:
+        p, ci = win_rate(judge(heldout, test, answers[name], answers["sft"], rng), len(test))
+        result["win_rate_vs_sft"][name], result["win_rate_ci"][name] = round(p, 4), [round(c, 4) for c in ci]
+        golds = [data.gold_score(r["task"], a) for r, a in zip(test, answers[name])]
+        result["gold_dims"][name] = {k: round(sum(g[k] for g in golds) / len(golds), 4) for k in golds[0]}
+        result["gold_score"][name] = result["gold_dims"][name]["total"]
+        block = models["sft"].config.block_size
+        result["rm_score"][name] = round(sum(reward.score_texts(rm, tok, prompts, answers[name], block, device))
+                                         / len(prompts) - bias, 4)
+        chat = not name.startswith("base")  # the base model is not asked in the chat format
+        kl, sampled = sampled_kl_and_rm(models[name], models["sft"], rm, tok, prompts, bias, seed) if chat else (None, None)
+        result["kl_to_sft"][name] = None if kl is None else round(kl, 4)
+        result["sampled_rm_score"][name] = None if sampled is None else round(sampled, 4)
+        result["pretrain_loss"][name] = round(sft.lm_loss(models["base" if not chat else name], val_ids, device), 4)
+    return result, test, answers
+
+
+# -----------------------------------------------------------------------------
+# Report and plots
+
+def plot_all(out_dir, summary):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
+    # losses of every training stage
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, stage, key in zip(axes, ["pretrain", "sft", "reward"], ["loss", "loss", "loss"]):
+        pts = [(r["step"], r[key]) for r in rows if r["stage"] == stage and key in r]
+        val = [(r["step"], r.get("val_loss", r.get("heldout_accuracy"))) for r in rows
+               if r["stage"] == stage and ("val_loss" in r or "heldout_accuracy" in r)]
+        if pts:
+            ax.plot(*zip(*pts), label="train loss")
+        if val and stage != "reward":
+            ax.plot(*zip(*val), "o-", label="validation loss")
+        if val and stage == "reward":
+            ax2 = ax.twinx()
+            ax2.plot(*zip(*val), "o-", color="C2", label="held-out accuracy")
+            ax2.set_ylabel("held-out pairwise accuracy")
+        ax.set_title(stage)
+        ax.set_xlabel("step")
+        ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "losses.png"), dpi=100)
+    plt.close(fig)
+    # RM and gold score against KL during PPO (over-optimization shows here)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, color in (("ppo", "C0"), ("ppo_ptx", "C1")):
+        pts = [r for r in rows if r["stage"] == name and "kl" in r]
+        if pts:
+            kl = [r["kl"] for r in pts]
+            ax.plot(kl, [r["rm_score"] for r in pts], "o-", ms=3, color=color, label=f"{name}: RM score")
+            ax.plot(kl, [r["gold"] for r in pts], "s--", ms=3, color=color, alpha=0.7, label=f"{name}: gold score")
+    ax.set_xlabel("KL(policy || SFT) per answer, nats")
+    ax.set_ylabel("score on rollouts")
+    ax.set_title("RM score and gold score against KL during PPO")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "scores_vs_kl.png"), dpi=100)
+    plt.close(fig)
+    # win rates against SFT, like the paper's Figure 1
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    w, ci = summary["win_rate_vs_sft"], summary["win_rate_ci"]
+    names = [m for m in MODELS if w.get(m) is not None]
+    ax.bar(names, [w[m] for m in names], yerr=[[w[m] - ci[m][0] for m in names], [ci[m][1] - w[m] for m in names]],
+           color=["0.6", "0.45", "C2", "C0", "C1"][:len(names)], capsize=4)
+    ax.axhline(0.5, color="k", lw=0.8, ls=":")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("win rate against SFT")
+    ax.set_title(f"Held-out labelers' preference ({summary['n_test']} test prompts, 95% CI)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "win_rates.png"), dpi=100)
+    plt.close(fig)
+
+
+def write_report(out_dir, summary, test, answers):
+    w, ci, g, dims = summary["win_rate_vs_sft"], summary["win_rate_ci"], summary["gold_score"], summary["gold_dims"]
+    lines = [f"# InstructGPT pipeline: preset {summary['preset']}, seed {summary['seed']}", "",
+             f"{summary['n_test']} test prompts from held-out users, judged by held-out labelers. "
+             f"Whole run {summary['seconds']['total']:.0f}s on {summary['device']}.", "",
+             "| model | win rate vs SFT (95% CI) | gold score | RM score | KL to SFT | pretraining loss |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for m in MODELS:
+        kl = summary["kl_to_sft"][m]
+        lines.append(f"| {m} | {w[m]:.3f} ({ci[m][0]:.3f}-{ci[m][1]:.3f}) | {g[m]:+.3f} | {summary['rm_score'][m]:+.3f} | "
+                     f"{'-' if kl is None else f'{kl:.2f}'} | {summary['pretrain_loss'][m]:.3f} |")
+    keys = [k for k in dims["sft"] if k != "total"]
+    lines += ["", "Gold rubric per dimension (mean over test prompts):", "",
+              "| model | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
+    for m in MODELS:
+        lines.append(f"| {m} | " + " | ".join(f"{dims[m][k]:+.3f}" for k in keys) + " |")
+    lines += ["", f"Reward model: held-out pairwise accuracy {summary['rm_accuracy']:.3f}, beside labeler "
+              f"agreement {summary['labeler_agreement']:.3f} (paper: 69.6-72.4% against 72.6-77.3%).", "",
+              "Prompt funnel: " + ", ".join(f"{k} {v}" for k, v in summary["funnel"].items()), "",
+              "Seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items()), "",
+              "![losses](losses.png)", "![scores against KL](scores_vs_kl.png)", "![win rates](win_rates.png)", "",
+              "## Answers side by side", ""]
+    seen = set()
+    for i, r in enumerate(test):
+        if r["family"] in seen or len(seen) >= 6:
+            continue
+        seen.add(r["family"])
+        lines += [f"**{r['family']}**: `{r['prompt']!r}` (gold: `{r['task']['answer']!r}`)", ""]
+        lines += [f"- {m}: `{answers[m][i]!r}`" for m in MODELS] + [""]
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+# -----------------------------------------------------------------------------
+
+def main(cfg=None):
+    cfg = cfg or parse_config(Config, description=__doc__)
+    if not cfg.preset:
+        cfg.preset = "gpu" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
+    if cfg.preset not in PRESETS:
+        raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {cfg.preset}")
+    cfg = replace(cfg, **{k: v for k, v in PRESETS[cfg.preset].items() if getattr(cfg, k) < 0})
+    cfg.out_dir = cfg.out_dir or os.path.join("out", cfg.preset)
+    if cfg.rounds < 1:
+        raise UserError(f"--rounds must be at least 1, got {cfg.rounds}")
+    ensure_out_dir(cfg.out_dir)
+    device, _ = setup(cfg.device, cfg.seed)
+    out = cfg.out_dir
+    seconds, t_all = {}, time.time()
+    common = dict(preset=cfg.preset, out_dir=out, seed=cfg.seed, device=cfg.device, quiet=cfg.quiet)
+
+    def stage(name, ckpt, run):
+        """Run a stage unless its checkpoint exists (then reuse the seconds it recorded)."""
+        path = os.path.join(out, ckpt)
+        if os.path.exists(path) and not cfg.force:
+            print(f"== {name}: {path} exists, skipped (--force re-runs it)")
+            seconds[name] = load_checkpoint(path)[1].get("metrics", {}).get("seconds", 0.0)
+            return load_checkpoint(path)[1].get("metrics", {})
+        print(f"== {name}")
+        t0 = time.time()
+        metrics = run()
+        seconds[name] = round(time.time() - t0, 1)
+        return metrics
+
+    # each step's own Config with its preset's values, as `python sft.py --preset P` would build it
+    sft_cfg = sft.Config(**sft.PRESETS[cfg.preset])
+    stage("pretrain", "pretrain.pt", lambda: sft.main(replace(sft_cfg, stage="pretrain", **common)))
+    stage("sft", "sft.pt", lambda: sft.main(replace(sft_cfg, stage="sft", eval_gold=0, **common)))
+    policy, policy_ptx = "", ""
+    for r in range(1, cfg.rounds + 1):
+        suffix = "" if r == 1 else f"_round{r}"
+        rm_name = f"reward{suffix}.pt"
+        rm_metrics = stage(f"reward{suffix}", rm_name, lambda: reward.main(replace(
+            reward.Config(**reward.PRESETS[cfg.preset]), policy=policy, round=r, **common)))
+        ppo_base = dict(reward=os.path.join(out, rm_name), **common)
+        stage(f"ppo{suffix}", f"ppo{suffix}.pt", lambda: ppo.main(replace(
+            ppo.Config(**ppo.PRESETS[cfg.preset]), name=f"ppo{suffix}", start=policy, **ppo_base)))
+        stage(f"ppo_ptx{suffix}", f"ppo_ptx{suffix}.pt", lambda: ppo.main(replace(
+            ppo.Config(**ppo.PRESETS[cfg.preset]), name=f"ppo_ptx{suffix}", start=policy_ptx,
+            ptx_coef=cfg.ptx_coef, **ppo_base)))
+        policy, policy_ptx = os.path.join(out, f"ppo{suffix}.pt"), os.path.join(out, f"ppo_ptx{suffix}.pt")
+
+    print("== evaluation")
+    t0 = time.time()
+    paths = {"base": os.path.join(out, "pretrain.pt"), "sft": os.path.join(out, "sft.pt"),
+             "ppo": policy, "ppo_ptx": policy_ptx, "reward": os.path.join(out, rm_name)}
+    result, test, answers = evaluate(out, cfg.preset, cfg.seed, cfg.n_test, device, paths)
+    seconds["evaluation"] = round(time.time() - t0, 1)
+    seconds["total"] = round(time.time() - t_all, 1)
+    world = data.build(cfg.preset, cfg.seed)
+    summary = {"preset": cfg.preset, "seed": cfg.seed, "rounds": cfg.rounds, "n_test": len(test),
+               "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+               "seconds": seconds, "funnel": world["funnel"],
+               "labeler_agreement": round(rm_metrics.get("labeler_agreement", float("nan")), 4),
+               "rm_accuracy": round(rm_metrics.get("heldout_accuracy", float("nan")), 4), **result}
+    tmp = os.path.join(out, "summary.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(summary, f, indent=2)
+    os.replace(tmp, os.path.join(out, "summary.json"))
+    plot_all(out, summary)
+    write_report(out, summary, test, answers)
+    w, g = summary["win_rate_vs_sft"], summary["gold_score"]
+    print(f"done in {seconds['total']:.0f}s: win rate vs SFT " + ", ".join(f"{m} {w[m]:.2f}" for m in MODELS)
+          + " | gold " + ", ".join(f"{m} {g[m]:+.2f}" for m in MODELS)
+          + f" | RM accuracy {summary['rm_accuracy']:.3f}, labeler agreement {summary['labeler_agreement']:.3f}")
+    print(f"wrote {out}/summary.json, report.md, losses.png, scores_vs_kl.png, win_rates.png")
+    return summary
+
+
+if __name__ == "__main__":
+    run_cli(main)
