@@ -248,7 +248,7 @@ class World:
     def corpus(self, n_docs, rng):
         """Pretraining documents ("the internet"): facts and skills, never the chat format. A few are
         loose Q/A pages, so a few-shot prompt helps the base model a little."""
-        kinds = ["bio"] * 30 + ["sums"] * 20 + ["words"] * 15 + ["story"] * 20 + ["qa"] * 10 + ["forum"] * 5
+        kinds = ["bio"] * 30 + ["sums"] * 20 + ["words"] * 15 + ["story"] * 20 + ["qa"] * 2 + ["forum"] * 5
         return [getattr(self, "_doc_" + rng.choice(kinds))(rng) for _ in range(n_docs)]
 
     def _doc_bio(self, rng):
@@ -614,7 +614,7 @@ def labeler_agreement(labelers, task_response_pairs, rng):
 # Dataset sizes (Section 3.2, Table 6: 13k SFT prompts, 33k RM prompts, 31k PPO prompts)
 
 PRESETS = {
-    "smoke": dict(n_docs=3000, n_api_prompts=1500, n_sft=300, n_rm_prompts=150, n_ppo_prompts=150,
+    "smoke": dict(n_docs=4000, n_api_prompts=1500, n_sft=500, n_rm_prompts=300, n_ppo_prompts=200,
                   cap_per_user=40, prefix_chars=40, vocab_size=512, n_labelers=40, n_heldout=8),
     "cpu": dict(n_docs=20000, n_api_prompts=8000, n_sft=2000, n_rm_prompts=1000, n_ppo_prompts=1000,
                 cap_per_user=100, prefix_chars=40, vocab_size=1024, n_labelers=40, n_heldout=8),

@@ -87,8 +87,8 @@ class Config:
 
 
 PRESETS = {
-    "smoke": dict(iterations=15, batch_size=32, minibatch_size=16, ppo_epochs=2, max_new_tokens=32,
-                  lr=5e-5, value_lr=3e-4, kl_coef=0.1, eval_every=15, n_eval=40),
+    "smoke": dict(iterations=12, batch_size=32, minibatch_size=16, ppo_epochs=2, max_new_tokens=32,
+                  lr=3e-5, value_lr=3e-4, kl_coef=0.1, eval_every=12, n_eval=40),
     "cpu": dict(iterations=30, batch_size=64, minibatch_size=16, ppo_epochs=2, lr=3e-5, kl_coef=0.1, eval_every=10),
     "gpu": dict(iterations=150, batch_size=256, minibatch_size=64, ppo_epochs=4, lr=2e-5, eval_every=25,
                 n_eval=400),
@@ -266,6 +266,8 @@ def main(cfg=None):
         raise UserError(f"{reward_path}: its vocabulary differs from {init}'s")
     rm.eval().requires_grad_(False)
     value_model, _, _, _ = load_reward_model(reward_path, device)   # "initialized from the RM"
+    for m in (policy, ref, value_model.gpt):  # no dropout in RL: the ratio must be 1 before any update
+        m.set_dropout(0.0)
     world = data.build(cfg.preset, cfg.seed)
     prompts = world["ppo"]
     eval_records = world["val"][:cfg.n_eval]

@@ -75,8 +75,8 @@ class Config:
 
 
 PRESETS = {  # each overrides Config's defaults; flags given on the command line override both
-    "smoke": dict(n_layer=2, n_head=4, n_embd=96, block_size=96, batch_size=32, max_steps=300,
-                  lr=2e-3, warmup=20, epochs=6, eval_every=100, eval_gold=40),
+    "smoke": dict(n_layer=3, n_head=4, n_embd=128, block_size=64, batch_size=32, max_steps=300,
+                  lr=2e-3, warmup=20, epochs=8, eval_every=100, eval_gold=40),
     "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=32, max_steps=800,
                 lr=1e-3, warmup=50, epochs=8, eval_every=200),
     "gpu": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, max_steps=4000,
