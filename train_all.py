@@ -87,53 +87,63 @@ def judge(labelers, records, answers, reference, rng):
 
 
 @torch.no_grad()
-def sampled_kl_and_rm(model, ref, rm, tok, prompts, reward_bias, seed):
-    """On sampled answers (temperature 1, as PPO samples): the KL to SFT per answer (sum over the
-    answer's tokens of log pi - log pi_SFT) and the mean RM score minus its bias."""
+def sample_chat(model, ref, rm, tok, prompts, reward_bias, seed):
+    """Answers sampled at temperature 1 (the distribution PPO optimizes), with each answer's KL to
+    SFT (the sum over its tokens of log pi - log pi_SFT) and its RM score minus the bias."""
     cfg = ppo.Config(max_new_tokens=48, no_eos_penalty=0.0)
     g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    kl = rm_score = 0.0
+    answers, kl, scores = [], [], []
     for i in range(0, len(prompts), 64):
         b = ppo.rollout(model, ref, None, rm, tok, prompts[i:i + 64], cfg, reward_bias, g)
-        kl += ((b["logprobs"] - b["ref_logprobs"]) * b["response_mask"]).sum().item()
-        rm_score += b["scores"].sum().item()
-    return kl / len(prompts), rm_score / len(prompts)
+        answers += ppo.decode_responses(tok, b)
+        kl += ((b["logprobs"] - b["ref_logprobs"]) * b["response_mask"]).sum(1).tolist()
+        scores += b["scores"].tolist()
+    return answers, sum(kl) / len(kl), scores
 
 
 def evaluate(out_dir, preset, seed, n_test, device, paths):
-    """Every model answers the same held-out test prompts; held-out labelers judge against SFT."""
+    """Every model answers the same held-out test prompts twice, sampled at temperature 1 (the
+    main results) and greedily; held-out labelers judge each answer against SFT's."""
     world = data.build(preset, seed)
     test = world["test"][:n_test]
     prompts = [r["prompt"] for r in test]
     heldout = [l for l in world["labelers"] if l.heldout]
     models = {name: load_checkpoint(p, device)[0] for name, p in paths.items() if name != "reward"}
     tok = data.Tokenizer.from_state(load_checkpoint(paths["sft"], device)[1]["tokenizer"])
-    _, val_ids = sft.corpus_split(tok, world["corpus"], models["base"].config.block_size)
+    rm, _, bias, _ = reward.load_reward_model(paths["reward"], device)
+    block = models["sft"].config.block_size
+    _, val_ids = sft.corpus_split(tok, world["corpus"], block)
     shots = [(r["task"]["prompt"], r["task"]["answer"]) for r in world["sft"][:3]]  # fixed few-shot prefix
-    answers = {}
+    result = {"kl_to_sft": {}, "pretrain_loss": {}}
+    answers = {"sampled": {}, "greedy": {}}
     for name in MODELS:
         model = models["base" if name.startswith("base") else name]
         mode = {"base": "base", "base_fewshot": "fewshot"}.get(name, "chat")
-        answers[name] = sft.respond(model, tok, prompts, mode=mode, examples=shots)
-    rng = random.Random(seed + 5)
-    rm, _, bias, _ = reward.load_reward_model(paths["reward"], device)
-    result = {"win_rate_vs_sft": {}, "win_rate_ci": {}, "gold_score": {}, "gold_dims": {},
-              "rm_score": {}, "kl_to_sft": {}, "sampled_rm_score": {}, "pretrain_loss": {}}
-    for name in MODELS:
-        p, ci = win_rate(judge(heldout, test, answers[name], answers["sft"], rng), len(test))
-        result["win_rate_vs_sft"][name], result["win_rate_ci"][name] = round(p, 4), [round(c, 4) for c in ci]
-        golds = [data.gold_score(r["task"], a) for r, a in zip(test, answers[name])]
-        result["gold_dims"][name] = {k: round(sum(g[k] for g in golds) / len(golds), 4) for k in golds[0]}
-        result["gold_score"][name] = result["gold_dims"][name]["total"]
-        block = models["sft"].config.block_size
-        result["rm_score"][name] = round(sum(reward.score_texts(rm, tok, prompts, answers[name], block, device))
-                                         / len(prompts) - bias, 4)
-        chat = not name.startswith("base")  # the base model is not asked in the chat format
-        kl, sampled = sampled_kl_and_rm(models[name], models["sft"], rm, tok, prompts, bias, seed) if chat else (None, None)
-        result["kl_to_sft"][name] = None if kl is None else round(kl, 4)
-        result["sampled_rm_score"][name] = None if sampled is None else round(sampled, 4)
-        result["pretrain_loss"][name] = round(sft.lm_loss(models["base" if not chat else name], val_ids, device), 4)
-    return result, test, answers
+        answers["greedy"][name] = sft.respond(model, tok, prompts, mode=mode, examples=shots)
+        if mode == "chat":
+            answers["sampled"][name], kl, _ = sample_chat(model, models["sft"], rm, tok, prompts, bias, seed + 6)
+            result["kl_to_sft"][name] = round(kl, 4)
+        else:  # the base model is not asked in the chat format: no KL to SFT to speak of
+            g = torch.Generator(device=device).manual_seed(seed + 6)
+            answers["sampled"][name] = sft.respond(model, tok, prompts, mode=mode, examples=shots,
+                                                   temperature=1.0, generator=g)
+            result["kl_to_sft"][name] = None
+        result["pretrain_loss"][name] = round(sft.lm_loss(model, val_ids, device), 4)
+    for decoding, suffix in (("sampled", ""), ("greedy", "_greedy")):
+        rng = random.Random(seed + 5)
+        for key in ("win_rate_vs_sft", "win_rate_ci", "gold_score", "gold_dims", "rm_score"):
+            result[key + suffix] = {}
+        for name in MODELS:
+            ans = answers[decoding][name]
+            p, ci = win_rate(judge(heldout, test, ans, answers[decoding]["sft"], rng), len(test))
+            result["win_rate_vs_sft" + suffix][name] = round(p, 4)
+            result["win_rate_ci" + suffix][name] = [round(c, 4) for c in ci]
+            golds = [data.gold_score(r["task"], a) for r, a in zip(test, ans)]
+            dims = {k: round(sum(g[k] for g in golds) / len(golds), 4) for k in golds[0]}
+            result["gold_dims" + suffix][name], result["gold_score" + suffix][name] = dims, dims["total"]
+            result["rm_score" + suffix][name] = round(
+                sum(reward.score_texts(rm, tok, prompts, ans, block, device)) / len(prompts) - bias, 4)
+    return result, test, answers["sampled"]
 
 
 # -----------------------------------------------------------------------------
@@ -195,27 +205,30 @@ def plot_all(out_dir, summary):
 
 
 def write_report(out_dir, summary, test, answers):
-    w, ci, g, dims = summary["win_rate_vs_sft"], summary["win_rate_ci"], summary["gold_score"], summary["gold_dims"]
     lines = [f"# InstructGPT pipeline: preset {summary['preset']}, seed {summary['seed']}", "",
              f"{summary['n_test']} test prompts from held-out users, judged by held-out labelers. "
-             f"Whole run {summary['seconds']['total']:.0f}s on {summary['device']}.", "",
-             "| model | win rate vs SFT (95% CI) | gold score | RM score | KL to SFT | pretraining loss |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
-    for m in MODELS:
-        kl = summary["kl_to_sft"][m]
-        lines.append(f"| {m} | {w[m]:.3f} ({ci[m][0]:.3f}-{ci[m][1]:.3f}) | {g[m]:+.3f} | {summary['rm_score'][m]:+.3f} | "
-                     f"{'-' if kl is None else f'{kl:.2f}'} | {summary['pretrain_loss'][m]:.3f} |")
-    keys = [k for k in dims["sft"] if k != "total"]
-    lines += ["", "Gold rubric per dimension (mean over test prompts):", "",
-              "| model | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
-    for m in MODELS:
-        lines.append(f"| {m} | " + " | ".join(f"{dims[m][k]:+.3f}" for k in keys) + " |")
+             f"Whole run {summary['seconds']['total']:.0f}s on {summary['device']}.", ""]
+    for suffix, title in (("", "Answers sampled at temperature 1 (the main results)"), ("_greedy", "Greedy answers")):
+        w, ci, g = summary["win_rate_vs_sft" + suffix], summary["win_rate_ci" + suffix], summary["gold_score" + suffix]
+        lines += [f"### {title}", "",
+                  "| model | win rate vs SFT (95% CI) | gold score | RM score | KL to SFT | pretraining loss |",
+                  "| --- | --- | ---: | ---: | ---: | ---: |"]
+        for m in MODELS:
+            kl = summary["kl_to_sft"][m]
+            lines.append(f"| {m} | {w[m]:.3f} ({ci[m][0]:.3f}-{ci[m][1]:.3f}) | {g[m]:+.3f} | "
+                         f"{summary['rm_score' + suffix][m]:+.3f} | {'-' if kl is None else f'{kl:.2f}'} | "
+                         f"{summary['pretrain_loss'][m]:.3f} |")
+        dims = summary["gold_dims" + suffix]
+        keys = [k for k in dims["sft"] if k != "total"]
+        lines += ["", "Gold rubric per dimension (mean over test prompts):", "",
+                  "| model | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
+        lines += [f"| {m} | " + " | ".join(f"{dims[m][k]:+.3f}" for k in keys) + " |" for m in MODELS] + [""]
     lines += ["", f"Reward model: held-out pairwise accuracy {summary['rm_accuracy']:.3f}, beside labeler "
               f"agreement {summary['labeler_agreement']:.3f} (paper: 69.6-72.4% against 72.6-77.3%).", "",
               "Prompt funnel: " + ", ".join(f"{k} {v}" for k, v in summary["funnel"].items()), "",
               "Seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items()), "",
               "![losses](losses.png)", "![scores against KL](scores_vs_kl.png)", "![win rates](win_rates.png)", "",
-              "## Answers side by side", ""]
+              "## Sampled answers side by side", ""]
     seen = set()
     for i, r in enumerate(test):
         if r["family"] in seen or len(seen) >= 6:
