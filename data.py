@@ -711,8 +711,9 @@ def _parse(r):
             if k not in r:
                 raise ValueError(f'ranked record missing key "{k}"')
         c, rk = r["completions"], r["ranking"]
-        if not isinstance(c, list) or len(c) < 2:
-            raise ValueError("need at least 2 completions")
+        if not isinstance(c, list) or not 2 <= len(c) <= 9:
+            raise ValueError(f"a ranking needs K = 2..9 completions (the paper: 4..9), got "
+                             f"{len(c) if isinstance(c, list) else type(c).__name__}")
         if sorted(rk) != list(range(len(c))):
             raise ValueError(f"ranking {rk} is not a permutation of 0..{len(c) - 1}")
         return "comparison", {"prompt": r["prompt"], "completions": c, "ranking": list(rk)}

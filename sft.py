@@ -190,6 +190,8 @@ def load_start(cfg, device):
     if os.path.isdir(path):
         tok = data.gpt2_tokenizer(path)
         resize_vocab(model, tok.vocab_size)  # room for <|pad|>, <|user|>, <|assistant|>
+    elif ckpt.get("stage") == "reward":
+        raise UserError(f"{path}: a reward-model checkpoint; start from a pretrain, sft or ppo checkpoint")
     elif "tokenizer" in ckpt:
         tok = data.Tokenizer.from_state(ckpt["tokenizer"])
     else:

@@ -248,7 +248,7 @@ def test_reader_conversions_and_generic_errors(tmp_path):
     assert r["prompt"] == "Human: A\n\nAssistant: B\n\nHuman: C" and r["completions"] == ["good", "bad"]
     for name, lines, msg in [("empty", [], ":0: empty file"), ("json", [FORMATS["sft"][0], "{oops"], ":2: not valid JSON"),
                              ("mixed", FORMATS["sft"] + FORMATS["pairwise"], ":3: a comparison record"),
-                             ("one", [{"prompt": "x", "completions": ["a"], "ranking": [0]}], ":1: need at least 2"),
+                             ("one", [{"prompt": "x", "completions": ["a"], "ranking": [0]}], ":1: a ranking needs K = 2..9"),
                              ("unknown", [{"text": "hello"}], ":1: unknown record format")]:
         path = write(tmp_path / f"{name}.jsonl", lines)
         with pytest.raises(DataError, match=f"^{path}{msg}"):

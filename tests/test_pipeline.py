@@ -90,11 +90,12 @@ def test_bad_input_is_one_line_naming_what_is_wrong(smoke, tmp_path):
                                    "--data", str(tmp_path / "nokeys.jsonl"), "--out-dir", o)
     assert "emptyresp.jsonl:1: empty response" in bad(tmp_path, "sft.py", "--stage", "sft", "--init", sft_ckpt,
                                                       "--data", str(tmp_path / "emptyresp.jsonl"), "--out-dir", o)
-    assert "k10.jsonl:1" in bad(tmp_path, "reward.py", "--init", sft_ckpt, "--data", str(tmp_path / "k10.jsonl"),
+    assert "k10.jsonl:1: a ranking needs K = 2..9" in bad(tmp_path, "reward.py", "--init", sft_ckpt, "--data", str(tmp_path / "k10.jsonl"),
                                 "--out-dir", o)
     assert "not a permutation" in bad(tmp_path, "reward.py", "--init", sft_ckpt,
                                       "--data", str(tmp_path / "perm.jsonl"), "--out-dir", o)
     assert "trunc.pt" in bad(tmp_path, "sft.py", "--stage", "sft", "--init", str(tmp_path / "trunc.pt"), "--out-dir", o)
+    assert "a reward-model checkpoint" in bad(tmp_path, "sft.py", "--stage", "sft", "--init", rm_ckpt, "--out-dir", o)
     assert "not a reward-model checkpoint" in bad(tmp_path, "ppo.py", "--init", sft_ckpt, "--reward", sft_ckpt,
                                                   "--out-dir", o)
     assert "--k-max" in bad(tmp_path, "reward.py", "--init", sft_ckpt, "--k-max", "12", "--out-dir", o)
