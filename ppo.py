@@ -379,8 +379,8 @@ def plot_scores_vs_kl(out_dir, name):
     rows = [r for r in rows if r["stage"] == name and "kl" in r]
     fig, ax = plt.subplots(figsize=(6, 4))
     kl = [r["kl"] for r in rows]
-    ax.plot(kl, [r["rm_score"] for r in rows], "o-", ms=3, label="RM score (minus bias)")
-    ax.plot(kl, [r["gold"] for r in rows], "s-", ms=3, label="gold score (the simulated truth)")
+    ax.scatter(kl, [r["rm_score"] for r in rows], s=14, marker="o", label="RM score (minus bias)")
+    ax.scatter(kl, [r["gold"] for r in rows], s=14, marker="x", label="gold score (the simulated truth)")
     ax.set_xlabel("KL(policy || SFT) per answer, nats")
     ax.set_ylabel("score")
     ax.set_title(f"{name}: scores against KL during training")

@@ -65,7 +65,8 @@ class Config:
     weight_decay: float = arg(0.0, "AdamW weight decay")
     grad_clip: float = arg(1.0, "gradient-norm clip, after backward")
     dropout: float = arg(0.0, "dropout while training the RM")
-    round: int = arg(1, "which round of comparisons (steps 2 and 3 repeat): names the output files")
+    round: int = arg(1, "which round of comparisons (steps 2 and 3 repeat): names the output files "
+                         "(round R > 1 writes reward_roundR.pt)")
     label: bool = arg(False, "be the labeler: rank K samples of --policy (default OUT_DIR/sft.pt) yourself, "
                              "appending to OUT_DIR/comparisons_human.jsonl; then train with --data on that file")
     k: int = arg(4, "--label: responses to rank per prompt")
@@ -353,7 +354,8 @@ def main(cfg=None):
           f"{metrics['heldout_accuracy_before']:.3f})"
           + (f" beside labeler agreement {metrics['labeler_agreement']:.3f}" if "labeler_agreement" in metrics else "")
           + f"; demonstrations score {bias:+.3f} +- {scale:.3f} before the bias")
-    save_checkpoint(os.path.join(cfg.out_dir, "reward.pt"), rm.gpt, stage="reward", tokenizer=tok.state(),
+    name = "reward.pt" if cfg.round == 1 else f"reward_round{cfg.round}.pt"  # later rounds keep the first RM
+    save_checkpoint(os.path.join(cfg.out_dir, name), rm.gpt, stage="reward", tokenizer=tok.state(),
                     reward_head=rm.head.state_dict(), reward_bias=bias, reward_scale=scale,
                     config=asdict(cfg), metrics=metrics)
     return metrics

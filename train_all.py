@@ -180,11 +180,11 @@ def plot_all(out_dir, summary):
         pts = [r for r in rows if r["stage"] == name and "kl" in r]
         if pts:
             kl = [r["kl"] for r in pts]
-            ax.plot(kl, [r["rm_score"] for r in pts], "o-", ms=3, color=color, label=f"{name}: RM score")
-            ax.plot(kl, [r["gold"] for r in pts], "s--", ms=3, color=color, alpha=0.7, label=f"{name}: gold score")
+            ax.scatter(kl, [r["rm_score"] for r in pts], s=14, marker="o", color=color, label=f"{name}: RM score")
+            ax.scatter(kl, [r["gold"] for r in pts], s=14, marker="x", color=color, label=f"{name}: gold score")
     ax.set_xlabel("KL(policy || SFT) per answer, nats")
     ax.set_ylabel("score on rollouts")
-    ax.set_title("RM score and gold score against KL during PPO")
+    ax.set_title("RM score and gold score of each PPO iteration's rollouts")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "scores_vs_kl.png"), dpi=100)
