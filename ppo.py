@@ -38,6 +38,7 @@ Where this departs from the paper:
      paper; the KL coefficient may be adapted toward a target (Ziegler et al. 2019), off by default.
 """
 
+import json
 import os
 import random
 import time
@@ -370,8 +371,6 @@ def main(cfg=None):
 def plot_scores_vs_kl(out_dir, name):
     """<name>_scores_vs_kl.png: RM score and gold score of the rollouts against their KL to SFT.
     Where the RM score keeps rising and the gold score does not, the policy over-optimizes the RM."""
-    import json
-
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
