@@ -53,6 +53,17 @@ def test_a_second_run_skips_finished_stages(smoke):
     assert after["win_rate_vs_sft"] == before["win_rate_vs_sft"] and after["gold_score"] == before["gold_score"]
 
 
+def test_the_same_seed_gives_the_same_summary(smoke, tmp_path):
+    """A second smoke run from scratch in another folder: every figure but the timings is equal."""
+    out, _ = smoke
+    r = run("train_all.py", "--preset", "smoke", "--out-dir", str(tmp_path), "--seed", "0", "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = (json.load(open(os.path.join(d, "summary.json"))) for d in (out, str(tmp_path)))
+    for s in (a, b):
+        del s["seconds"]
+    assert a == b
+
+
 def test_stages_run_alone_from_the_checkpoints_before_them(smoke, tmp_path):
     """Any stage can be re-run alone, here the reward model from a JSONL of comparisons."""
     out, _ = smoke
