@@ -482,18 +482,23 @@ def parse_config(cls, argv=None, presets=None, description=None):
     """Turn a config dataclass into argparse flags (one per field, with its help text) and parse.
     With `presets` ({name: {field: value}}) the config needs a `preset` field: the preset's values
     replace the defaults and flags given on the command line replace both."""
-    parser = argparse.ArgumentParser(description=description,
+    epilog = None
+    if presets:
+        epilog = "presets (each replaces the defaults above; flags given replace both):\n" + "\n".join(
+            f"  {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for name, values in presets.items())
+    parser = argparse.ArgumentParser(description=description, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in fields(cls):
         flag = "--" + f.name.replace("_", "-")
         kind = type(f.default)
+        text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{f.metadata.get('help', '')} (default: {f.default})")
+                                help=f"{text} (default: {f.default})")
         else:
             parser.add_argument(flag, type=str if f.default is None else kind, default=None,
                                 choices=list(presets) if (presets and f.name == "preset") else None,
-                                help=f"{f.metadata.get('help', '')} (default: {f.default})")
+                                help=f"{text} (default: {f.default})")
     given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     preset = given.get("preset", getattr(cls, "preset", None))
     values = {**(presets or {}).get(preset, {}), **given}

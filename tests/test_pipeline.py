@@ -116,3 +116,10 @@ def test_bad_input_is_one_line_naming_what_is_wrong(smoke, tmp_path):
     assert "--preset" in bad(tmp_path, "train_all.py", "--preset", "huge", "--out-dir", o)
     (tmp_path / "a_file").write_text("x")  # an out-dir that cannot be a folder (root may write anywhere else)
     assert "not writable" in bad(tmp_path, "sft.py", "--stage", "pretrain", "--out-dir", str(tmp_path / "a_file"))
+
+
+@pytest.mark.parametrize("script", ["gpt.py", "data.py", "sft.py", "reward.py", "ppo.py", "train_all.py",
+                                    "chat.py", "bench.py"])
+def test_every_script_explains_itself(script):
+    r = run(script, "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage:") and "--" in r.stdout, r.stderr[-1000:]
