@@ -364,28 +364,31 @@ def main(cfg=None):
         print(f"  {r['prompt']!r} -> {a!r}")
     save_checkpoint(os.path.join(cfg.out_dir, f"{cfg.name}.pt"), policy, stage=cfg.name, tokenizer=tok.state(),
                     config=asdict(cfg), metrics=metrics)
-    plot_scores_vs_kl(cfg.out_dir, cfg.name)
+    plot_scores_vs_kl(cfg.out_dir, [cfg.name], f"{cfg.name}_scores_vs_kl.png")
     return metrics
 
 
-def plot_scores_vs_kl(out_dir, name):
-    """<name>_scores_vs_kl.png: RM score and gold score of the rollouts against their KL to SFT.
-    Where the RM score keeps rising and the gold score does not, the policy over-optimizes the RM."""
+def plot_scores_vs_kl(out_dir, names, filename):
+    """RM score and gold score of each iteration's rollouts against their KL to SFT, one colour per
+    run in `names` (metrics.jsonl stages). Where the RM score keeps rising and the gold score does
+    not, the policy over-optimizes the RM."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
-    rows = [r for r in rows if r["stage"] == name and "kl" in r]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    kl = [r["kl"] for r in rows]
-    ax.scatter(kl, [r["rm_score"] for r in rows], s=14, marker="o", label="RM score (minus bias)")
-    ax.scatter(kl, [r["gold"] for r in rows], s=14, marker="x", label="gold score (the simulated truth)")
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, color in zip(names, ("C0", "C1", "C2", "C3")):
+        pts = [r for r in rows if r["stage"] == name and "kl" in r]
+        if pts:
+            kl = [r["kl"] for r in pts]
+            ax.scatter(kl, [r["rm_score"] for r in pts], s=14, marker="o", color=color, label=f"{name}: RM score")
+            ax.scatter(kl, [r["gold"] for r in pts], s=14, marker="x", color=color, label=f"{name}: gold score")
     ax.set_xlabel("KL(policy || SFT) per answer, nats")
-    ax.set_ylabel("score")
-    ax.set_title(f"{name}: scores against KL during training")
-    ax.legend()
+    ax.set_ylabel("score on rollouts")
+    ax.set_title("RM score and gold score of each PPO iteration's rollouts")
+    ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, f"{name}_scores_vs_kl.png"), dpi=100)
+    fig.savefig(os.path.join(out_dir, filename), dpi=100)
     plt.close(fig)
 
 

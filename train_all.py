@@ -114,7 +114,7 @@ def evaluate(out_dir, preset, seed, n_test, device, paths):
     block = models["sft"].config.block_size
     _, val_ids = sft.corpus_split(tok, world["corpus"], block)
     shots = [(r["task"]["prompt"], r["task"]["answer"]) for r in world["sft"][:3]]  # fixed few-shot prefix
-    result = {"kl_to_sft": {}, "pretrain_loss": {}}
+    result = {"funnel": world["funnel"], "kl_to_sft": {}, "pretrain_loss": {}}
     answers = {"sampled": {}, "greedy": {}}
     for name in MODELS:
         model = models["base" if name.startswith("base") else name]
@@ -175,20 +175,7 @@ def plot_all(out_dir, summary):
     fig.savefig(os.path.join(out_dir, "losses.png"), dpi=100)
     plt.close(fig)
     # RM and gold score against KL during PPO (over-optimization shows here)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for name, color in (("ppo", "C0"), ("ppo_ptx", "C1")):
-        pts = [r for r in rows if r["stage"] == name and "kl" in r]
-        if pts:
-            kl = [r["kl"] for r in pts]
-            ax.scatter(kl, [r["rm_score"] for r in pts], s=14, marker="o", color=color, label=f"{name}: RM score")
-            ax.scatter(kl, [r["gold"] for r in pts], s=14, marker="x", color=color, label=f"{name}: gold score")
-    ax.set_xlabel("KL(policy || SFT) per answer, nats")
-    ax.set_ylabel("score on rollouts")
-    ax.set_title("RM score and gold score of each PPO iteration's rollouts")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "scores_vs_kl.png"), dpi=100)
-    plt.close(fig)
+    ppo.plot_scores_vs_kl(out_dir, ["ppo", "ppo_ptx"], "scores_vs_kl.png")
     # win rates against SFT, like the paper's Figure 1
     fig, ax = plt.subplots(figsize=(6.5, 4))
     w, ci = summary["win_rate_vs_sft"], summary["win_rate_ci"]
@@ -263,8 +250,9 @@ def main(cfg=None):
         path = os.path.join(out, ckpt)
         if os.path.exists(path) and not cfg.force:
             print(f"== {name}: {path} exists, skipped (--force re-runs it)")
-            seconds[name] = load_checkpoint(path)[1].get("metrics", {}).get("seconds", 0.0)
-            return load_checkpoint(path)[1].get("metrics", {})
+            metrics = load_checkpoint(path)[1].get("metrics", {})
+            seconds[name] = metrics.get("seconds", 0.0)
+            return metrics
         print(f"== {name}")
         t0 = time.time()
         metrics = run()
@@ -296,10 +284,9 @@ def main(cfg=None):
     result, test, answers = evaluate(out, cfg.preset, cfg.seed, cfg.n_test, device, paths)
     seconds["evaluation"] = round(time.time() - t0, 1)
     seconds["total"] = round(time.time() - t_all, 1)
-    world = data.build(cfg.preset, cfg.seed)
     summary = {"preset": cfg.preset, "seed": cfg.seed, "rounds": cfg.rounds, "n_test": len(test),
                "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-               "seconds": seconds, "funnel": world["funnel"],
+               "seconds": seconds, "funnel": result.pop("funnel"),
                "labeler_agreement": round(rm_metrics.get("labeler_agreement", float("nan")), 4),
                "rm_accuracy": round(rm_metrics.get("heldout_accuracy", float("nan")), 4), **result}
     tmp = os.path.join(out, "summary.json.tmp")
