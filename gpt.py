@@ -24,7 +24,9 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -372,10 +374,14 @@ def token_logprobs(model, tokens, attention_mask, with_entropy=False):
 def save_checkpoint(path, model, **extra):
     """Write model args, weights and any extra metadata (tokenizer, config, metrics) to `path`.
     Atomic: a temporary file is written first and renamed, so a crash never leaves half a file."""
-    ckpt = {"model_args": asdict(model.config), "model": model.state_dict(), **extra}
+    atomic_save({"model_args": asdict(model.config), "model": model.state_dict(), **extra}, path)
+
+
+def atomic_save(obj, path):
+    """torch.save to a temporary file, then rename it over `path`: a crash never leaves half a file."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp"
-    torch.save(ckpt, tmp)
+    torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
@@ -397,6 +403,82 @@ def load_checkpoint(path, device="cpu"):
         detail = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
         raise UserError(f"{path}: weights do not fit the model args ({detail[:160]})")
     return model.to(device), ckpt
+
+
+# -----------------------------------------------------------------------------
+# Interrupted runs: Ctrl-C saves a resumable state, --resume continues it exactly (issue 9)
+
+class stop_on_signal:
+    """While active, the first SIGINT (Ctrl-C) or SIGTERM only sets `requested`: the loop checks it
+    between steps, saves and leaves, so a run is never stopped halfway through an optimizer step.
+    A second Ctrl-C stops at once (nothing saved)."""
+
+    def __enter__(self):
+        self.requested = False
+        self.old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("stopping after this step to save a resumable state (Ctrl-C again: stop now, save nothing)",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+
+class Resume:
+    """OUT_DIR/<name>.resume.pt: everything a training loop needs to continue exactly where it
+    stopped (weights, optimizer, random states, step, the data it drew). Written atomically at
+    safe points and on Ctrl-C; read by --resume; removed when the stage finishes. It also records
+    how long metrics.jsonl was, so lines logged after the save are dropped on resume."""
+
+    IGNORED = ("resume", "quiet", "device")  # flags that may change between the two runs
+
+    def __init__(self, out_dir, name, cfg, log):
+        self.path = os.path.join(out_dir, f"{name}.resume.pt")
+        self.name, self.config, self.log = name, asdict(cfg), log
+
+    def save(self, **state):
+        n = os.path.getsize(self.log.path) if self.log.path and os.path.exists(self.log.path) else 0
+        state.update(config=self.config, metrics_bytes=n, torch_rng=torch.get_rng_state())
+        atomic_save(state, self.path)
+
+    def load(self, device):
+        """-> the saved dict, with the global torch RNG restored; a one-line error when the file is
+        missing, unreadable or from a run with other flags."""
+        if not os.path.isfile(self.path):
+            raise UserError(f"--resume: {self.path} does not exist (nothing to resume)")
+        try:
+            state = torch.load(self.path, map_location=device, weights_only=True)
+        except Exception as e:
+            raise UserError(f"--resume: {self.path} is not readable ({type(e).__name__})")
+        for key, value in state["config"].items():
+            if key not in self.IGNORED and self.config.get(key) != value:
+                flag = "--" + key.replace("_", "-")
+                raise UserError(f"--resume: {flag} is {self.config.get(key)!r} here but {value!r} in the "
+                                f"interrupted run; resume with the same flags")
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if self.log.path and os.path.exists(self.log.path) and os.path.getsize(self.log.path) > state["metrics_bytes"]:
+            with open(self.log.path, "r+") as f:
+                f.truncate(state["metrics_bytes"])
+        return state
+
+    def interrupted(self, where, **state):
+        """Save and leave (the KeyboardInterrupt reaches run_cli: exit code 130)."""
+        self.save(**state)
+        print(f"{self.name}: interrupted at {where}; saved {self.path}; continue with --resume", flush=True)
+        raise KeyboardInterrupt
+
+    def done(self):
+        if os.path.exists(self.path):
+            os.remove(self.path)
 
 
 # GPT-2 stores these Linear layers as Conv1D, whose weight is (in, out); nn.Linear's is (out, in)

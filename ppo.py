@@ -47,8 +47,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 import data
-from gpt import (MetricsLog, UserError, arg, check_positive, configure_optimizer, ensure_out_dir,
-    load_checkpoint, parse_config, run_cli, save_checkpoint, setup, token_logprobs)
+from gpt import (MetricsLog, Resume, UserError, arg, check_positive, configure_optimizer, ensure_out_dir,
+    load_checkpoint, parse_config, run_cli, save_checkpoint, setup, stop_on_signal, token_logprobs)
 from reward import last_index, load_reward_model, reward_scores
 from sft import corpus_split, pretrain_batch
 
@@ -84,6 +84,7 @@ class Config:
     grad_clip: float = arg(1.0, "gradient-norm clip, after backward")
     eval_every: int = arg(10, "iterations between evaluations on held-out prompts")
     n_eval: int = arg(100, "held-out prompts per evaluation")
+    resume: bool = arg(False, "continue an interrupted run from its OUT_DIR/<name>.resume.pt")
     quiet: bool = arg(False, "no per-step log lines")
 
 
@@ -289,13 +290,15 @@ def main(cfg=None):
         log.log(it, **stats)
         return stats, answers
 
-    first_eval, _ = run_eval(0)
-    for it in range(cfg.iterations):
+    def one_iteration(it):
         # 1-2. rollout and scoring
         batch_records = rng.sample(prompts, min(cfg.batch_size, len(prompts)))
         batch_prompts = [r["prompt"] for r in batch_records]
         policy.eval()
         b = rollout(policy, ref, value_model, rm, tok, batch_prompts, cfg, reward_bias, generator)
+        if not torch.isfinite(b["scores"]).all():
+            raise UserError(f"{cfg.name}: the reward model gave a non-finite score at iteration {it}; stopped; "
+                            f"the last good state is {resume.path}")
         # 3-4. KL-shaped rewards, GAE, whitened advantages
         rewards, kl = kl_shaped_rewards(b["scores"], b["logprobs"], b["ref_logprobs"], b["response_mask"], kl_ctl.value)
         advantages, returns = gae(rewards, b["values"], b["response_mask"], cfg.gamma, cfg.lam)
@@ -326,7 +329,8 @@ def main(cfg=None):
                     loss = loss + cfg.ptx_coef * ptx_loss
                     s["ptx_loss"] = ptx_loss.item()
                 if not (torch.isfinite(loss) and torch.isfinite(v_loss)):
-                    raise UserError(f"{cfg.name}: loss is not finite at iteration {it}; no checkpoint written")
+                    raise UserError(f"{cfg.name}: loss is not finite at iteration {it}; stopped; the last good state "
+                                    f"is {resume.path}")
                 opt_policy.zero_grad(set_to_none=True)
                 opt_value.zero_grad(set_to_none=True)
                 (loss + v_loss).backward()                           # separate networks: separate gradients
@@ -351,8 +355,38 @@ def main(cfg=None):
                 train_frac=round(t_train / total_t, 3))
         if cfg.adaptive_kl:
             kl_ctl.update(seq_kl, B)
-        if (it + 1) % cfg.eval_every == 0 and it + 1 < cfg.iterations:
-            run_eval(it + 1)
+
+    # ---- Ctrl-C saves all of this between iterations; --resume puts it back (issue 9)
+    resume = Resume(cfg.out_dir, cfg.name, cfg, log)
+
+    def resumable():
+        return dict(policy=policy.state_dict(), value=value_model.state_dict(), opt_policy=opt_policy.state_dict(),
+                    opt_value=opt_value.state_dict(), kl_coef=kl_ctl.value, rng=rng.getstate(),
+                    generator=generator.get_state(), it=it, first_eval=first_eval)
+
+    if cfg.resume:
+        state = resume.load(device)
+        policy.load_state_dict(state["policy"])
+        value_model.load_state_dict(state["value"])
+        opt_policy.load_state_dict(state["opt_policy"])
+        opt_value.load_state_dict(state["opt_value"])
+        kl_ctl.value, it, first_eval = state["kl_coef"], state["it"], state["first_eval"]
+        rng.setstate(state["rng"])
+        generator.set_state(state["generator"].cpu())
+        print(f"resumed {cfg.name} at iteration {it}")
+    else:
+        it = 0
+        first_eval, _ = run_eval(0)
+        resume.save(**resumable())
+    with stop_on_signal() as stop:
+        while it < cfg.iterations:
+            if stop.requested:
+                resume.interrupted(f"iteration {it} of {cfg.iterations}", **resumable())
+            one_iteration(it)
+            it += 1
+            if it % cfg.eval_every == 0 and it < cfg.iterations:
+                run_eval(it)
+                resume.save(**resumable())
 
     last_eval, answers = run_eval(cfg.iterations)
     metrics = {**{k + "_before": v for k, v in first_eval.items()}, **last_eval,
@@ -364,6 +398,7 @@ def main(cfg=None):
         print(f"  {r['prompt']!r} -> {a!r}")
     save_checkpoint(os.path.join(cfg.out_dir, f"{cfg.name}.pt"), policy, stage=cfg.name, tokenizer=tok.state(),
                     config=asdict(cfg), metrics=metrics)
+    resume.done()
     plot_scores_vs_kl(cfg.out_dir, [cfg.name], f"{cfg.name}_scores_vs_kl.png")
     return metrics
 

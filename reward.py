@@ -41,8 +41,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import data
-from gpt import (MetricsLog, UserError, arg, check_positive, configure_optimizer, cosine_lr, ensure_out_dir,
-    load_checkpoint, padded_positions, parse_config, run_cli, save_checkpoint, setup)
+from gpt import (MetricsLog, Resume, UserError, arg, check_positive, configure_optimizer, cosine_lr,
+    ensure_out_dir, load_checkpoint, padded_positions, parse_config, run_cli, save_checkpoint, setup,
+    stop_on_signal)
 from sft import load_start, respond
 
 
@@ -70,6 +71,7 @@ class Config:
     label: bool = arg(False, "be the labeler: rank K samples of --policy (default OUT_DIR/sft.pt) yourself, "
                              "appending to OUT_DIR/comparisons_human.jsonl; then train with --data on that file")
     k: int = arg(4, "--label: responses to rank per prompt")
+    resume: bool = arg(False, "continue an interrupted run from its OUT_DIR/reward[_roundR].resume.pt")
     quiet: bool = arg(False, "no per-step log lines")
 
 
@@ -238,6 +240,38 @@ def load_reward_model(path, device="cpu"):
     return rm.to(device), data.Tokenizer.from_state(ckpt["tokenizer"]), ckpt["reward_bias"], ckpt["reward_scale"]
 
 
+def comparisons(cfg, gpt, tok, comps, device):
+    """-> (training comparisons, held-out comparisons, demonstrations for the bias, metrics).
+    From a file (`comps`, split 95/5), or sampled from the policy (--policy, default the SFT model
+    `gpt`) and ranked by simulated labelers: training labelers for training prompts, held-out
+    labelers for held-out users' prompts (both written to OUT_DIR as JSONL)."""
+    if comps is not None:
+        random.Random(cfg.seed).shuffle(comps)
+        n_val = max(1, len(comps) // 20)
+        return comps[n_val:], comps[:n_val], [], {}
+    rng = random.Random(cfg.seed + 2)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + 2)
+    world = data.build(cfg.preset, cfg.seed)
+    policy = load_checkpoint(cfg.policy, device)[0] if cfg.policy else gpt
+    train_labelers = [l for l in world["labelers"] if not l.heldout]
+    heldout_labelers = [l for l in world["labelers"] if l.heldout]
+    t0 = time.time()
+    train = collect_comparisons(policy, tok, world["rm"], train_labelers, cfg, rng, generator)
+    n_val = max(20, len(world["rm"]) // 5)
+    heldout = collect_comparisons(policy, tok, world["val"][:n_val], heldout_labelers, cfg, rng, generator)
+    pairs = [(c["task"], a, b) for c in train for i, a in enumerate(c["completions"]) for b in c["completions"][i + 1:]]
+    metrics = {"labeler_agreement": data.labeler_agreement(train_labelers, pairs, rng),
+               "sampling_seconds": round(time.time() - t0, 1)}
+    n_k = sum(len(c["completions"]) for c in train) / max(1, len(train))
+    print(f"reward: {len(train)} training prompts ranked (mean K {n_k:.1f}, {len(pairs)} comparisons), "
+          f"{len(heldout)} held-out; sampling took {metrics['sampling_seconds']:.0f}s; labeler agreement "
+          f"{metrics['labeler_agreement']:.3f} (paper: 0.726)")
+    data.write_jsonl(os.path.join(cfg.out_dir, f"comparisons_round{cfg.round}.jsonl"), train)
+    data.write_jsonl(os.path.join(cfg.out_dir, f"comparisons_heldout_round{cfg.round}.jsonl"), heldout)
+    demos = [{"prompt": d["prompt"], "response": d["response"]} for d in world["sft"]]
+    return train, heldout, demos, metrics
+
+
 # -----------------------------------------------------------------------------
 
 def validate(cfg):
@@ -264,79 +298,71 @@ def main(cfg=None):
         print(f"{n} rankings saved to {out}; train on them: python reward.py --data {out} --init SFT_CHECKPOINT")
         return {}
     log = MetricsLog(cfg.out_dir, "reward", cfg.quiet)
+    name = "reward" if cfg.round == 1 else f"reward_round{cfg.round}"  # later rounds keep the first RM
+    resume = Resume(cfg.out_dir, name, cfg, log)
+    state = resume.load(device) if cfg.resume else None
     t_start = time.time()
-    rng = random.Random(cfg.seed + 2)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed + 2)
-    if cfg.data:  # read (and so check) the file before any model is loaded
+    if cfg.data and not state:  # read (and so check) the file before any model is loaded
         kind, comps = data.read_jsonl(cfg.data)
         if kind != "comparison":
             raise UserError(f"--data {cfg.data}: holds {kind} records; reward.py needs comparisons")
     init_cfg = cfg if cfg.init else type(cfg)(**{**asdict(cfg), "init": os.path.join(cfg.out_dir, "sft.pt")})
     gpt, tok, init_path = load_start(init_cfg, device)
     block = gpt.config.block_size
-    metrics = {}
+    with stop_on_signal() as stop:  # Ctrl-C while sampling: the comparisons are kept, training resumes
+        if state:
+            train, heldout, demos, metrics = state["train"], state["heldout"], state["demos"], state["metrics"]
+            print(f"resumed {name} at step {state['step']}: {len(train)} ranked prompts from the interrupted run")
+        else:
+            train, heldout, demos, metrics = comparisons(cfg, gpt, tok, comps if cfg.data else None, device)
+        if not train:
+            raise UserError("reward: no prompt gave two distinct responses to compare")
 
-    # ---- comparisons: from a file, or sampled from the policy and ranked by simulated labelers
-    if cfg.data:
-        random.Random(cfg.seed).shuffle(comps)
-        n_val = max(1, len(comps) // 20)
-        train, heldout = comps[n_val:], comps[:n_val]
-        demos = []
-    else:
-        world = data.build(cfg.preset, cfg.seed)
-        policy = gpt
-        if cfg.policy:
-            policy, _ = load_checkpoint(cfg.policy, device)
-        train_labelers = [l for l in world["labelers"] if not l.heldout]
-        heldout_labelers = [l for l in world["labelers"] if l.heldout]
-        t0 = time.time()
-        train = collect_comparisons(policy, tok, world["rm"], train_labelers, cfg, rng, generator)
-        n_val = max(20, len(world["rm"]) // 5)
-        heldout = collect_comparisons(policy, tok, world["val"][:n_val], heldout_labelers, cfg, rng, generator)
-        pairs = [(c["task"], a, b) for c in train for i, a in enumerate(c["completions"])
-                 for b in c["completions"][i + 1:]]
-        metrics["labeler_agreement"] = data.labeler_agreement(train_labelers, pairs, rng)
-        metrics["sampling_seconds"] = round(time.time() - t0, 1)
-        n_k = sum(len(c["completions"]) for c in train) / max(1, len(train))
-        print(f"reward: {len(train)} training prompts ranked (mean K {n_k:.1f}, {len(pairs)} comparisons), "
-              f"{len(heldout)} held-out; sampling took {metrics['sampling_seconds']:.0f}s; labeler agreement "
-              f"{metrics['labeler_agreement']:.3f} (paper: 0.726)")
-        data.write_jsonl(os.path.join(cfg.out_dir, f"comparisons_round{cfg.round}.jsonl"), train)
-        data.write_jsonl(os.path.join(cfg.out_dir, f"comparisons_heldout_round{cfg.round}.jsonl"), heldout)
-        demos = world["sft"]
-    if not train:
-        raise UserError("reward: no prompt gave two distinct responses to compare")
+        # ---- the reward model: the SFT model plus a scalar head; one epoch over prompts
+        gpt.set_dropout(cfg.dropout)
+        rm = ScalarModel(gpt).to(device)
+        optimizer = configure_optimizer(rm, cfg.lr, cfg.weight_decay, device_type=device.type)
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        steps = cfg.epochs * steps_per_epoch
+        if state:
+            rm.load_state_dict(state["rm"])
+            optimizer.load_state_dict(state["optimizer"])
+            step = state["step"]
+        else:
+            metrics["heldout_accuracy_before"] = accuracy(rm, tok, heldout, block, device)
+            log.log(0, heldout_accuracy=metrics["heldout_accuracy_before"])
+            step = 0
 
-    # ---- the reward model: the SFT model plus a scalar head; one epoch over prompts
-    gpt.set_dropout(cfg.dropout)
-    rm = ScalarModel(gpt).to(device)
-    optimizer = configure_optimizer(rm, cfg.lr, cfg.weight_decay, device_type=device.type)
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    steps = cfg.epochs * steps_per_epoch
-    metrics["heldout_accuracy_before"] = accuracy(rm, tok, heldout, block, device)
-    log.log(0, heldout_accuracy=metrics["heldout_accuracy_before"])
-    for step in range(steps):
-        epoch, k = divmod(step, steps_per_epoch)
-        if k == 0:
+        def resumable():
+            return dict(rm=rm.state_dict(), optimizer=optimizer.state_dict(), step=step, train=train,
+                        heldout=heldout, demos=demos, metrics=metrics)
+
+        resume.save(**resumable())
+        while step < steps:
+            if stop.requested:
+                resume.interrupted(f"step {step} of {steps}", **resumable())
+            epoch, k = divmod(step, steps_per_epoch)
             order = list(range(len(train)))
             random.Random(cfg.seed * 1000 + epoch).shuffle(order)
-        batch = [train[i] for i in order[k * cfg.batch_size:(k + 1) * cfg.batch_size]]
-        lr = cosine_lr(step, steps, cfg.lr, warmup=max(1, steps // 20))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        rm.train()
-        with autocast():
-            rewards, rmask = comparison_batch(rm, tok, batch, block, device)
-        loss, acc = ranking_loss(rewards, rmask)
-        if not torch.isfinite(loss):
-            raise UserError(f"reward: loss is {loss.item()} at step {step}; no checkpoint written")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)
-        optimizer.step()
-        if step % 10 == 0 or step == steps - 1:
-            log.log(step, loss=loss.item(), train_accuracy=acc.item(), lr=lr, grad_norm=float(norm),
-                    reward_gap=float((rewards[:, 0] - rewards[:, 1]).mean().detach()))
+            batch = [train[i] for i in order[k * cfg.batch_size:(k + 1) * cfg.batch_size]]
+            lr = cosine_lr(step, steps, cfg.lr, warmup=max(1, steps // 20))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            rm.train()
+            with autocast():
+                rewards, rmask = comparison_batch(rm, tok, batch, block, device)
+            loss, acc = ranking_loss(rewards, rmask)
+            if not torch.isfinite(loss):
+                raise UserError(f"reward: loss is {loss.item()} at step {step}; stopped; the last good "
+                                f"state is {resume.path}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)
+            optimizer.step()
+            if step % 10 == 0 or step == steps - 1:
+                log.log(step, loss=loss.item(), train_accuracy=acc.item(), lr=lr, grad_norm=float(norm),
+                        reward_gap=float((rewards[:, 0] - rewards[:, 1]).mean().detach()))
+            step += 1
 
     # ---- held-out accuracy, the bias that puts demonstrations at 0, the scale
     metrics["heldout_accuracy"] = accuracy(rm, tok, heldout, block, device)
@@ -354,10 +380,10 @@ def main(cfg=None):
           f"{metrics['heldout_accuracy_before']:.3f})"
           + (f" beside labeler agreement {metrics['labeler_agreement']:.3f}" if "labeler_agreement" in metrics else "")
           + f"; demonstrations score {bias:+.3f} +- {scale:.3f} before the bias")
-    name = "reward.pt" if cfg.round == 1 else f"reward_round{cfg.round}.pt"  # later rounds keep the first RM
-    save_checkpoint(os.path.join(cfg.out_dir, name), rm.gpt, stage="reward", tokenizer=tok.state(),
+    save_checkpoint(os.path.join(cfg.out_dir, name + ".pt"), rm.gpt, stage="reward", tokenizer=tok.state(),
                     reward_head=rm.head.state_dict(), reward_bias=bias, reward_scale=scale,
                     config=asdict(cfg), metrics=metrics)
+    resume.done()
     return metrics
 
 

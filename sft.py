@@ -31,17 +31,15 @@ import contextlib
 import json
 import os
 import random
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass
 
 import torch
 
 import data
-from gpt import (GPT, GPTConfig, MetricsLog, UserError, arg, check_positive, configure_optimizer, cosine_lr,
-    ensure_out_dir, flops_per_token, load_any, parse_config, resize_vocab, run_cli, save_checkpoint,
-    setup)
+from gpt import (GPT, GPTConfig, MetricsLog, Resume, UserError, arg, check_positive, configure_optimizer,
+    cosine_lr, ensure_out_dir, flops_per_token, load_any, parse_config, resize_vocab, run_cli, save_checkpoint,
+    setup, stop_on_signal)
 
 
 @dataclass
@@ -277,25 +275,19 @@ def main(cfg=None):
 
     raw_model = model
     optimizer = configure_optimizer(model, cfg.lr, cfg.weight_decay, device_type=device.type)
-    resume_path = os.path.join(cfg.out_dir, f"{cfg.stage}.resume.pt")
+    resume = Resume(cfg.out_dir, cfg.stage, cfg, log)
     step = 0
     if cfg.resume:
-        if not os.path.exists(resume_path):
-            raise UserError(f"--resume: {resume_path} does not exist")
-        state = torch.load(resume_path, map_location=device, weights_only=False)
+        state = resume.load(device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
         step = state["step"]
         print(f"resumed {cfg.stage} at step {step}")
     if cfg.compile:
         model = torch.compile(model)
 
     def save_resumable():
-        tmp = resume_path + ".tmp"
-        torch.save({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "rng": torch.get_rng_state(), "step": step}, tmp)
-        os.replace(tmp, resume_path)
+        resume.save(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), step=step)
 
     # ---- the loop: lr, eval and checkpoint, forward/backward, one log line
     model.train()
@@ -303,10 +295,9 @@ def main(cfg=None):
     flops = flops_per_token(raw_model.config, raw_model.config.block_size)
     with stop_on_signal() as stop:
         while step < steps:
-            if stop.requested:  # Ctrl-C / SIGTERM: finish the step in hand, save, leave
-                save_resumable()
-                print(f"{cfg.stage}: interrupted at step {step}; saved {resume_path}; continue with --resume")
-                raise KeyboardInterrupt
+            if stop.requested:  # Ctrl-C / SIGTERM: the step in hand is finished; save, leave
+                resume.interrupted(f"step {step}", model=raw_model.state_dict(),
+                                   optimizer=optimizer.state_dict(), step=step)
             lr = cosine_lr(step, steps, cfg.lr, cfg.warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -358,33 +349,11 @@ def main(cfg=None):
             print(f"  {r['prompt']!r} -> {a!r}")
     save_checkpoint(os.path.join(cfg.out_dir, f"{cfg.stage}.pt"), raw_model, stage=cfg.stage,
                     tokenizer=tok.state(), config=asdict(cfg), metrics=metrics)
-    if os.path.exists(resume_path):
-        os.remove(resume_path)
+    resume.done()
     plot_losses(cfg.out_dir, cfg.stage)
     print(f"{cfg.stage}: done in {metrics['seconds']:.0f}s, val loss {val_history[0][1]:.3f} -> {v:.3f}; "
           f"wrote {os.path.join(cfg.out_dir, cfg.stage + '.pt')}")
     return metrics
-
-
-class stop_on_signal:
-    """While active, SIGINT (Ctrl-C) and SIGTERM only set `requested`; the loop checks it between
-    steps, so a run is never stopped halfway through an optimizer step and its resumable
-    checkpoint is exact."""
-
-    def __enter__(self):
-        self.requested = False
-        self.old = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for sig, handler in self.old.items():
-            signal.signal(sig, handler)
 
 
 def peak_flops(device):

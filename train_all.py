@@ -18,10 +18,11 @@ beside the labelers' agreement; the prompt funnel's counts.
     python train_all.py                                        # gpu preset on CUDA, else cpu
 
 Writes OUT_DIR/summary.json, report.md and PNG plots beside the checkpoints. A stage whose
-checkpoint exists is skipped (so a run can be continued), unless --force.
+checkpoint exists is skipped (so a run can be continued), unless --force; a stage interrupted with
+Ctrl-C (it leaves <stage>.resume.pt) continues where it stopped.
 
-Where the evaluation departs from the paper: answers are greedy (the paper samples at
-temperature 1 for its human evaluations), the labelers are simulated, and the gold rubric is
+Where the evaluation departs from the paper: answers are sampled at temperature 1 as in the
+paper, and also greedy (the *_greedy keys); the labelers are simulated, and the gold rubric is
 known, so every model is also scored against the truth.
 """
 
@@ -245,36 +246,38 @@ def main(cfg=None):
     seconds, t_all = {}, time.time()
     common = dict(preset=cfg.preset, out_dir=out, seed=cfg.seed, device=cfg.device, quiet=cfg.quiet)
 
-    def stage(name, ckpt, run):
-        """Run a stage unless its checkpoint exists (then reuse the seconds it recorded)."""
+    def stage(name, ckpt, script, config):
+        """Run `script.main(config)` unless its checkpoint exists (then reuse the seconds it
+        recorded); continue it with --resume where an interrupted run left <name>.resume.pt."""
         path = os.path.join(out, ckpt)
         if os.path.exists(path) and not cfg.force:
             print(f"== {name}: {path} exists, skipped (--force re-runs it)")
             metrics = load_checkpoint(path)[1].get("metrics", {})
             seconds[name] = metrics.get("seconds", 0.0)
             return metrics
-        print(f"== {name}")
+        resume = os.path.exists(os.path.join(out, f"{name}.resume.pt")) and not cfg.force
+        print(f"== {name}" + (" (resumed where it was interrupted)" if resume else ""))
         t0 = time.time()
-        metrics = run()
+        metrics = script.main(replace(config, resume=resume))
         seconds[name] = round(time.time() - t0, 1)
         return metrics
 
     # each step's own Config with its preset's values, as `python sft.py --preset P` would build it
     sft_cfg = sft.Config(**sft.PRESETS[cfg.preset])
-    stage("pretrain", "pretrain.pt", lambda: sft.main(replace(sft_cfg, stage="pretrain", **common)))
-    stage("sft", "sft.pt", lambda: sft.main(replace(sft_cfg, stage="sft", eval_gold=0, **common)))
+    stage("pretrain", "pretrain.pt", sft, replace(sft_cfg, stage="pretrain", **common))
+    stage("sft", "sft.pt", sft, replace(sft_cfg, stage="sft", eval_gold=0, **common))
     policy, policy_ptx = "", ""
     for r in range(1, cfg.rounds + 1):
         suffix = "" if r == 1 else f"_round{r}"
         rm_name = f"reward{suffix}.pt"
-        rm_metrics = stage(f"reward{suffix}", rm_name, lambda: reward.main(replace(
-            reward.Config(**reward.PRESETS[cfg.preset]), policy=policy, round=r, **common)))
+        rm_metrics = stage(f"reward{suffix}", rm_name, reward, replace(
+            reward.Config(**reward.PRESETS[cfg.preset]), policy=policy, round=r, **common))
         ppo_base = dict(reward=os.path.join(out, rm_name), **common)
-        stage(f"ppo{suffix}", f"ppo{suffix}.pt", lambda: ppo.main(replace(
-            ppo.Config(**ppo.PRESETS[cfg.preset]), name=f"ppo{suffix}", start=policy, **ppo_base)))
-        stage(f"ppo_ptx{suffix}", f"ppo_ptx{suffix}.pt", lambda: ppo.main(replace(
+        stage(f"ppo{suffix}", f"ppo{suffix}.pt", ppo, replace(
+            ppo.Config(**ppo.PRESETS[cfg.preset]), name=f"ppo{suffix}", start=policy, **ppo_base))
+        stage(f"ppo_ptx{suffix}", f"ppo_ptx{suffix}.pt", ppo, replace(
             ppo.Config(**ppo.PRESETS[cfg.preset]), name=f"ppo_ptx{suffix}", start=policy_ptx,
-            ptx_coef=cfg.ptx_coef, **ppo_base)))
+            ptx_coef=cfg.ptx_coef, **ppo_base))
         policy, policy_ptx = os.path.join(out, f"ppo{suffix}.pt"), os.path.join(out, f"ppo_ptx{suffix}.pt")
 
     print("== evaluation")

@@ -1,8 +1,69 @@
+import json
 import os
+import random
+import shutil
+import signal
 import sys
 
+import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 torch.set_flush_denormal(True)  # without it, CPU backward matmuls can run ~40x slower
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+RM_BIAS = 0.5  # the reward bias stored in run_dir's reward.pt
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    """pretrain.pt, sft.pt, ppo.pt and reward.pt: tiny random models sharing one tokenizer."""
+    import data
+    from gpt import GPT, GPTConfig, save_checkpoint
+    from reward import ScalarModel
+    d = tmp_path_factory.mktemp("run")
+    tok = data.train_tokenizer("\n".join(data.make_world(0).corpus(200, random.Random(0))), 300)
+    cfg = dict(block_size=64, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32)
+    for i, stage in enumerate(["pretrain", "sft", "ppo"]):
+        torch.manual_seed(i)
+        save_checkpoint(str(d / f"{stage}.pt"), GPT(GPTConfig(**cfg)), stage=stage, tokenizer=tok.state())
+    torch.manual_seed(3)
+    rm = ScalarModel(GPT(GPTConfig(**cfg)))
+    save_checkpoint(str(d / "reward.pt"), rm.gpt, stage="reward", tokenizer=tok.state(),
+                    reward_head=rm.head.state_dict(), reward_bias=RM_BIAS, reward_scale=1.0)
+    return d
+
+
+def interrupt_on_call(monkeypatch, module, name, n):
+    """Make the n-th call of module.name send this process SIGINT, as Ctrl-C would mid-run."""
+    real, calls = getattr(module, name), []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, wrapped)
+
+
+def same_run(dir_a, dir_b, ckpt, stage, timing=()):
+    """Assert two run folders hold the same weights in `ckpt` and the same metrics.jsonl lines for
+    `stage` (less the `timing` fields, which no two runs share)."""
+    from gpt import load_checkpoint
+    a, _ = load_checkpoint(os.path.join(dir_a, ckpt))
+    b, _ = load_checkpoint(os.path.join(dir_b, ckpt))
+    for (k, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), k
+
+    def rows(d):
+        lines = [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
+        return [{k: v for k, v in r.items() if k not in timing} for r in lines if r["stage"] == stage]
+    assert rows(dir_a) == rows(dir_b)
+
+
+def copy_run(run_dir, dest, *names):
+    os.makedirs(dest)
+    for name in names:
+        shutil.copy(os.path.join(run_dir, name), dest)
+    return str(dest)

@@ -4,7 +4,6 @@ line, and labeling re-asks on a bad ranking, saves each ranking at once and resu
 import io
 import json
 import os
-import random
 import re
 import subprocess
 import sys
@@ -15,12 +14,10 @@ import torch
 import chat
 import data
 import gpt
-from gpt import GPT, GPTConfig, save_checkpoint
-from reward import ScalarModel
+from conftest import RM_BIAS
 from sft import respond
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RM_BIAS = 0.5
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -30,22 +27,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """pretrain.pt, sft.pt, ppo.pt and reward.pt: tiny random models sharing one tokenizer."""
-    d = tmp_path_factory.mktemp("run")
-    tok = data.train_tokenizer("\n".join(data.make_world(0).corpus(200, random.Random(0))), 300)
-    cfg = dict(block_size=64, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32)
-    for i, stage in enumerate(["pretrain", "sft", "ppo"]):
-        torch.manual_seed(i)
-        save_checkpoint(str(d / f"{stage}.pt"), GPT(GPTConfig(**cfg)), stage=stage, tokenizer=tok.state())
-    torch.manual_seed(3)
-    rm = ScalarModel(GPT(GPTConfig(**cfg)))
-    save_checkpoint(str(d / "reward.pt"), rm.gpt, stage="reward", tokenizer=tok.state(),
-                    reward_head=rm.head.state_dict(), reward_bias=RM_BIAS, reward_scale=1.0)
-    return d
 
 
 def run_cli(*args, input=None):

@@ -1,8 +1,10 @@
 """train_all.py: the smoke preset end to end, then bad input to every script (one line, exit 2)."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -53,12 +55,23 @@ def test_a_second_run_skips_finished_stages(smoke):
     assert after["win_rate_vs_sft"] == before["win_rate_vs_sft"] and after["gold_score"] == before["gold_score"]
 
 
-def test_the_same_seed_gives_the_same_summary(smoke, tmp_path):
-    """A second smoke run from scratch in another folder: every figure but the timings is equal."""
-    out, _ = smoke
-    r = run("train_all.py", "--preset", "smoke", "--out-dir", str(tmp_path), "--seed", "0", "--quiet")
+def test_the_same_seed_gives_the_same_summary_even_when_interrupted(smoke, tmp_path):
+    """A second smoke run from scratch in another folder, stopped with Ctrl-C (SIGINT) in the middle
+    of PPO and started again: it resumes PPO, and every figure but the timings equals the first run's."""
+    out, part = smoke[0], str(tmp_path)
+    cmd = [sys.executable, "train_all.py", "--preset", "smoke", "--out-dir", part, "--seed", "0", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not os.path.exists(os.path.join(part, "ppo.resume.pt")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "ppo: interrupted at iteration" in stdout and not os.path.exists(os.path.join(part, "ppo.pt"))
+    r = run(*cmd[1:])
     assert r.returncode == 0, r.stderr[-2000:]
-    a, b = (json.load(open(os.path.join(d, "summary.json"))) for d in (out, str(tmp_path)))
+    assert "== ppo (resumed where it was interrupted)" in r.stdout and r.stdout.count("exists, skipped") == 3
+    a, b = (json.load(open(os.path.join(d, "summary.json"))) for d in (out, part))
     for s in (a, b):
         del s["seconds"]
     assert a == b

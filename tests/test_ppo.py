@@ -1,5 +1,6 @@
 """ppo.py: GAE against a hand computation and a slow loop, the clipped surrogate's gradients, the
 ratio on the first minibatch, and the KL-shaped reward."""
+import os
 import random
 
 import pytest
@@ -7,7 +8,8 @@ import torch
 
 import data
 import ppo
-from gpt import GPT, GPTConfig, token_logprobs
+from conftest import copy_run, interrupt_on_call, same_run
+from gpt import GPT, GPTConfig, UserError, token_logprobs
 from ppo import gae, kl_shaped_rewards, masked_whiten, ppo_losses
 from reward import ScalarModel
 
@@ -135,3 +137,24 @@ def test_ratio_is_one_on_the_first_minibatch(setup_models):
     assert abs(stats["ratio"] - 1) < 1e-5 and stats["clipfrac"] == 0 and abs(stats["approx_kl"]) < 1e-6
     # the policy starts as the reference: zero KL, so the shaped reward is the score alone
     assert torch.allclose(b["logprobs"], b["ref_logprobs"], atol=1e-5)
+
+
+def test_interrupted_ppo_resumes_to_the_same_weights(run_dir, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of PPO (between two evaluations), then --resume: the same policy and
+    the same metrics lines as a run never interrupted."""
+    flags = dict(preset="smoke", iterations=6, batch_size=8, minibatch_size=4, max_new_tokens=8, n_eval=8,
+                 eval_every=2, lr=1e-3, value_lr=1e-3, no_eos_penalty=0.0, quiet=True, device="cpu")
+    full = copy_run(run_dir, tmp_path / "full", "sft.pt", "reward.pt")
+    part = copy_run(run_dir, tmp_path / "part", "sft.pt", "reward.pt")
+    ppo.main(ppo.Config(out_dir=full, **flags))
+    # rollout calls: 1 the first evaluation, 2-3 iterations 0-1, 4 the evaluation at 2, 5 iteration 2
+    interrupt_on_call(monkeypatch, ppo, "rollout", 5)
+    with pytest.raises(KeyboardInterrupt):
+        ppo.main(ppo.Config(out_dir=part, **flags))
+    monkeypatch.undo()
+    assert os.path.exists(os.path.join(part, "ppo.resume.pt")) and not os.path.exists(os.path.join(part, "ppo.pt"))
+    with pytest.raises(UserError, match="--lr"):  # other flags than the interrupted run's: refused
+        ppo.main(ppo.Config(out_dir=part, resume=True, **{**flags, "lr": 1e-4}))
+    ppo.main(ppo.Config(out_dir=part, resume=True, **flags))
+    assert not os.path.exists(os.path.join(part, "ppo.resume.pt"))
+    same_run(full, part, "ppo.pt", "ppo", timing=("gen_frac", "score_frac", "train_frac"))

@@ -2,13 +2,16 @@
 token whatever the padding, a ranking's K responses form one batch element."""
 import itertools
 import math
+import os
 import random
 
 import pytest
 import torch
 
 import data
-from gpt import GPT, GPTConfig
+import reward
+from conftest import copy_run, interrupt_on_call, same_run
+from gpt import GPT, GPTConfig, load_checkpoint
 from reward import ScalarModel, comparison_batch, encode_comparisons, last_index, ranking_loss, reward_scores
 
 
@@ -120,3 +123,23 @@ def test_loss_trains_the_reward_model_toward_the_ranking(tok):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_interrupted_reward_model_resumes_to_the_same_weights(run_dir, tmp_path, monkeypatch):
+    """Ctrl-C while the RM trains, then --resume: the comparisons are not sampled again, and the
+    RM and its metrics lines equal those of a run never interrupted."""
+    flags = dict(preset="smoke", max_new_tokens=8, batch_size=16, epochs=2, lr=1e-3, quiet=True, device="cpu")
+    full = copy_run(run_dir, tmp_path / "full", "sft.pt")
+    part = copy_run(run_dir, tmp_path / "part", "sft.pt")
+    reward.main(reward.Config(out_dir=full, **flags))
+    # ranking_loss calls: 2 for the held-out accuracy before training, then one per training step
+    interrupt_on_call(monkeypatch, reward, "ranking_loss", 9)
+    with pytest.raises(KeyboardInterrupt):
+        reward.main(reward.Config(out_dir=part, **flags))
+    monkeypatch.undo()
+    assert not os.path.exists(os.path.join(part, "reward.pt"))
+    monkeypatch.setattr(reward, "collect_comparisons", None)  # sampling again would fail
+    m = reward.main(reward.Config(out_dir=part, resume=True, **flags))
+    before = load_checkpoint(os.path.join(full, "reward.pt"))[1]["metrics"]
+    assert m["heldout_accuracy"] == before["heldout_accuracy"] and m["reward_bias"] == before["reward_bias"]
+    same_run(full, part, "reward.pt", "reward")
