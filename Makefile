@@ -2,13 +2,14 @@
 # make smoke  the whole pipeline on the smoke preset (a few minutes on a laptop CPU)
 # make test   the test suite (CPU only, a few minutes)
 # make bench  generation speed: KV cache against the naive path and transformers
+# make gpu-check  on a CUDA machine with torch installed: the CUDA tests and the GPU benchmark
 # Each target creates the virtual environment in .venv from requirements.txt when it is missing.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out/run
 
-.PHONY: run smoke test bench clean
+.PHONY: run smoke test bench gpu-check clean
 
 $(VENV)/installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -27,6 +28,10 @@ test: $(VENV)/installed
 
 bench: $(VENV)/installed
 	$(PY) bench.py
+
+gpu-check:
+	python3 -m pytest -q -rs tests/test_gpt.py -k cuda
+	python3 bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 64 256 --naive-max-batch 64 --train --compile
 
 clean:
 	rm -rf $(VENV) out

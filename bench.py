@@ -1,27 +1,45 @@
 """
-bench.py: how fast is generation? Ratios measured in one run, never absolute times in tests.
+bench.py: how fast are generation and training? Ratios measured in one run, never absolute
+times in tests.
 
 RLHF spends most of its time generating rollouts (OpenRLHF reports about 80%), so this compares
-one model's new tokens per second along three paths, on the same weights and the same prompts:
-  naive         recompute the whole sequence for every new token (gpt.py, use_cache=False)
-  kv-cache      prefill once, then one token per step over a preallocated cache (gpt.py)
-  transformers  Hugging Face GPT2LMHeadModel.generate with the same weights (when installed)
+one model's new tokens per second along these paths, on the same weights and the same prompts:
+  naive              recompute the whole sequence for every new token (gpt.py, use_cache=False)
+  kv-cache           prefill once, then one token per step over a preallocated cache (gpt.py)
+  kv-cache+graph     the same, each decode step replayed as a CUDA graph (CUDA only)
+  transformers-*     Hugging Face GPT2LMHeadModel.generate with the same weights (when installed),
+                     with its dynamic and its static cache
+  bandwidth bound    (CUDA) reading every weight and the live KV cache once per step at the
+                     card's peak memory bandwidth: no decoder of this model can beat it
+--train adds training tokens/s (forward, backward, AdamW step) and, on CUDA, MFU: model FLOPs
+per second over the card's dense bf16 peak (gpt.flops_per_token, gpt.GPU_PEAKS), for this
+project's GPT and for transformers' GPT-2 on the same shape.
 
     python bench.py                        # CPU: batch 1 and 16, 64-token prompts, 128 new tokens
     python bench.py --batch 1 16 64 --json
     python bench.py --init out/cpu/sft.pt  # a trained checkpoint instead of random weights
+    python bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 64 256 --train --compile
 
 Greedy decoding, every row generates exactly --new-tokens (no EOS), so all paths do the same work;
 the table also says whether each path produced the same tokens as the cache.
 """
 
 import argparse
+import contextlib
 import json
 import time
+from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 
-from gpt import GPT, GPTConfig, UserError, hf_state_dict, load_any, run_cli
+from gpt import (GPT, GPTConfig, UserError, configure_optimizer, flops_per_token, gpu_peaks, hf_state_dict,
+    load_any, run_cli)
+
+SHAPES = {  # --shape: the random model's size
+    "tiny": dict(n_layer=4, n_head=4, n_embd=256, vocab_size=2048),
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257),  # GPT-2 small, 124M parameters
+}
 
 
 def timed(fn, device):
@@ -50,11 +68,24 @@ def to_transformers(model):
     return hf.to(next(model.parameters()).device, next(model.parameters()).dtype).eval()
 
 
+def bandwidth_bound(model, batch, prompt_len, new_tokens, bytes_per_s):
+    """New tokens/s if every decode step only read the weights and the live KV cache once at peak
+    bandwidth: step i reads all weights plus keys and values of prompt_len + i tokens per row."""
+    c = model.config
+    size = next(model.parameters()).element_size()
+    weights = model.num_params() * size
+    kv_per_token = 2 * c.n_layer * c.n_embd * size                  # a key and a value per layer
+    seconds = sum(weights + batch * (prompt_len + i) * kv_per_token for i in range(new_tokens)) / bytes_per_s
+    return batch * new_tokens / seconds
+
+
 def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, naive_max_batch):
     """One row of the table per path: new tokens/s and whether the tokens match the cached path."""
     g = torch.Generator().manual_seed(batch)
     idx = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g).to(device)
     paths = {"kv-cache": lambda: model.generate(idx, new_tokens, temperature=0).tokens}
+    if device.type == "cuda":
+        paths["kv-cache+graph"] = lambda: model.generate(idx, new_tokens, temperature=0, cuda_graph=True).tokens
     if batch <= naive_max_batch:
         paths["naive"] = lambda: model.generate(idx, new_tokens, temperature=0, use_cache=False).tokens
     if hf is not None:
@@ -79,19 +110,68 @@ def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, 
         rows.append(dict(path=name, batch=batch, prompt_len=prompt_len, new_tokens=new_tokens,
                          seconds=round(best, 4), tokens_per_s=round(batch * new_tokens / best, 1),
                          same_tokens=bool(torch.equal(tokens.cpu(), reference.cpu()))))
+    if device.type == "cuda":
+        rows.append(dict(path="bandwidth bound", batch=batch, prompt_len=prompt_len, new_tokens=new_tokens,
+                         tokens_per_s=round(bandwidth_bound(model, batch, prompt_len, new_tokens,
+                                                            gpu_peaks(device)[1]), 1)))
     base = rows[0]["tokens_per_s"]  # kv-cache
     for r in rows:
         r["vs_kv_cache"] = round(r["tokens_per_s"] / base, 3)
     return rows
 
 
+def bench_training(config, batch, seq_len, steps, device, compile_model, with_hf):
+    """Training tokens/s (and MFU on CUDA) of full steps: forward, backward, gradient clip, fused
+    AdamW; float32 weights under bf16 autocast on CUDA, as sft.py trains. Rows for this project's
+    GPT and, where installed, transformers' GPT-2 of the same shape."""
+    config = replace(config, block_size=max(config.block_size, seq_len), dropout=0.0)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, config.vocab_size, (batch, seq_len + 1), generator=g).to(device)
+    torch.manual_seed(0)
+    ours = GPT(config).to(device)
+    models = {"train: this GPT" + (" (compiled)" if compile_model else ""): ours}
+    if with_hf:
+        hf = to_transformers(ours)
+        if hf is not None:
+            models["train: transformers GPT-2"] = hf.train()
+    rows = []
+    for name, model in models.items():
+        is_hf = not isinstance(model, GPT)
+        opt = configure_optimizer(model, 1e-4, device_type=device.type)
+        step_model = torch.compile(model) if compile_model and not is_hf else model
+
+        def step():
+            with autocast():
+                if is_hf:
+                    logits = step_model(input_ids=x[:, :-1]).logits
+                    loss = F.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten())
+                else:
+                    loss = step_model(x[:, :-1], x[:, 1:])[1]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+        for _ in range(3):  # warm-up: compilation, allocator, cuBLAS
+            step()
+        _, seconds = timed(lambda: [step() for _ in range(steps)], device)
+        tok_s = batch * seq_len * steps / seconds
+        row = dict(path=name, batch=batch, seq_len=seq_len, params_M=round(ours.num_params() / 1e6, 2),
+                   tokens_per_s=round(tok_s, 1))
+        if device.type == "cuda":
+            row["mfu"] = round(flops_per_token(config, seq_len) * tok_s / gpu_peaks(device)[0], 4)
+        rows.append(row)
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--init", help="checkpoint (.pt) or Hugging Face GPT-2 directory; default: random weights")
-    p.add_argument("--n-layer", type=int, default=4, help="random model: layers")
-    p.add_argument("--n-head", type=int, default=4, help="random model: heads")
-    p.add_argument("--n-embd", type=int, default=256, help="random model: width")
-    p.add_argument("--vocab-size", type=int, default=2048, help="random model: vocabulary")
+    p.add_argument("--shape", default="tiny", choices=list(SHAPES), help="random model: tiny (3.7M) or gpt2 (124M)")
+    p.add_argument("--n-layer", type=int, help="random model: layers (default: the shape's)")
+    p.add_argument("--n-head", type=int, help="random model: heads (default: the shape's)")
+    p.add_argument("--n-embd", type=int, help="random model: width (default: the shape's)")
+    p.add_argument("--vocab-size", type=int, help="random model: vocabulary (default: the shape's)")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 16], help="batch sizes to measure")
     p.add_argument("--prompt-len", type=int, default=64, help="prompt tokens per row")
     p.add_argument("--new-tokens", type=int, default=128, help="tokens generated per row")
@@ -100,9 +180,14 @@ def main():
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights and cache")
     p.add_argument("--no-transformers", action="store_true", help="skip the transformers comparison")
+    p.add_argument("--train", action="store_true", help="also measure training tokens/s (and MFU on CUDA)")
+    p.add_argument("--train-batch", type=int, default=16, help="--train: sequences per step")
+    p.add_argument("--train-seq", type=int, default=1024, help="--train: tokens per sequence")
+    p.add_argument("--train-steps", type=int, default=10, help="--train: timed steps (after 3 warm-up steps)")
+    p.add_argument("--compile", action="store_true", help="--train: torch.compile this project's GPT")
     p.add_argument("--json", action="store_true", help="print one JSON object per line instead of a table")
     args = p.parse_args()
-    for name in ("prompt_len", "new_tokens", "repeats"):
+    for name in ("prompt_len", "new_tokens", "repeats", "train_batch", "train_seq", "train_steps"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive")
     if min(args.batch) <= 0:
@@ -112,13 +197,14 @@ def main():
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_flush_denormal(True)
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(0)
     if args.init:
         model, _ = load_any(args.init)
     else:
-        block = args.prompt_len + args.new_tokens
-        model = GPT(GPTConfig(block_size=block, vocab_size=args.vocab_size, n_layer=args.n_layer,
-                              n_head=args.n_head, n_embd=args.n_embd))
+        shape = {k: getattr(args, k) or v for k, v in SHAPES[args.shape].items()}
+        model = GPT(GPTConfig(block_size=args.prompt_len + args.new_tokens, **shape))
     if args.prompt_len + args.new_tokens > model.config.block_size:
         raise UserError(f"--prompt-len + --new-tokens = {args.prompt_len + args.new_tokens} exceeds the "
                         f"model's block_size {model.config.block_size}")
@@ -126,20 +212,29 @@ def main():
     model = model.to(device, dtype).eval()
     hf = None if args.no_transformers else to_transformers(model)
     info = dict(device=torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads",
-                params_M=round(model.num_params() / 1e6, 2), dtype=args.dtype,
+                params_M=round(model.num_params() / 1e6, 2), dtype=args.dtype, torch=torch.__version__,
                 transformers=hf is not None)
     print(json.dumps(info) if args.json else
-          f"model {info['params_M']}M params, {args.dtype}, on {info['device']}; transformers: "
-          f"{'installed' if hf is not None else 'not installed'}")
+          f"model {info['params_M']}M params, {args.dtype}, on {info['device']}, torch {torch.__version__}; "
+          f"transformers: {'installed' if hf is not None else 'not installed'}")
     if not args.json:
         print(f"{'path':22s} | {'batch':>5s} | {'new tok/s':>10s} | {'x kv-cache':>10s} | same tokens")
     for batch in args.batch:
         for r in bench_generation(model, hf, batch, args.prompt_len, args.new_tokens, device,
                                   args.repeats, args.naive_max_batch):
             print(json.dumps(r) if args.json else
-                  f"{r['path']:22s} | {r['batch']:5d} | {r['tokens_per_s']:10.1f} | {r['vs_kv_cache']:10.3f} | {r['same_tokens']}")
+                  f"{r['path']:22s} | {r['batch']:5d} | {r['tokens_per_s']:10.1f} | {r['vs_kv_cache']:10.3f} | "
+                  f"{r.get('same_tokens', '')}")
             if r["path"] == "naive" and not args.json:
                 print(f"{'':22s}   kv-cache is {1 / r['vs_kv_cache']:.1f}x faster than naive at batch {batch}")
+    if args.train:
+        del hf
+        rows = bench_training(model.config, args.train_batch, args.train_seq, args.train_steps, device,
+                              args.compile, not args.no_transformers)
+        for r in rows:
+            print(json.dumps(r) if args.json else
+                  f"{r['path']:34s} | batch {r['batch']} x {r['seq_len']} | {r['tokens_per_s']:10.1f} tok/s"
+                  + (f" | MFU {r['mfu']:.1%}" if "mfu" in r else ""))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ Where it departs from the paper / GPT-3:
 """
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -151,6 +152,65 @@ class KVCache:
         return self.k[i], self.v[i]
 
 
+class DecodeStep:
+    """
+    One decode step of `GPT.generate`: a new token per row, token (B, 1) at position pos (B, 1),
+    its key and value written into cache slot `slot` (1,), attending over every real slot of the
+    cache (the generation's `valid` (B, S) buffer) -> next-token logits (B, V).
+
+    With cuda_graph=True the step is recorded once as a CUDA graph and replayed at every token:
+    one launch for the whole forward pass instead of about ten kernel launches per layer, the
+    launch overhead that bounds small-batch decoding on a GPU. A graph replays fixed memory
+    addresses, so the step reads its inputs from fixed buffers (copied in each call), the mask
+    is a view of `valid` (updated in place by the caller), and the logits come back in a fixed
+    tensor that the next step overwrites. Without a graph (CPU, tests) the same buffers are used
+    and the forward pass simply runs at each call.
+    """
+
+    def __init__(self, model, cache, valid, cuda_graph=False):
+        self.model, self.cache, self.valid = model, cache, valid
+        B, S = valid.shape
+        self.token = torch.zeros(B, 1, dtype=torch.long, device=valid.device)
+        self.pos = torch.zeros(B, 1, dtype=torch.long, device=valid.device)
+        # Warm-up and capture run the step for real, writing a key and value somewhere: the last
+        # slot, which no decode step ever fills (the last token is sampled, not fed back).
+        self.slot = torch.full((1,), S - 1, dtype=torch.long, device=valid.device)
+        self.graph = self.capture() if cuda_graph else None
+
+    def forward(self):
+        h = self.model.hidden_states(self.token, self.pos, self.valid[:, None, None, :], self.cache, self.slot)
+        return self.model.lm_head(h[:, -1])                          # (B, V)
+
+    def warm_up(self):
+        for _ in range(2):  # lazy initialisation, cuBLAS workspaces, kernel selection
+            self.forward()
+
+    def capture(self):
+        if not self.valid.is_cuda:
+            raise UserError("cuda_graph=True needs the model on a CUDA device")
+        # autocast's weight-cast cache would hold tensors made outside the graph: recast inside it
+        autocast = torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"),
+                                  enabled=torch.is_autocast_enabled("cuda"), cache_enabled=False)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), autocast:
+            self.warm_up()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), autocast:
+            self.logits = self.forward()
+        return graph
+
+    def __call__(self, token, pos, slot):
+        self.token.copy_(token)
+        self.pos.copy_(pos)
+        self.slot.copy_(slot)
+        if self.graph is None:
+            return self.forward()
+        self.graph.replay()
+        return self.logits
+
+
 class GPT(nn.Module):
 
     def __init__(self, config):
@@ -230,7 +290,8 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, attention_mask=None, temperature=1.0, top_k=None,
-                 top_p=None, eos_id=None, use_cache=True, pad_id=0, generator=None, suppress_ids=None):
+                 top_p=None, eos_id=None, use_cache=True, pad_id=0, generator=None, suppress_ids=None,
+                 cuda_graph=False):
         """
         Sample continuations of a batch of left-padded prompts, as RLHF rollouts need.
 
@@ -241,6 +302,7 @@ class GPT(nn.Module):
         is a host-device sync). use_cache=False recomputes the whole sequence at each step:
         the slow reference the cache is tested against. suppress_ids: token ids never sampled
         (padding and the chat format's role tokens have no place inside a response).
+        cuda_graph: replay the decode step as a CUDA graph (see DecodeStep; CUDA only).
 
         Returns Generation(tokens (B, T+N), response_mask (B, N), logprobs (B, N)). The
         log-probs are those of the distribution sampled from (after temperature, top-k,
@@ -279,6 +341,7 @@ class GPT(nn.Module):
             slots = torch.arange(T, device=device)
             mask = causal_mask(valid, slots)                         # (B, 1, T, T+N)
             logits = self.lm_head(self.hidden_states(idx, pos, mask, cache, slots)[:, -1])  # (B, V)
+            decode = DecodeStep(self, cache, valid, cuda_graph)
 
         for i in range(N):
             if not use_cache:  # the naive path: recompute everything seen so far
@@ -297,10 +360,8 @@ class GPT(nn.Module):
                 break
             if use_cache and i < N - 1:  # decode: one new token per row, attending over the cache
                 slot = torch.full((1,), T + i, device=device)
-                valid.index_fill_(1, slot, True)
-                pos = (n_real + i).unsqueeze(1)                      # (B, 1) position of this token
-                mask = valid[:, None, None, :]                       # (B, 1, 1, T+N)
-                logits = self.lm_head(self.hidden_states(next_token[:, None], pos, mask, cache, slot)[:, -1])
+                valid.index_fill_(1, slot, True)                     # the new token's slot, in place
+                logits = decode(next_token[:, None], (n_real + i).unsqueeze(1), slot)  # pos: (B, 1)
             else:
                 valid[:, T + i] = True
 
@@ -549,6 +610,25 @@ def flops_per_token(config, seq_len):
     c = config
     n = 12 * c.n_layer * c.n_embd ** 2 + c.vocab_size * c.n_embd
     return 6 * n + 12 * c.n_layer * c.n_embd * seq_len
+
+
+# dense bfloat16 FLOP/s and memory bandwidth (bytes/s) of GPUs, from their data sheets;
+# the first name found in torch.cuda.get_device_name() wins, so variants come before their family
+GPU_PEAKS = [("H100 PCIe", 756e12, 2.0e12), ("H100 NVL", 835e12, 3.9e12), ("H100", 989e12, 3.35e12),
+             ("H200", 989e12, 4.8e12), ("A100-SXM4-40GB", 312e12, 1.555e12), ("A100", 312e12, 2.039e12),
+             ("L40S", 362e12, 0.864e12), ("L4", 121e12, 0.3e12), ("4090", 165e12, 1.008e12)]
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_peaks(device=None):
+    """-> (peak dense bf16 FLOP/s, peak memory bytes/s) of a CUDA device, for MFU and the
+    bandwidth bound of decoding; an unknown GPU counts as an A100 (and says so)."""
+    name = torch.cuda.get_device_name(device)
+    for key, flops, bandwidth in GPU_PEAKS:
+        if key in name:
+            return flops, bandwidth
+    print(f"note: {name} is not in gpt.GPU_PEAKS; MFU and bounds assume an A100's peaks", file=sys.stderr)
+    return 312e12, 2.039e12
 
 
 # -----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ Where this departs from the paper:
      paper; the KL coefficient may be adapted toward a target (Ziegler et al. 2019), off by default.
 """
 
+import contextlib
 import json
 import os
 import random
@@ -188,28 +189,35 @@ class AdaptiveKL:
 # Rollouts and their scores
 
 @torch.no_grad()
-def rollout(policy, ref, value_model, rm, tok, prompts, cfg, reward_bias, generator):
+def rollout(policy, ref, value_model, rm, tok, prompts, cfg, reward_bias, generator, autocast=contextlib.nullcontext):
     """Generate answers to `prompts` and score them. Returns a dict of (B, ...) tensors:
     tokens, attention_mask, response_mask, logprobs, ref_logprobs, values (zeros without a
-    value model), scores, and the prompt length T (responses are tokens[:, T:])."""
+    value model), scores, and the prompt length T (responses are tokens[:, T:]); and the seconds
+    spent generating and scoring. `autocast` must be the update's (bf16 on CUDA), so that the old
+    log-probs come from the same arithmetic as the new ones and the first ratio is 1."""
     device = next(policy.parameters()).device
     idx, mask, _ = data.left_pad([tok.chat_prompt(p) for p in prompts], tok.pad_id,
                                  max_len=policy.config.block_size - cfg.max_new_tokens)
     idx, mask = idx.to(device), mask.to(device)
     t0 = time.time()
-    out = policy.generate(idx, cfg.max_new_tokens, attention_mask=mask, temperature=cfg.temperature,
-                          eos_id=tok.eos_id, pad_id=tok.pad_id, generator=generator, suppress_ids=tok.never_sampled)
+    with autocast():
+        out = policy.generate(idx, cfg.max_new_tokens, attention_mask=mask, temperature=cfg.temperature,
+                              eos_id=tok.eos_id, pad_id=tok.pad_id, generator=generator,
+                              suppress_ids=tok.never_sampled)
+    if device.type == "cuda":
+        torch.cuda.synchronize()  # the clock must not stop while kernels still run
     t_gen = time.time() - t0
     T = idx.size(1)
     response_mask = out.response_mask.float()
     full_mask = torch.cat([mask, out.response_mask], dim=1)
-    # the old policy's log-probs, recomputed by the same forward pass the update uses
-    logprobs = token_logprobs(policy, out.tokens, full_mask)[:, T - 1:] * response_mask
-    ref_logprobs = token_logprobs(ref, out.tokens, full_mask)[:, T - 1:] * response_mask
-    values = torch.zeros_like(logprobs)
-    if value_model is not None:
-        values = value_model(out.tokens, full_mask)[:, T - 1:-1] * response_mask  # V(prompt + y_<t)
-    scores = reward_scores(rm, out.tokens, full_mask) - reward_bias
+    with autocast():  # one batched forward pass per model over all B answers
+        # the old policy's log-probs, recomputed by the same forward pass the update uses
+        logprobs = token_logprobs(policy, out.tokens, full_mask)[:, T - 1:] * response_mask
+        ref_logprobs = token_logprobs(ref, out.tokens, full_mask)[:, T - 1:] * response_mask
+        values = torch.zeros_like(logprobs)
+        if value_model is not None:
+            values = value_model(out.tokens, full_mask)[:, T - 1:-1].float() * response_mask  # V(prompt + y_<t)
+        scores = reward_scores(rm, out.tokens, full_mask) - reward_bias
     ended = (out.tokens[:, T:] == tok.eos_id).any(1)
     if cfg.no_eos_penalty:
         scores = torch.where(ended, scores, torch.full_like(scores, cfg.no_eos_penalty))
@@ -227,9 +235,10 @@ def decode_responses(tok, batch):
 
 
 @torch.no_grad()
-def evaluate(policy, ref, rm, tok, records, cfg, reward_bias, generator):
+def evaluate(policy, ref, rm, tok, records, cfg, reward_bias, generator, autocast=contextlib.nullcontext):
     """On held-out prompts: mean RM score (sampled answers), gold score, KL to SFT per answer."""
-    batch = rollout(policy, ref, None, rm, tok, [r["prompt"] for r in records], cfg, reward_bias, generator)
+    batch = rollout(policy, ref, None, rm, tok, [r["prompt"] for r in records], cfg, reward_bias, generator,
+                    autocast)
     answers = decode_responses(tok, batch)
     gold = [data.gold_score(r["task"], a)["total"] for r, a in zip(records, answers)]
     kl = ((batch["logprobs"] - batch["ref_logprobs"]) * batch["response_mask"]).sum(1)
@@ -286,7 +295,7 @@ def main(cfg=None):
 
     def run_eval(it):
         g = torch.Generator(device=device).manual_seed(eval_gen_seed)  # the same draws at every evaluation
-        stats, answers = evaluate(policy, ref, rm, tok, eval_records, cfg, reward_bias, g)
+        stats, answers = evaluate(policy, ref, rm, tok, eval_records, cfg, reward_bias, g, autocast)
         log.log(it, **stats)
         return stats, answers
 
@@ -295,7 +304,7 @@ def main(cfg=None):
         batch_records = rng.sample(prompts, min(cfg.batch_size, len(prompts)))
         batch_prompts = [r["prompt"] for r in batch_records]
         policy.eval()
-        b = rollout(policy, ref, value_model, rm, tok, batch_prompts, cfg, reward_bias, generator)
+        b = rollout(policy, ref, value_model, rm, tok, batch_prompts, cfg, reward_bias, generator, autocast)
         if not torch.isfinite(b["scores"]).all():
             raise UserError(f"{cfg.name}: the reward model gave a non-finite score at iteration {it}; stopped; "
                             f"the last good state is {resume.path}")

@@ -38,7 +38,7 @@ import torch
 
 import data
 from gpt import (GPT, GPTConfig, MetricsLog, Resume, UserError, arg, check_positive, configure_optimizer,
-    cosine_lr, ensure_out_dir, flops_per_token, load_any, parse_config, resize_vocab, run_cli, save_checkpoint,
+    cosine_lr, ensure_out_dir, flops_per_token, gpu_peaks, load_any, parse_config, resize_vocab, run_cli, save_checkpoint,
     setup, stop_on_signal)
 
 
@@ -323,7 +323,7 @@ def main(cfg=None):
             tokens = int((y != -1).sum()) if cfg.stage == "sft" else y.numel()
             fields = dict(loss=loss.item(), lr=lr, grad_norm=float(norm), tok_per_s=round(x.numel() / dt))
             if device.type == "cuda":
-                fields["mfu"] = round(flops * x.numel() / dt / peak_flops(device), 4)
+                fields["mfu"] = round(flops * x.numel() / dt / gpu_peaks(device)[0], 4)
             fields["train_tokens"] = tokens
             if step % 10 == 0 or step == steps - 1:
                 log.log(step, **fields)
@@ -354,15 +354,6 @@ def main(cfg=None):
     print(f"{cfg.stage}: done in {metrics['seconds']:.0f}s, val loss {val_history[0][1]:.3f} -> {v:.3f}; "
           f"wrote {os.path.join(cfg.out_dir, cfg.stage + '.pt')}")
     return metrics
-
-
-def peak_flops(device):
-    """Dense bf16 peak of the GPU, for MFU (tokens/s x FLOPs per token / peak)."""
-    name = torch.cuda.get_device_name(device)
-    for key, peak in (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L4", 121e12), ("4090", 165e12)):
-        if key in name:
-            return peak
-    return 312e12
 
 
 def plot_losses(out_dir, stage):

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+import gpt
 from gpt import GPT, GPTConfig, UserError, hf_state_dict, load_checkpoint, save_checkpoint, token_logprobs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,6 +62,62 @@ def test_cached_greedy_equals_naive_with_padding_and_eos():
         if n < rm.size(1):
             assert cached.tokens[b, T + n - 1] == eos                # ... right after its EOS
         assert torch.all(cached.logprobs[b, n:] == 0)
+
+
+def test_decode_warm_up_leaves_the_generation_unchanged(monkeypatch):
+    """The CUDA-graph path runs the decode step twice before recording it, writing into the cache's
+    last slot; that slot must never be read. Run the same warm-up on CPU: nothing changes."""
+    model = tiny_model(3)
+    idx, mask = left_padded(PROMPTS)
+    plain = model.generate(idx, 20, attention_mask=mask, temperature=0)
+    real_init = gpt.DecodeStep.__init__
+
+    def init_then_warm_up(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.token.fill_(7)
+        self.pos.fill_(3)
+        self.warm_up()
+    monkeypatch.setattr(gpt.DecodeStep, "__init__", init_then_warm_up)
+    warmed = model.generate(idx, 20, attention_mask=mask, temperature=0)
+    assert torch.equal(plain.tokens, warmed.tokens) and torch.equal(plain.logprobs, warmed.logprobs)
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@CUDA
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_graph_decode_equals_eager(dtype):
+    """The graph-replayed decode step gives the eager step's tokens and log-probs: greedy with
+    padding and EOS, and sampled with the same generator seed."""
+    model = tiny_model(4).cuda().to(dtype)
+    idx, mask = (t.cuda() for t in left_padded(PROMPTS))
+    free = model.generate(idx, 24, attention_mask=mask, temperature=0)
+    eos = int(free.tokens[0, idx.size(1) + 5])
+    for kw in (dict(temperature=0), dict(temperature=1.0, top_p=0.9)):
+        eager, graph = (model.generate(idx, 24, attention_mask=mask, eos_id=eos, pad_id=PAD, cuda_graph=g,
+                                       generator=torch.Generator("cuda").manual_seed(0), **kw) for g in (False, True))
+        assert torch.equal(eager.tokens, graph.tokens) and torch.equal(eager.response_mask, graph.response_mask)
+        assert torch.allclose(eager.logprobs, graph.logprobs, atol=1e-3)
+
+
+@CUDA
+def test_cuda_graph_decode_under_autocast_equals_eager():
+    """As PPO's rollouts run it: float32 weights under bfloat16 autocast."""
+    model = tiny_model(5).cuda()
+    idx, mask = (t.cuda() for t in left_padded(PROMPTS))
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        eager, graph = (model.generate(idx, 24, attention_mask=mask, temperature=0, cuda_graph=g)
+                        for g in (False, True))
+    assert torch.equal(eager.tokens, graph.tokens)
+    assert torch.allclose(eager.logprobs, graph.logprobs, atol=1e-3)
+
+
+def test_cuda_graph_without_cuda_is_an_error():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is here")
+    with pytest.raises(UserError, match="CUDA"):
+        tiny_model().generate(torch.tensor([[5, 6]]), 4, cuda_graph=True)
 
 
 def test_row_does_not_depend_on_batch():

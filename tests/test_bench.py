@@ -1,0 +1,25 @@
+"""bench.py: every generation path it times makes the same tokens, and --train reports a row per
+model; on CPU there is no CUDA-graph path, bound or MFU."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_bench_paths_agree_and_training_is_measured():
+    r = subprocess.run([sys.executable, "bench.py", "--n-layer", "1", "--n-embd", "64", "--batch", "1", "3",
+                        "--new-tokens", "6", "--prompt-len", "8", "--repeats", "1", "--train", "--train-batch", "2",
+                        "--train-seq", "32", "--train-steps", "1", "--json"],
+                       cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    info, rows = rows[0], rows[1:]
+    assert info["params_M"] > 0
+    gen = [row for row in rows if "new_tokens" in row]
+    assert {row["path"] for row in gen} >= {"kv-cache", "naive"} and {row["batch"] for row in gen} == {1, 3}
+    assert all(row["same_tokens"] for row in gen)                  # transformers too, when installed
+    assert not any(row["path"] in ("kv-cache+graph", "bandwidth bound") for row in gen)  # CUDA only
+    train = [row for row in rows if row["path"].startswith("train:")]
+    assert train and all(row["tokens_per_s"] > 0 and "mfu" not in row for row in train)
