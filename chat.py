@@ -45,9 +45,9 @@ from dataclasses import dataclass
 import torch
 
 import data
-from gpt import GPT, UserError, load_any, resize_vocab, run_cli, sample, setup
+from gpt import GPT, UserError, run_cli, sample, setup
 from reward import load_reward_model, score_texts
-from sft import respond
+from sft import load_language_model, respond
 
 
 # -----------------------------------------------------------------------------
@@ -69,19 +69,8 @@ class Bot:
 
 def load_bot(path, device="cpu"):
     """A checkpoint of this project (or a local GPT-2 directory, a base model) -> Bot."""
-    model, ckpt = load_any(path, device)
-    if os.path.isdir(path):
-        tok, stage = data.gpt2_tokenizer(path), "pretrain"
-        resize_vocab(model, tok.vocab_size)  # room for the special tokens, never sampled
-    elif "tokenizer" not in ckpt:
-        raise UserError(f"{path}: checkpoint has no tokenizer")
-    else:
-        tok, stage = data.Tokenizer.from_state(ckpt["tokenizer"]), ckpt.get("stage", "sft")
-    if stage == "reward":
-        raise UserError(f"{path}: is a reward model; pass it with --reward")
-    if model.config.vocab_size < tok.vocab_size:
-        raise UserError(f"{path}: model vocabulary {model.config.vocab_size} is smaller than its tokenizer's {tok.vocab_size}")
-    return Bot(path, model.to(device).eval(), tok, stage)
+    model, tok, stage = load_language_model(path, device)
+    return Bot(path, model.eval(), tok, stage)
 
 
 def default_reward_path(checkpoints):

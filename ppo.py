@@ -49,9 +49,9 @@ import torch
 
 import data
 from gpt import (MetricsLog, Resume, UserError, arg, check_positive, configure_optimizer, ensure_out_dir,
-    load_checkpoint, parse_config, run_cli, save_checkpoint, setup, stop_on_signal, token_logprobs)
+    parse_config, run_cli, save_checkpoint, setup, stop_on_signal, token_logprobs)
 from reward import last_index, load_reward_model, reward_scores
-from sft import corpus_split, pretrain_batch
+from sft import corpus_split, load_language_model, pretrain_batch
 
 
 @dataclass
@@ -266,11 +266,10 @@ def main(cfg=None):
     reward_path = cfg.reward or os.path.join(cfg.out_dir, "reward.pt")
 
     # ---- four models: policy (trained), reference = SFT (frozen), value (trained, from the RM), RM (frozen)
-    ref, ckpt = load_checkpoint(init, device)
-    if "tokenizer" not in ckpt:
-        raise UserError(f"{init}: checkpoint has no tokenizer")
-    tok = data.Tokenizer.from_state(ckpt["tokenizer"])
-    policy, _ = load_checkpoint(cfg.start or init, device)
+    ref, tok, _ = load_language_model(init, device)
+    policy, policy_tok, _ = load_language_model(cfg.start or init, device)
+    if policy_tok.state() != tok.state():
+        raise UserError(f"{cfg.start}: its vocabulary differs from {init}'s")
     ref.eval().requires_grad_(False)
     rm, rm_tok, reward_bias, reward_scale = load_reward_model(reward_path, device)
     if rm_tok.state() != tok.state():

@@ -306,8 +306,7 @@ def main(cfg=None):
         kind, comps = data.read_jsonl(cfg.data)
         if kind != "comparison":
             raise UserError(f"--data {cfg.data}: holds {kind} records; reward.py needs comparisons")
-    init_cfg = cfg if cfg.init else type(cfg)(**{**asdict(cfg), "init": os.path.join(cfg.out_dir, "sft.pt")})
-    gpt, tok, init_path = load_start(init_cfg, device)
+    gpt, tok, init_path = load_start(cfg, device, default="sft.pt")
     block = gpt.config.block_size
     with stop_on_signal() as stop:  # Ctrl-C while sampling: the comparisons are kept, training resumes
         if state:

@@ -179,25 +179,33 @@ def gold_eval(model, tok, records, mode="chat", **kw):
 
 # -----------------------------------------------------------------------------
 
-def load_start(cfg, device):
-    """The model and tokenizer SFT starts from: a checkpoint of this project, or a GPT-2 directory."""
-    path = cfg.init or os.path.join(cfg.out_dir, "pretrain.pt")
-    if not cfg.init and not os.path.exists(path):
-        raise UserError(f"{path}: no pretrained checkpoint; run --stage pretrain first or pass --init")
-    model, ckpt = load_any(path)
+def load_language_model(path, device="cpu"):
+    """A checkpoint of this project (pretrain, sft, ppo) or a local GPT-2 directory -> (model,
+    tokenizer, stage). SFT, PPO and chat.py all start from here; a reward model, a checkpoint
+    without a tokenizer or a vocabulary that does not fit is a one-line error."""
+    model, ckpt = load_any(path, device)
     if os.path.isdir(path):
-        tok = data.gpt2_tokenizer(path)
+        tok, stage = data.gpt2_tokenizer(path), "pretrain"
         resize_vocab(model, tok.vocab_size)  # room for <|pad|>, <|user|>, <|assistant|>
     elif ckpt.get("stage") == "reward":
-        raise UserError(f"{path}: a reward-model checkpoint; start from a pretrain, sft or ppo checkpoint")
-    elif "tokenizer" in ckpt:
-        tok = data.Tokenizer.from_state(ckpt["tokenizer"])
-    else:
+        raise UserError(f"{path}: a reward-model checkpoint; a language model (pretrain, sft or ppo) is needed here")
+    elif "tokenizer" not in ckpt:
         raise UserError(f"{path}: checkpoint has no tokenizer")
+    else:
+        tok, stage = data.Tokenizer.from_state(ckpt["tokenizer"]), ckpt.get("stage", "sft")
     if model.config.vocab_size < tok.vocab_size:
         raise UserError(f"{path}: model vocabulary {model.config.vocab_size} is smaller than its tokenizer's {tok.vocab_size}")
+    return model.to(device), tok, stage
+
+
+def load_start(cfg, device, default="pretrain.pt"):
+    """The model and tokenizer a stage starts from: --init, else OUT_DIR/<default>."""
+    path = cfg.init or os.path.join(cfg.out_dir, default)
+    if not cfg.init and not os.path.exists(path):
+        raise UserError(f"{path}: no such checkpoint; run the stage before this one first or pass --init")
+    model, tok, _ = load_language_model(path, device)
     model.set_dropout(cfg.dropout)
-    return model.to(device), tok, path
+    return model, tok, path
 
 
 def validate(cfg):
