@@ -188,17 +188,21 @@ class DecodeStep:
     def capture(self):
         if not self.valid.is_cuda:
             raise UserError("cuda_graph=True needs the model on a CUDA device")
-        # autocast's weight-cast cache would hold tensors made outside the graph: recast inside it
-        autocast = torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"),
-                                  enabled=torch.is_autocast_enabled("cuda"), cache_enabled=False)
+        # Under the caller's autocast, the graph reads the bf16 copies of the weights that autocast
+        # cached during the prefill; they live until that autocast block ends, and so does the
+        # graph (one generate call), so the cache can stay on and no replay recasts the weights.
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), autocast:
+        with torch.cuda.stream(side):
             self.warm_up()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), autocast:
+        with torch.cuda.graph(graph):
             self.logits = self.forward()
+        # a row of padding only could leave NaN in the scratch slot, and 0 x NaN is NaN even where
+        # the mask hides it: clear it
+        self.cache.k[:, :, :, -1].zero_()
+        self.cache.v[:, :, :, -1].zero_()
         return graph
 
     def __call__(self, token, pos, slot):
@@ -312,6 +316,8 @@ class GPT(nn.Module):
         N = max_new_tokens
         if N <= 0:
             raise UserError(f"max_new_tokens must be positive, got {N}")
+        if cuda_graph and not use_cache:
+            raise UserError("cuda_graph=True replays the cached decode step: it needs use_cache=True")
         if T + N > self.config.block_size:
             raise UserError(f"prompt of {T} tokens + max_new_tokens {N} exceeds block_size "
                             f"{self.config.block_size}")
@@ -498,7 +504,7 @@ class Resume:
     """OUT_DIR/<name>.resume.pt: everything a training loop needs to continue exactly where it
     stopped (weights, optimizer, random states, step, the data it drew). Written atomically at
     safe points and on Ctrl-C; read by --resume; removed when the stage finishes. It also records
-    how long metrics.jsonl was, so lines logged after the save are dropped on resume."""
+    how long metrics.jsonl was, so the stage's lines logged after the save are dropped on resume."""
 
     IGNORED = ("resume", "quiet", "device")  # flags that may change between the two runs
 
@@ -509,11 +515,13 @@ class Resume:
     def save(self, **state):
         n = os.path.getsize(self.log.path) if self.log.path and os.path.exists(self.log.path) else 0
         state.update(config=self.config, metrics_bytes=n, torch_rng=torch.get_rng_state())
+        if torch.cuda.is_available():  # dropout on a GPU draws from the GPU's generators
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
         atomic_save(state, self.path)
 
     def load(self, device):
-        """-> the saved dict, with the global torch RNG restored; a one-line error when the file is
-        missing, unreadable or from a run with other flags."""
+        """-> the saved dict; a one-line error when the file is missing, unreadable or from a run
+        with other flags. This stage's metrics.jsonl lines written after the save are dropped."""
         if not os.path.isfile(self.path):
             raise UserError(f"--resume: {self.path} does not exist (nothing to resume)")
         try:
@@ -525,11 +533,21 @@ class Resume:
                 flag = "--" + key.replace("_", "-")
                 raise UserError(f"--resume: {flag} is {self.config.get(key)!r} here but {value!r} in the "
                                 f"interrupted run; resume with the same flags")
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if self.log.path and os.path.exists(self.log.path) and os.path.getsize(self.log.path) > state["metrics_bytes"]:
-            with open(self.log.path, "r+") as f:
-                f.truncate(state["metrics_bytes"])
+        if self.log.path and os.path.exists(self.log.path):
+            with open(self.log.path, "rb") as f:
+                text = f.read()
+            keep, later = text[:state["metrics_bytes"]], text[state["metrics_bytes"]:].decode().splitlines(True)
+            others = [line for line in later if line.strip() and json.loads(line).get("stage") != self.log.stage]
+            with open(self.log.path, "wb") as f:
+                f.write(keep + "".join(others).encode())
         return state
+
+    def restore_rng(self, state):
+        """Put back the random generators as they were at the save. Call it last, just before the
+        loop: building models draws from the same generators."""
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda_rng"]])
 
     def interrupted(self, where, **state):
         """Save and leave (the KeyboardInterrupt reaches run_cli: exit code 130)."""

@@ -221,6 +221,8 @@ def rollout(policy, ref, value_model, rm, tok, prompts, cfg, reward_bias, genera
     ended = (out.tokens[:, T:] == tok.eos_id).any(1)
     if cfg.no_eos_penalty:
         scores = torch.where(ended, scores, torch.full_like(scores, cfg.no_eos_penalty))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return dict(tokens=out.tokens, attention_mask=full_mask, response_mask=response_mask, logprobs=logprobs,
                 ref_logprobs=ref_logprobs, values=values, scores=scores, ended=ended, T=T,
                 t_gen=t_gen, t_score=time.time() - t0 - t_gen)
@@ -381,6 +383,7 @@ def main(cfg=None):
         kl_ctl.value, it, first_eval = state["kl_coef"], state["it"], state["first_eval"]
         rng.setstate(state["rng"])
         generator.set_state(state["generator"].cpu())
+        resume.restore_rng(state)
         print(f"resumed {cfg.name} at iteration {it}")
     else:
         it = 0

@@ -297,8 +297,8 @@ def main(cfg=None):
                        max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, device=str(device))
         print(f"{n} rankings saved to {out}; train on them: python reward.py --data {out} --init SFT_CHECKPOINT")
         return {}
-    log = MetricsLog(cfg.out_dir, "reward", cfg.quiet)
     name = "reward" if cfg.round == 1 else f"reward_round{cfg.round}"  # later rounds keep the first RM
+    log = MetricsLog(cfg.out_dir, name, cfg.quiet)
     resume = Resume(cfg.out_dir, name, cfg, log)
     state = resume.load(device) if cfg.resume else None
     t_start = time.time()
@@ -336,6 +336,8 @@ def main(cfg=None):
             return dict(rm=rm.state_dict(), optimizer=optimizer.state_dict(), step=step, train=train,
                         heldout=heldout, demos=demos, metrics=metrics)
 
+        if state:
+            resume.restore_rng(state)  # after the head's initialisation drew from the generator
         resume.save(**resumable())
         while step < steps:
             if stop.requested:

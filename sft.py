@@ -284,36 +284,36 @@ def main(cfg=None):
     raw_model = model
     optimizer = configure_optimizer(model, cfg.lr, cfg.weight_decay, device_type=device.type)
     resume = Resume(cfg.out_dir, cfg.stage, cfg, log)
-    step = 0
+    step, val_history = 0, []  # val_history: (step, validation loss) of every evaluation so far
     if cfg.resume:
         state = resume.load(device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
+        step, val_history = state["step"], [tuple(v) for v in state["val_history"]]
+        resume.restore_rng(state)
         print(f"resumed {cfg.stage} at step {step}")
     if cfg.compile:
         model = torch.compile(model)
 
-    def save_resumable():
-        resume.save(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), step=step)
+    def resumable():
+        return dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), step=step,
+                    val_history=val_history)
 
     # ---- the loop: lr, eval and checkpoint, forward/backward, one log line
     model.train()
-    val_history = []
     flops = flops_per_token(raw_model.config, raw_model.config.block_size)
     with stop_on_signal() as stop:
         while step < steps:
             if stop.requested:  # Ctrl-C / SIGTERM: the step in hand is finished; save, leave
-                resume.interrupted(f"step {step}", model=raw_model.state_dict(),
-                                   optimizer=optimizer.state_dict(), step=step)
+                resume.interrupted(f"step {step}", **resumable())
             lr = cosine_lr(step, steps, cfg.lr, cfg.warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            if step % cfg.eval_every == 0:
+            if step % cfg.eval_every == 0 and not (val_history and val_history[-1][0] == step):
                 v = val_loss()
                 val_history.append((step, v))
                 log.log(step, val_loss=v)
-                save_resumable()
+                resume.save(**resumable())
             t0 = time.time()
             x, y = get_batch(step)
             x, y = x.to(device), y.to(device)

@@ -128,7 +128,8 @@ def test_loss_trains_the_reward_model_toward_the_ranking(tok):
 def test_interrupted_reward_model_resumes_to_the_same_weights(run_dir, tmp_path, monkeypatch):
     """Ctrl-C while the RM trains, then --resume: the comparisons are not sampled again, and the
     RM and its metrics lines equal those of a run never interrupted."""
-    flags = dict(preset="smoke", max_new_tokens=8, batch_size=16, epochs=2, lr=1e-3, quiet=True, device="cpu")
+    flags = dict(preset="smoke", max_new_tokens=8, batch_size=16, epochs=2, lr=1e-3, dropout=0.1, quiet=True,
+                 device="cpu")  # dropout: the resumed run must also draw the same random masks
     full = copy_run(run_dir, tmp_path / "full", "sft.pt")
     part = copy_run(run_dir, tmp_path / "part", "sft.pt")
     reward.main(reward.Config(out_dir=full, **flags))

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 import data
 import sft
+from conftest import same_run
 from gpt import GPT, GPTConfig, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,30 +92,44 @@ TINY_FLAGS = ["--preset", "smoke", "--n-layer", "1", "--n-head", "2", "--n-embd"
               "--batch-size", "16", "--warmup", "5", "--eval-every", "10", "--quiet", "--max-steps", "400"]
 
 
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
-    """Kill a pretraining run partway with SIGINT, resume it, compare with an uninterrupted run."""
-    full, part = str(tmp_path / "full"), str(tmp_path / "part")
-    cmd = [sys.executable, "sft.py", "--stage", "pretrain", *TINY_FLAGS]
-    subprocess.run(cmd + ["--out-dir", full], cwd=ROOT, check=True, capture_output=True)
-    proc = subprocess.Popen(cmd + ["--out-dir", part], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    resume = os.path.join(part, "pretrain.resume.pt")
+def start_and_signal(cmd, out_dir, sig, wait=0.3):
+    """Start `cmd` writing to out_dir; once its first resumable state exists, wait a moment and
+    send it `sig`. -> (return code, stdout, stderr)."""
+    proc = subprocess.Popen(cmd + ["--out-dir", out_dir], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.time() + 120
-    while not os.path.exists(resume) and proc.poll() is None and time.time() < deadline:
+    while not os.path.exists(os.path.join(out_dir, "pretrain.resume.pt")) and proc.poll() is None \
+            and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
+    time.sleep(wait)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    return proc.returncode, out, err
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    """Stop a pretraining run partway with SIGINT (Ctrl-C), resume it: the same weights and the
+    same metrics lines as an uninterrupted run. Then the same after SIGKILL, which saves nothing:
+    the run resumes from its last periodic state."""
+    full, part, killed = str(tmp_path / "full"), str(tmp_path / "part"), str(tmp_path / "killed")
+    cmd = [sys.executable, "sft.py", "--stage", "pretrain", *TINY_FLAGS, "--dropout", "0.1"]  # masks too
+    subprocess.run(cmd + ["--out-dir", full], cwd=ROOT, check=True, capture_output=True)
+    resume = os.path.join(part, "pretrain.resume.pt")
+    code, out, err = start_and_signal(cmd, part, signal.SIGINT)
+    assert code == 130, err
     assert "interrupted at step" in out and not os.path.exists(os.path.join(part, "pretrain.pt"))
     step = int(out.split("interrupted at step ")[1].split(";")[0])
     assert 0 < step < 400
     r = subprocess.run(cmd + ["--out-dir", part, "--resume"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert f"resumed pretrain at step {step}" in r.stdout and not os.path.exists(resume)
-    a, _ = load_checkpoint(os.path.join(full, "pretrain.pt"))
-    b, _ = load_checkpoint(os.path.join(part, "pretrain.pt"))
-    for (k, p), q in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(p, q), k
+    same_run(full, part, "pretrain.pt", "pretrain", timing=("tok_per_s",))
+
+    code, out, _ = start_and_signal(cmd, killed, signal.SIGKILL, wait=0.0)
+    assert code == -signal.SIGKILL and not os.path.exists(os.path.join(killed, "pretrain.pt"))
+    r = subprocess.run(cmd + ["--out-dir", killed, "--resume"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    same_run(full, killed, "pretrain.pt", "pretrain", timing=("tok_per_s",))
 
 
 def test_cli_bad_input_is_one_line(tmp_path):
