@@ -32,6 +32,7 @@ bench: $(VENV)/installed
 gpu-check:
 	python3 -m pytest -q -rs tests/test_gpt.py -k cuda
 	python3 bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 64 256 --naive-max-batch 64 --train --compile
+	python3 train_all.py --preset smoke --device cuda --out-dir out/gpu-smoke --force --quiet
 
 clean:
 	rm -rf $(VENV) out

@@ -70,6 +70,7 @@ class Config:
     ppo_epochs: int = arg(4, "passes over each rollout batch (the clip only acts after the first minibatch)")
     max_new_tokens: int = arg(48, "longest response")
     temperature: float = arg(1.0, "rollout sampling temperature")
+    cuda_graph: bool = arg(False, "CUDA: replay each rollout decode step as a CUDA graph (gpt.DecodeStep)")
     lr: float = arg(3e-5, "policy learning rate (paper: 9.65e-6 for 1.3B)")
     value_lr: float = arg(1e-4, "value model learning rate")
     kl_coef: float = arg(0.02, "beta: per-token KL penalty to SFT (paper: 0.02)")
@@ -203,7 +204,7 @@ def rollout(policy, ref, value_model, rm, tok, prompts, cfg, reward_bias, genera
     with autocast():
         out = policy.generate(idx, cfg.max_new_tokens, attention_mask=mask, temperature=cfg.temperature,
                               eos_id=tok.eos_id, pad_id=tok.pad_id, generator=generator,
-                              suppress_ids=tok.never_sampled)
+                              suppress_ids=tok.never_sampled, cuda_graph=cfg.cuda_graph and device.type == "cuda")
     if device.type == "cuda":
         torch.cuda.synchronize()  # the clock must not stop while kernels still run
     t_gen = time.time() - t0
