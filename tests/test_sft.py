@@ -89,7 +89,7 @@ def test_sft_on_a_jsonl_file(tmp_path):
 
 
 TINY_FLAGS = ["--preset", "smoke", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "96",
-              "--batch-size", "16", "--warmup", "5", "--eval-every", "10", "--quiet", "--max-steps", "400"]
+              "--batch-size", "16", "--warmup", "5", "--eval-every", "10", "--quiet", "--max-steps", "200"]
 
 
 def start_and_signal(cmd, out_dir, sig, wait=0.3):
@@ -119,7 +119,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     assert code == 130, err
     assert "interrupted at step" in out and not os.path.exists(os.path.join(part, "pretrain.pt"))
     step = int(out.split("interrupted at step ")[1].split(";")[0])
-    assert 0 < step < 400
+    assert 0 < step < 200
     r = subprocess.run(cmd + ["--out-dir", part, "--resume"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert f"resumed pretrain at step {step}" in r.stdout and not os.path.exists(resume)
