@@ -25,6 +25,7 @@ One iteration of the loop below:
 Run on CPU (after sft.py and reward.py):
     python ppo.py --preset smoke --out-dir out/smoke
     python ppo.py --preset smoke --out-dir out/smoke --ptx-coef 1.0 --name ppo_ptx
+    python ppo.py --preset smoke --out-dir out/smoke --resume      # after Ctrl-C (OUT_DIR/<name>.resume.pt)
 
 Where this departs from the paper:
   1. Tiny models, a few thousand episodes (paper: 256k episodes, 31k prompts, beta 0.02,

@@ -17,6 +17,7 @@ Run on CPU (after sft.py):
     python reward.py --preset smoke --out-dir out/smoke        # sample, rank, train, evaluate
     python reward.py --init out/smoke/sft.pt --data pairs.jsonl --out-dir out/mine
     python reward.py --label --out-dir out/smoke               # you rank the samples (chat.py's label)
+    python reward.py --preset smoke --out-dir out/smoke --resume   # after Ctrl-C: no sampling again
 --data takes pairwise {"prompt","chosen","rejected"}, Anthropic HH {"chosen","rejected"} or
 ranked {"prompt","completions","ranking"} JSONL instead of the simulated labelers.
 

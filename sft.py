@@ -17,6 +17,7 @@ Run on CPU:
 Any JSONL of demonstrations works with --data: {"prompt","response"}, {"prompt","completion"},
 Alpaca {"instruction","input","output"} or chat {"messages": [...]}. --init also takes a local
 Hugging Face GPT-2 directory (its tokenizer files are read from the same directory).
+Ctrl-C saves OUT_DIR/<stage>.resume.pt; the same command with --resume continues to the same weights.
 
 Where this departs from the paper:
   1. The base model is a few-million-parameter GPT pretrained here for minutes, not GPT-3.
