@@ -2,7 +2,8 @@
 # make smoke  the whole pipeline on the smoke preset (a few minutes on a laptop CPU)
 # make test   the test suite (CPU only, a few minutes)
 # make bench  generation speed: KV cache against the naive path and transformers
-# make gpu-check  on a CUDA machine with torch installed: the CUDA tests and the GPU benchmark
+# make gpu-check  on a CUDA machine with torch installed: the CUDA tests, the GPU benchmark and
+#                 the smoke pipeline on the GPU
 # Each target creates the virtual environment in .venv from requirements.txt when it is missing.
 
 VENV ?= .venv

@@ -302,6 +302,9 @@ def main(cfg=None):
         log.log(it, **stats)
         return stats, answers
 
+    # ---- Ctrl-C saves the loop's state between iterations; --resume puts it back (issue 9)
+    resume = Resume(cfg.out_dir, cfg.name, cfg, log)
+
     def one_iteration(it):
         # 1-2. rollout and scoring
         batch_records = rng.sample(prompts, min(cfg.batch_size, len(prompts)))
@@ -367,9 +370,6 @@ def main(cfg=None):
                 train_frac=round(t_train / total_t, 3))
         if cfg.adaptive_kl:
             kl_ctl.update(seq_kl, B)
-
-    # ---- Ctrl-C saves all of this between iterations; --resume puts it back (issue 9)
-    resume = Resume(cfg.out_dir, cfg.name, cfg, log)
 
     def resumable():
         return dict(policy=policy.state_dict(), value=value_model.state_dict(), opt_policy=opt_policy.state_dict(),

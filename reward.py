@@ -324,22 +324,21 @@ def main(cfg=None):
         optimizer = configure_optimizer(rm, cfg.lr, cfg.weight_decay, device_type=device.type)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         steps = cfg.epochs * steps_per_epoch
-        if state:
-            rm.load_state_dict(state["rm"])
-            optimizer.load_state_dict(state["optimizer"])
-            step = state["step"]
-        else:
-            metrics["heldout_accuracy_before"] = accuracy(rm, tok, heldout, block, device)
-            log.log(0, heldout_accuracy=metrics["heldout_accuracy_before"])
-            step = 0
 
         def resumable():
             return dict(rm=rm.state_dict(), optimizer=optimizer.state_dict(), step=step, train=train,
                         heldout=heldout, demos=demos, metrics=metrics)
 
         if state:
+            rm.load_state_dict(state["rm"])
+            optimizer.load_state_dict(state["optimizer"])
+            step = state["step"]
             resume.restore_rng(state)  # after the head's initialisation drew from the generator
-        resume.save(**resumable())
+        else:
+            metrics["heldout_accuracy_before"] = accuracy(rm, tok, heldout, block, device)
+            log.log(0, heldout_accuracy=metrics["heldout_accuracy_before"])
+            step = 0
+            resume.save(**resumable())  # the sampled comparisons are safe from here on
         while step < steps:
             if stop.requested:
                 resume.interrupted(f"step {step} of {steps}", **resumable())

@@ -39,8 +39,8 @@ import torch
 
 import data
 from gpt import (GPT, GPTConfig, MetricsLog, Resume, UserError, arg, check_positive, configure_optimizer,
-    cosine_lr, ensure_out_dir, flops_per_token, gpu_peaks, load_any, parse_config, resize_vocab, run_cli, save_checkpoint,
-    setup, stop_on_signal)
+    cosine_lr, ensure_out_dir, flops_per_token, gpu_peaks, load_any, parse_config, resize_vocab, run_cli,
+    save_checkpoint, setup, stop_on_signal)
 
 
 @dataclass

@@ -3,12 +3,15 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 torch.set_flush_denormal(True)  # without it, CPU backward matmuls can run ~40x slower
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -67,3 +70,16 @@ def copy_run(run_dir, dest, *names):
     for name in names:
         shutil.copy(os.path.join(run_dir, name), dest)
     return str(dest)
+
+
+def start_and_signal(cmd, resume_file, sig, wait=0.0):
+    """Start `cmd` (in the project root); once it has written `resume_file` (its first resumable
+    state), wait `wait` seconds and send it `sig`. -> (return code, stdout, stderr)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not os.path.exists(resume_file) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(wait)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err

@@ -4,9 +4,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+
+from conftest import start_and_signal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ["preset", "seed", "seconds", "funnel", "labeler_agreement", "rm_accuracy", "win_rate_vs_sft",
@@ -60,13 +61,8 @@ def test_the_same_seed_gives_the_same_summary_even_when_interrupted(smoke, tmp_p
     of PPO and started again: it resumes PPO, and every figure but the timings equals the first run's."""
     out, part = smoke[0], str(tmp_path)
     cmd = [sys.executable, "train_all.py", "--preset", "smoke", "--out-dir", part, "--seed", "0", "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
-    while not os.path.exists(os.path.join(part, "ppo.resume.pt")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 130, stderr[-2000:]
+    code, stdout, stderr = start_and_signal(cmd, os.path.join(part, "ppo.resume.pt"), signal.SIGINT)
+    assert code == 130, stderr[-2000:]
     assert "ppo: interrupted at iteration" in stdout and not os.path.exists(os.path.join(part, "ppo.pt"))
     r = run(*cmd[1:])
     assert r.returncode == 0, r.stderr[-2000:]

@@ -6,7 +6,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 
 import data
 import sft
-from conftest import same_run
+from conftest import same_run, start_and_signal
 from gpt import GPT, GPTConfig, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,21 +91,6 @@ TINY_FLAGS = ["--preset", "smoke", "--n-layer", "1", "--n-head", "2", "--n-embd"
               "--batch-size", "16", "--warmup", "5", "--eval-every", "10", "--quiet", "--max-steps", "200"]
 
 
-def start_and_signal(cmd, out_dir, sig, wait=0.3):
-    """Start `cmd` writing to out_dir; once its first resumable state exists, wait a moment and
-    send it `sig`. -> (return code, stdout, stderr)."""
-    proc = subprocess.Popen(cmd + ["--out-dir", out_dir], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    deadline = time.time() + 120
-    while not os.path.exists(os.path.join(out_dir, "pretrain.resume.pt")) and proc.poll() is None \
-            and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(wait)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
-    return proc.returncode, out, err
-
-
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     """Stop a pretraining run partway with SIGINT (Ctrl-C), resume it: the same weights and the
     same metrics lines as an uninterrupted run. Then the same after SIGKILL, which saves nothing:
@@ -115,7 +99,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     cmd = [sys.executable, "sft.py", "--stage", "pretrain", *TINY_FLAGS, "--dropout", "0.1"]  # masks too
     subprocess.run(cmd + ["--out-dir", full], cwd=ROOT, check=True, capture_output=True)
     resume = os.path.join(part, "pretrain.resume.pt")
-    code, out, err = start_and_signal(cmd, part, signal.SIGINT)
+    code, out, err = start_and_signal(cmd + ["--out-dir", part], resume, signal.SIGINT, wait=0.3)
     assert code == 130, err
     assert "interrupted at step" in out and not os.path.exists(os.path.join(part, "pretrain.pt"))
     step = int(out.split("interrupted at step ")[1].split(";")[0])
@@ -125,7 +109,8 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     assert f"resumed pretrain at step {step}" in r.stdout and not os.path.exists(resume)
     same_run(full, part, "pretrain.pt", "pretrain", timing=("tok_per_s",))
 
-    code, out, _ = start_and_signal(cmd, killed, signal.SIGKILL, wait=0.0)
+    code, out, _ = start_and_signal(cmd + ["--out-dir", killed], os.path.join(killed, "pretrain.resume.pt"),
+                                    signal.SIGKILL)
     assert code == -signal.SIGKILL and not os.path.exists(os.path.join(killed, "pretrain.pt"))
     r = subprocess.run(cmd + ["--out-dir", killed, "--resume"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
