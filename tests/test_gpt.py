@@ -44,10 +44,11 @@ PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17], [18]]
 def test_cached_greedy_equals_naive_with_padding_and_eos():
     model = tiny_model()
     idx, mask = left_padded(PROMPTS)
-    free = model.generate(idx, 20, attention_mask=mask, temperature=0)
+    free = model.generate(idx, 40, attention_mask=mask, temperature=0)
     # make a token that row 0 produces early on the EOS, so rows stop at different steps
     eos = int(free.tokens[0, idx.size(1) + 3])
-    outs = [model.generate(idx, 20, attention_mask=mask, temperature=0, eos_id=eos, pad_id=PAD,
+    # 7 + 40 slots: the decode steps attend over the cache's first 32 slots, then all 47
+    outs = [model.generate(idx, 40, attention_mask=mask, temperature=0, eos_id=eos, pad_id=PAD,
                            use_cache=c) for c in (True, False)]
     cached, naive = outs
     assert torch.equal(cached.tokens, naive.tokens)
@@ -65,21 +66,38 @@ def test_cached_greedy_equals_naive_with_padding_and_eos():
 
 
 def test_decode_warm_up_leaves_the_generation_unchanged(monkeypatch):
-    """The CUDA-graph path runs the decode step twice before recording it, writing into the cache's
-    last slot; that slot must never be read. Run the same warm-up on CPU: nothing changes."""
+    """Before recording the graph of each attended length, the CUDA-graph path runs the decode step
+    twice, writing into the last slot attended over; no step may read what it wrote there. Run the
+    same warm-ups on CPU, with other tokens and positions: nothing changes."""
     model = tiny_model(3)
     idx, mask = left_padded(PROMPTS)
-    plain = model.generate(idx, 20, attention_mask=mask, temperature=0)
-    real_init = gpt.DecodeStep.__init__
+    plain = model.generate(idx, 40, attention_mask=mask, temperature=0)
+    real_call, warmed_lengths = gpt.DecodeStep.__call__, []
 
-    def init_then_warm_up(self, *args, **kwargs):
-        real_init(self, *args, **kwargs)
-        self.token.fill_(7)
-        self.pos.fill_(3)
-        self.warm_up()
-    monkeypatch.setattr(gpt.DecodeStep, "__init__", init_then_warm_up)
-    warmed = model.generate(idx, 20, attention_mask=mask, temperature=0)
+    def warm_up_then_call(self, token, pos, slot, n):
+        if self.attended(n) not in warmed_lengths:
+            warmed_lengths.append(self.attended(n))
+            self.token.fill_(7)
+            self.pos.fill_(3)
+            self.warm_up(self.attended(n))
+        return real_call(self, token, pos, slot, n)
+    monkeypatch.setattr(gpt.DecodeStep, "__call__", warm_up_then_call)
+    warmed = model.generate(idx, 40, attention_mask=mask, temperature=0)
+    assert warmed_lengths == [32, 47]
     assert torch.equal(plain.tokens, warmed.tokens) and torch.equal(plain.logprobs, warmed.logprobs)
+
+
+def test_attending_over_a_bucket_equals_attending_over_the_whole_cache(monkeypatch):
+    model = tiny_model(6)
+    idx, mask = left_padded(PROMPTS)
+    kw = dict(attention_mask=mask, temperature=1.0, generator=None)
+    torch.manual_seed(1)
+    bucketed = model.generate(idx, 50, **kw)
+    monkeypatch.setattr(gpt.DecodeStep, "attended", lambda self, n: self.valid.size(1))
+    torch.manual_seed(1)
+    whole = model.generate(idx, 50, **kw)
+    assert torch.equal(bucketed.tokens, whole.tokens)
+    assert torch.allclose(bucketed.logprobs, whole.logprobs, atol=1e-6)
 
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -92,13 +110,32 @@ def test_cuda_graph_decode_equals_eager(dtype):
     padding and EOS, and sampled with the same generator seed."""
     model = tiny_model(4).cuda().to(dtype)
     idx, mask = (t.cuda() for t in left_padded(PROMPTS))
-    free = model.generate(idx, 24, attention_mask=mask, temperature=0)
+    free = model.generate(idx, 40, attention_mask=mask, temperature=0)
     eos = int(free.tokens[0, idx.size(1) + 5])
     for kw in (dict(temperature=0), dict(temperature=1.0, top_p=0.9)):
-        eager, graph = (model.generate(idx, 24, attention_mask=mask, eos_id=eos, pad_id=PAD, cuda_graph=g,
+        eager, graph = (model.generate(idx, 40, attention_mask=mask, eos_id=eos, pad_id=PAD, cuda_graph=g,
                                        generator=torch.Generator("cuda").manual_seed(0), **kw) for g in (False, True))
         assert torch.equal(eager.tokens, graph.tokens) and torch.equal(eager.response_mask, graph.response_mask)
         assert torch.allclose(eager.logprobs, graph.logprobs, atol=1e-3)
+
+
+@CUDA
+def test_kept_cuda_graphs_follow_weights_changed_in_place():
+    """Outside autocast the recorded graphs serve later calls of the same shape: after an
+    optimizer-like in-place update of the weights they must give what the eager path gives."""
+    model = tiny_model(7).cuda()
+    idx, mask = (t.cuda() for t in left_padded(PROMPTS))
+    first = model.generate(idx, 40, attention_mask=mask, temperature=0, cuda_graph=True)
+    kept = model._kept_decoder[1]
+    assert sorted(kept.graphs) == [32, 47]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    eager, graph = (model.generate(idx, 40, attention_mask=mask, temperature=0, cuda_graph=g) for g in (False, True))
+    assert model._kept_decoder[1] is kept                             # no new recording
+    assert not torch.equal(first.tokens, graph.tokens)                # the new weights were read
+    assert torch.equal(eager.tokens, graph.tokens)
+    assert torch.allclose(eager.logprobs, graph.logprobs, atol=1e-4)
 
 
 @CUDA
@@ -107,7 +144,7 @@ def test_cuda_graph_decode_under_autocast_equals_eager():
     model = tiny_model(5).cuda()
     idx, mask = (t.cuda() for t in left_padded(PROMPTS))
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        eager, graph = (model.generate(idx, 24, attention_mask=mask, temperature=0, cuda_graph=g)
+        eager, graph = (model.generate(idx, 40, attention_mask=mask, temperature=0, cuda_graph=g)
                         for g in (False, True))
     assert torch.equal(eager.tokens, graph.tokens)
     assert torch.allclose(eager.logprobs, graph.logprobs, atol=1e-3)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# gpu_check.sh [SECONDS]: everything this project checks on a CUDA GPU, in one go, within about
+# SECONDS (default 560), each part cut off at its own limit so that a slow part cannot take the
+# rest's time:
+#   1. the CUDA tests (the graph-replayed decode step equals the eager one)
+#   2. bench.py on a GPT-2-small shape in bf16: training tokens/s and MFU, then new tokens/s at
+#      batch 1, 64 and 256 against transformers and the bandwidth bound
+#   3. the gpu preset of the whole pipeline, for the time left (it reports how far it got)
+# Logs go to $LOG_DIR (default out/gpu-check): tests.txt, bench.txt, gpu-preset.txt and
+# gpu-run.tar.gz (the run's metrics.jsonl, plots and summary).
+# Uses the python3 on the PATH (PYTHON=... to change): a GPU machine's own torch, not .venv's.
+set -u
+PY=${PYTHON:-python3}
+LOG_DIR=${LOG_DIR:-out/gpu-check}
+RUN_DIR=${RUN_DIR:-out/gpu}
+budget=${1:-560}
+start=$(date +%s)
+mkdir -p "$LOG_DIR"
+export PYTHONUNBUFFERED=1
+left() { echo $((budget - ($(date +%s) - start))); }
+
+part() {  # part NAME LIMIT_SECONDS COMMAND...: run it, log it, say how it ended
+    local name=$1 limit=$2 t0
+    shift 2
+    t0=$(date +%s)
+    echo "== $name: $* (limit ${limit}s)"
+    timeout "$limit" "$@" 2>&1 | tee "$LOG_DIR/$name.txt"
+    echo "== $name: exit ${PIPESTATUS[0]} after $(($(date +%s) - t0))s"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
+$PY -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)"
+part tests 120 $PY -m pytest -q -rs -p no:cacheprovider tests/test_gpt.py -k "cuda or graph or bucket"
+part bench 270 $PY bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 64 256 --naive-max-batch 64 \
+    --train --compile
+part gpu-preset $(($(left) - 20)) $PY train_all.py --preset gpu --out-dir "$RUN_DIR" --force --quiet
+(cd "$RUN_DIR" 2>/dev/null && tar czf - metrics.jsonl summary.json report.md ./*.png 2>/dev/null) >"$LOG_DIR/gpu-run.tar.gz"
+echo "== done in $(($(date +%s) - start))s"
