@@ -1,0 +1,99 @@
+"""
+profile_decode.py: where a decode step's time goes on a GPU (the measurements behind the README's
+"On a GPU" notes and the next steps of generation speed).
+
+For a GPT-2-small-shaped model in bf16 (random weights, 64-token prompts, 128 new tokens), at
+each batch size it prints, per new token:
+  generate      the whole cuda_graph=True generate call, divided by its steps
+  replay L      one replay of the recorded decode graph that attends over L cache slots
+                (device time between CUDA events): the floor of the current design
+  eager L       the same forward pass without a graph (launch-bound)
+then the step's kernels by device time (profiler, one eager forward) and the attention call alone
+under each scaled_dot_product_attention backend, with the decode step's shapes and mask.
+
+    python profile_decode.py --batch 1 256
+"""
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from gpt import GPT, GPTConfig, UserError, run_cli
+
+
+def device_ms(fn, n=50):
+    """Mean device milliseconds of fn() over n calls after 3 warm-ups, by CUDA events."""
+    for _ in range(3):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(n):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / n
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 256])
+    p.add_argument("--prompt-len", type=int, default=64)
+    p.add_argument("--new-tokens", type=int, default=128)
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        raise UserError("profile_decode.py needs a CUDA device")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.manual_seed(0)
+    S = args.prompt_len + args.new_tokens
+    model = GPT(GPTConfig(block_size=S, n_layer=12, n_head=12, n_embd=768, vocab_size=50257))
+    model = model.to("cuda", torch.bfloat16).eval()
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, GPT-2 small shape in bf16")
+    for B in args.batch:
+        idx = torch.randint(0, 50257, (B, args.prompt_len), device="cuda")
+        run = lambda: model.generate(idx, args.new_tokens, temperature=0, cuda_graph=True)  # noqa: E731
+        run()  # records the graphs
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(3):
+            run()
+        torch.cuda.synchronize()
+        per_token = (time.perf_counter() - t0) / 3 / args.new_tokens * 1e3
+        print(f"\n== batch {B}: generate {per_token:.3f} ms per step ({B / per_token * 1e3:.0f} new tokens/s)")
+        step = model._kept_decoder[1]
+        for L, (graph, _) in sorted(step.graphs.items()):
+            replay = device_ms(graph.replay)
+            with torch.no_grad():
+                eager = device_ms(lambda: step.forward(L), n=20)  # noqa: B023
+            print(f"   replay L={L:3d}: {replay:.3f} ms   eager L={L:3d}: {eager:.3f} ms")
+        with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                step.forward(S)
+            torch.cuda.synchronize()
+        try:
+            table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=14)
+        except Exception:  # the column's name in other torch versions
+            table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=14)
+        print(f"   kernels of 5 eager forward passes at L={S}:\n{table}")
+        q = torch.randn(B, 12, 1, 64, device="cuda", dtype=torch.bfloat16)
+        k, v = (torch.randn(B, 12, S, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        mask = torch.zeros(B, 1, 1, S, device="cuda", dtype=torch.bfloat16)
+        mask[:, :, :, : S // 4] = float("-inf")
+        for backend in (SDPBackend.MATH, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION):
+            try:
+                with torch.no_grad(), sdpa_kernel(backend):
+                    ms = device_ms(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask))  # noqa: B023
+                print(f"   attention {backend.name:20s} one layer {ms * 1e3:7.1f} us, x12 layers {ms * 12:.3f} ms")
+            except RuntimeError as e:
+                print(f"   attention {backend.name:20s} unavailable: {str(e).splitlines()[0][:80]}")
+        kv_bytes = 2 * B * 12 * S * 64 * 2
+        print(f"   (reading K and V of one layer at L={S}: {kv_bytes / 1e6:.1f} MB)")
+        step = None
+        model._kept_decoder = None
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    run_cli(main)
