@@ -64,11 +64,13 @@ def main():
         print(f"\n== batch {B}: generate {per_token:.3f} ms per step ({B / per_token * 1e3:.0f} new tokens/s)")
         step = model._kept_decoder[1]
         for L, (graph, _) in sorted(step.graphs.items()):
+            step.slot.fill_(L - 1)  # a slot inside the attended part, as in generate
             replay = device_ms(graph.replay)
             with torch.no_grad():
                 eager = device_ms(lambda: step.forward(L), n=20)  # noqa: B023
             print(f"   replay L={L:3d}: {replay:.3f} ms   eager L={L:3d}: {eager:.3f} ms")
         with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            step.slot.fill_(S - 1)
             for _ in range(5):
                 step.forward(S)
             torch.cuda.synchronize()
