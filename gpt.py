@@ -193,6 +193,22 @@ class DecodeStep:
         self.pos = torch.zeros(batch_size, 1, dtype=torch.long, device=weight.device)
         self.slot = torch.zeros(1, dtype=torch.long, device=weight.device)
         self.graphs = {}  # attended length -> (CUDA graph, the logits tensor it writes)
+        # The output layer's weights with rows padded to a multiple of 64 where the vocabulary is
+        # not one (GPT-2's 50257): for an odd row count cuBLAS falls back to a slow kernel, 214 us
+        # of a 1.5 ms decode step at batch 256 on an H100 (profile_decode.py). A copy, so `refresh`
+        # brings it up to date before each generation; in autocast's dtype under autocast.
+        V, C = weight.shape
+        self.head = None
+        if V % 64:
+            dtype = weight.dtype
+            if torch.is_autocast_enabled(weight.device.type):
+                dtype = torch.get_autocast_dtype(weight.device.type)
+            self.head = torch.zeros(-(-V // 64) * 64, C, dtype=dtype, device=weight.device)
+
+    def refresh(self):
+        """Copy the output layer's current weights into the padded copy (training may have changed them)."""
+        if self.head is not None:
+            self.head[:self.model.config.vocab_size].copy_(self.model.lm_head.weight)
 
     def attended(self, n):
         """How many slots a step attends over when the first n hold the tokens so far."""
@@ -201,7 +217,9 @@ class DecodeStep:
     def forward(self, length):
         h = self.model.hidden_states(self.token, self.pos, self.valid[:, None, None, :length],
                                      self.cache.first(length), self.slot)
-        return self.model.lm_head(h[:, -1])                          # (B, V)
+        if self.head is None:
+            return self.model.lm_head(h[:, -1])                      # (B, V)
+        return F.linear(h[:, -1], self.head)[:, :self.model.config.vocab_size]  # (B, V), a view
 
     def warm_up(self, length):
         """Run the step twice (lazy initialisation, cuBLAS workspaces, kernel selection), writing a
@@ -416,14 +434,17 @@ class GPT(nn.Module):
         call, and attends over the whole cache to record one graph instead of one per length."""
         weight = self.transformer.wte.weight
         if not cuda_graph:
-            return DecodeStep(self, batch_size, length)
-        if torch.is_autocast_enabled(weight.device.type):
-            return DecodeStep(self, batch_size, length, cuda_graph, bucket=length)
-        key = (batch_size, length, weight.dtype, weight.data_ptr())
-        kept = getattr(self, "_kept_decoder", None)
-        if kept is None or kept[0] != key:
-            kept = self._kept_decoder = (key, DecodeStep(self, batch_size, length, cuda_graph))
-        return kept[1]
+            step = DecodeStep(self, batch_size, length)
+        elif torch.is_autocast_enabled(weight.device.type):
+            step = DecodeStep(self, batch_size, length, cuda_graph, bucket=length)
+        else:
+            key = (batch_size, length, weight.dtype, weight.data_ptr())
+            kept = getattr(self, "_kept_decoder", None)
+            if kept is None or kept[0] != key:
+                kept = self._kept_decoder = (key, DecodeStep(self, batch_size, length, cuda_graph))
+            step = kept[1]
+        step.refresh()
+        return step
 
 
 def padded_positions(attention_mask, block_size):
@@ -451,11 +472,10 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     """logits (B, V) -> next tokens (B,) and their log-probs (B,) under the distribution sampled
     from. Sampling uses the exponential race (argmax of p / Exp(1) noise is a draw from p), which
     needs no host-device sync, unlike rejection checks inside torch.multinomial."""
-    logits = logits.float()
-    if temperature == 0:
-        logp = F.log_softmax(logits, dim=-1)
+    if temperature == 0:  # log p(token) = logit - logsumexp(logits): two passes over (B, V), not four
         token = logits.argmax(-1)
-        return token, logp.gather(1, token[:, None]).squeeze(1)
+        return token, logits.gather(1, token[:, None]).squeeze(1).float() - torch.logsumexp(logits.float(), -1)
+    logits = logits.float()
     logits = logits / temperature
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]  # (B, 1)

@@ -367,7 +367,7 @@ def main(cfg=None):
                 kl_coef=kl_ctl.value, **mean, explained_var=explained_variance(b["values"], returns, b["response_mask"]),
                 resp_len=b["response_mask"].sum(1).mean().item(), ended=b["ended"].float().mean().item(),
                 gen_frac=round(b["t_gen"] / total_t, 3), score_frac=round(b["t_score"] / total_t, 3),
-                train_frac=round(t_train / total_t, 3))
+                train_frac=round(t_train / total_t, 3), iter_s=round(total_t, 3))
         if cfg.adaptive_kl:
             kl_ctl.update(seq_kl, B)
 

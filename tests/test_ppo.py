@@ -157,4 +157,4 @@ def test_interrupted_ppo_resumes_to_the_same_weights(run_dir, tmp_path, monkeypa
         ppo.main(ppo.Config(out_dir=part, resume=True, **{**flags, "lr": 1e-4}))
     ppo.main(ppo.Config(out_dir=part, resume=True, **flags))
     assert not os.path.exists(os.path.join(part, "ppo.resume.pt"))
-    same_run(full, part, "ppo.pt", "ppo", timing=("gen_frac", "score_frac", "train_frac"))
+    same_run(full, part, "ppo.pt", "ppo", timing=("gen_frac", "score_frac", "train_frac", "iter_s"))
