@@ -171,7 +171,9 @@ class DecodeStep:
 
     Attention reads the first multiple of `bucket` slots that holds every token so far, not the
     whole cache: with a 64-token prompt and 128 new tokens, 96 to 192 slots instead of always 192,
-    a quarter fewer key/value bytes per step on average (the mask hides the empty slots).
+    a quarter fewer key/value bytes per step on average (the mask hides the empty slots). On an
+    H100 that saved only 5% at batch 256: cuDNN's attention for one query per row costs nearly
+    as much at 96 slots as at 192 (docs/gpu-notes.md).
 
     With cuda_graph=True each such length is recorded once as a CUDA graph, the first time it is
     needed, and replayed at every token: one launch for the whole forward pass instead of about
