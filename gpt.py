@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -577,17 +578,24 @@ class Resume:
     """OUT_DIR/<name>.resume.pt: everything a training loop needs to continue exactly where it
     stopped (weights, optimizer, random states, step, the data it drew). Written atomically at
     safe points and on Ctrl-C; read by --resume; removed when the stage finishes. It also records
-    how long metrics.jsonl was, so the stage's lines logged after the save are dropped on resume."""
+    how long metrics.jsonl was, so the stage's lines logged after the save are dropped on resume,
+    and the seconds spent so far, so that a resumed stage reports the time of both runs."""
 
     IGNORED = ("resume", "quiet", "device")  # flags that may change between the two runs
 
-    def __init__(self, out_dir, name, cfg, log):
+    def __init__(self, out_dir, name, cfg, log, t_start=None):
         self.path = os.path.join(out_dir, f"{name}.resume.pt")
         self.name, self.config, self.log = name, asdict(cfg), log
+        self.t_start = time.time() if t_start is None else t_start
+        self.seconds_before = 0.0  # spent by the interrupted run, up to its save
+
+    def seconds(self):
+        """Seconds this stage has taken: since t_start, plus the interrupted run's up to its save."""
+        return round(self.seconds_before + time.time() - self.t_start, 1)
 
     def save(self, **state):
         n = os.path.getsize(self.log.path) if self.log.path and os.path.exists(self.log.path) else 0
-        state.update(config=self.config, metrics_bytes=n, torch_rng=torch.get_rng_state())
+        state.update(config=self.config, metrics_bytes=n, torch_rng=torch.get_rng_state(), seconds=self.seconds())
         if torch.cuda.is_available():  # dropout on a GPU draws from the GPU's generators
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         atomic_save(state, self.path)
@@ -606,6 +614,7 @@ class Resume:
                 flag = "--" + key.replace("_", "-")
                 raise UserError(f"--resume: {flag} is {self.config.get(key)!r} here but {value!r} in the "
                                 f"interrupted run; resume with the same flags")
+        self.seconds_before = float(state.get("seconds", 0.0))
         if self.log.path and os.path.exists(self.log.path):
             with open(self.log.path, "rb") as f:
                 text = f.read()

@@ -305,7 +305,7 @@ def main(cfg=None):
         return stats, answers
 
     # ---- Ctrl-C saves the loop's state between iterations; --resume puts it back (issue 9)
-    resume = Resume(cfg.out_dir, cfg.name, cfg, log)
+    resume = Resume(cfg.out_dir, cfg.name, cfg, log, t_start)
 
     def one_iteration(it):
         # 1-2. rollout and scoring
@@ -405,7 +405,7 @@ def main(cfg=None):
 
     last_eval, answers = run_eval(cfg.iterations)
     metrics = {**{k + "_before": v for k, v in first_eval.items()}, **last_eval,
-               "seconds": round(time.time() - t_start, 1)}
+               "seconds": resume.seconds()}
     print(f"{cfg.name}: on {len(eval_records)} held-out prompts, RM score {first_eval['eval_rm_score']:+.3f} -> "
           f"{last_eval['eval_rm_score']:+.3f}, gold {first_eval['eval_gold']:+.3f} -> {last_eval['eval_gold']:+.3f}, "
           f"KL to SFT {last_eval['eval_kl']:.2f} nats per answer; {metrics['seconds']:.0f}s")

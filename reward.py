@@ -305,7 +305,6 @@ def main(cfg=None):
     log = MetricsLog(cfg.out_dir, name, cfg.quiet)
     resume = Resume(cfg.out_dir, name, cfg, log)
     state = resume.load(device) if cfg.resume else None
-    t_start = time.time()
     if cfg.data and not state:  # read (and so check) the file before any model is loaded
         kind, comps = data.read_jsonl(cfg.data)
         if kind != "comparison":
@@ -379,7 +378,7 @@ def main(cfg=None):
     bias = sum(demo_scores) / len(demo_scores)
     scale = (sum((s - bias) ** 2 for s in demo_scores) / len(demo_scores)) ** 0.5
     metrics.update(reward_bias=bias, reward_scale=scale, n_train_prompts=len(train), n_heldout_prompts=len(heldout),
-                   seconds=round(time.time() - t_start, 1))
+                   seconds=resume.seconds())
     print(f"reward: held-out accuracy {metrics['heldout_accuracy']:.3f} (before training "
           f"{metrics['heldout_accuracy_before']:.3f})"
           + (f" beside labeler agreement {metrics['labeler_agreement']:.3f}" if "labeler_agreement" in metrics else "")

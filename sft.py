@@ -284,7 +284,7 @@ def main(cfg=None):
 
     raw_model = model
     optimizer = configure_optimizer(model, cfg.lr, cfg.weight_decay, device_type=device.type)
-    resume = Resume(cfg.out_dir, cfg.stage, cfg, log)
+    resume = Resume(cfg.out_dir, cfg.stage, cfg, log, t_start)
     step, val_history = 0, []  # val_history: (step, validation loss) of every evaluation so far
     if cfg.resume:
         state = resume.load(device)
@@ -344,7 +344,7 @@ def main(cfg=None):
         log.log(step, val_loss=val_history[-1][1])
     v = val_history[-1][1]
     metrics = {"val_loss": v, "first_val_loss": val_history[0][1], "steps": steps,
-               "seconds": round(time.time() - t_start, 1)}
+               "seconds": resume.seconds()}
     if cfg.stage == "sft" and cfg.eval_gold and not cfg.data:
         recs = [r for r in val_recs if "task" in r][:cfg.eval_gold]
         metrics["gold_score"], answers = gold_eval(raw_model, tok, recs)

@@ -259,7 +259,8 @@ def main(cfg=None):
         print(f"== {name}" + (" (resumed where it was interrupted)" if resume else ""))
         t0 = time.time()
         metrics = script.main(replace(config, resume=resume))
-        seconds[name] = round(time.time() - t0, 1)
+        # a resumed stage reports its seconds over both runs (gpt.Resume); else this run's
+        seconds[name] = metrics.get("seconds", 0.0) if resume else round(time.time() - t0, 1)
         return metrics
 
     # each step's own Config with its preset's values, as `python sft.py --preset P` would build it

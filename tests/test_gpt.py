@@ -253,6 +253,19 @@ def test_checkpoint_roundtrip_and_bad_files(tmp_path):
         load_checkpoint(str(other))
 
 
+def test_resumed_stage_counts_the_seconds_of_both_runs(tmp_path):
+    """A stage interrupted after 100 s and resumed reports 100 s plus the resumed run's time."""
+    import time
+    cfg = GPTConfig()
+    log = gpt.MetricsLog(str(tmp_path), "stage", quiet=True)
+    first = gpt.Resume(str(tmp_path), "stage", cfg, log, t_start=time.time() - 100)
+    first.save(step=3)
+    second = gpt.Resume(str(tmp_path), "stage", cfg, log)
+    assert second.load("cpu")["step"] == 3
+    assert 100 <= second.seconds() < 110
+    assert gpt.Resume(str(tmp_path), "other", cfg, log).seconds() < 10  # a fresh stage starts at 0
+
+
 def test_prompt_longer_than_block_size_is_an_error():
     model = tiny_model()
     with pytest.raises(UserError, match="block_size"):

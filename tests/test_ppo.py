@@ -155,6 +155,8 @@ def test_interrupted_ppo_resumes_to_the_same_weights(run_dir, tmp_path, monkeypa
     assert os.path.exists(os.path.join(part, "ppo.resume.pt")) and not os.path.exists(os.path.join(part, "ppo.pt"))
     with pytest.raises(UserError, match="--lr"):  # other flags than the interrupted run's: refused
         ppo.main(ppo.Config(out_dir=part, resume=True, **{**flags, "lr": 1e-4}))
-    ppo.main(ppo.Config(out_dir=part, resume=True, **flags))
+    saved = torch.load(os.path.join(part, "ppo.resume.pt"), weights_only=True)["seconds"]
+    resumed = ppo.main(ppo.Config(out_dir=part, resume=True, **flags))
     assert not os.path.exists(os.path.join(part, "ppo.resume.pt"))
+    assert saved > 0 and resumed["seconds"] >= saved  # the time of both runs, not the second one's
     same_run(full, part, "ppo.pt", "ppo", timing=("gen_frac", "score_frac", "train_frac", "iter_s"))
