@@ -9,8 +9,15 @@
 # Logs go to $LOG_DIR (default out/gpu-check): tests.txt, bench.txt, gpu-preset.txt and
 # gpu-run.tar.gz (the run's metrics.jsonl, plots and summary).
 # Uses the python3 on the PATH (PYTHON=... to change): a GPU machine's own torch, not .venv's.
+# PARTS="tests bench preset" (the default) picks the parts: PARTS=preset gives the pipeline all
+# the time. The preset starts over (--force) unless CONTINUE=1: then, on the same machine, a
+# second call continues a run that the first one's limit cut off (stages done are skipped, the
+# interrupted one resumes), and summary.json's seconds add up both calls.
 set -u
 PY=${PYTHON:-python3}
+PARTS=${PARTS:-tests bench preset}
+FORCE=--force
+[ "${CONTINUE:-0}" = 1 ] && FORCE=
 LOG_DIR=${LOG_DIR:-out/gpu-check}
 RUN_DIR=${RUN_DIR:-out/gpu}
 budget=${1:-560}
@@ -30,9 +37,16 @@ part() {  # part NAME LIMIT_SECONDS COMMAND...: run it, log it, say how it ended
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
 $PY -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)"
-part tests 120 $PY -m pytest -q -rs -p no:cacheprovider tests/test_gpt.py -k "cuda or graph or bucket"
-part bench 270 $PY bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 64 256 --naive-max-batch 64 \
-    --train --compile
-part gpu-preset $(($(left) - 20)) $PY train_all.py --preset gpu --out-dir "$RUN_DIR" --force --quiet
-(cd "$RUN_DIR" 2>/dev/null && tar czf - metrics.jsonl summary.json report.md ./*.png 2>/dev/null) >"$LOG_DIR/gpu-run.tar.gz"
+wants() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+if wants tests; then
+    part tests 120 $PY -m pytest -q -rs -p no:cacheprovider tests/test_gpt.py -k "cuda or graph or bucket"
+fi
+if wants bench; then
+    part bench 270 $PY bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 64 256 --naive-max-batch 64 \
+        --train --compile
+fi
+if wants preset; then
+    part gpu-preset $(($(left) - 20)) $PY train_all.py --preset gpu --out-dir "$RUN_DIR" $FORCE --quiet
+    (cd "$RUN_DIR" 2>/dev/null && tar czf - metrics.jsonl summary.json report.md ./*.png 2>/dev/null) >"$LOG_DIR/gpu-run.tar.gz"
+fi
 echo "== done in $(($(date +%s) - start))s"
