@@ -290,6 +290,8 @@ def main(cfg=None):
     train_ids, _ = corpus_split(tok, world["corpus"], policy.config.block_size)  # PPO-ptx's D_pretrain
     print(f"{cfg.name}: {len(prompts)} prompts, {cfg.iterations} iterations of {cfg.batch_size} episodes, "
           f"beta {cfg.kl_coef}, ptx {cfg.ptx_coef}; reward bias {reward_bias:+.3f}, scale {reward_scale:.3f}")
+    if cfg.cuda_graph and device.type != "cuda":
+        print(f"{cfg.name}: --cuda-graph needs a CUDA device; rollouts decode without graphs on {device.type}")
 
     opt_policy = configure_optimizer(policy, cfg.lr, weight_decay=0.0, device_type=device.type)
     opt_value = configure_optimizer(value_model, cfg.value_lr, weight_decay=0.0, device_type=device.type)
