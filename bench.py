@@ -7,6 +7,8 @@ one model's new tokens per second along these paths, on the same weights and the
   naive              recompute the whole sequence for every new token (gpt.py, use_cache=False)
   kv-cache           prefill once, then one token per step over a preallocated cache (gpt.py)
   kv-cache+graph     the same, each decode step replayed as a CUDA graph (CUDA only)
+  kv-cache+compile   (--compile) the decode step compiled by torch.compile; +graph: and replayed
+                     as CUDA graphs (CUDA only). The first call's compiling is not timed
   transformers-*     Hugging Face GPT2LMHeadModel.generate with the same weights (when installed),
                      with its dynamic and its static cache
   bandwidth bound    (CUDA) reading every weight and the live KV cache once per step at the
@@ -79,7 +81,7 @@ def bandwidth_bound(model, batch, prompt_len, new_tokens, bytes_per_s):
     return batch * new_tokens / seconds
 
 
-def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, naive_max_batch):
+def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, naive_max_batch, compiled=False):
     """One row per path, yielded as soon as it is measured: new tokens/s, the first (warm-up)
     call's seconds, and whether the tokens match the cached path's."""
     g = torch.Generator().manual_seed(batch)
@@ -87,6 +89,11 @@ def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, 
     paths = {"kv-cache": lambda: model.generate(idx, new_tokens, temperature=0).tokens}
     if device.type == "cuda":
         paths["kv-cache+graph"] = lambda: model.generate(idx, new_tokens, temperature=0, cuda_graph=True).tokens
+    if compiled:
+        paths["kv-cache+compile"] = lambda: model.generate(idx, new_tokens, temperature=0, compile_step=True).tokens
+        if device.type == "cuda":
+            paths["kv-cache+compile+graph"] = lambda: model.generate(idx, new_tokens, temperature=0, cuda_graph=True,
+                                                                     compile_step=True).tokens
     if batch <= naive_max_batch:
         paths["naive"] = lambda: model.generate(idx, new_tokens, temperature=0, use_cache=False).tokens
     if hf is not None:
@@ -187,7 +194,8 @@ def main():
     p.add_argument("--train-batch", type=int, default=16, help="--train: sequences per step")
     p.add_argument("--train-seq", type=int, default=1024, help="--train: tokens per sequence")
     p.add_argument("--train-steps", type=int, default=10, help="--train: timed steps (after 3 warm-up steps)")
-    p.add_argument("--compile", action="store_true", help="--train: torch.compile this project's GPT")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile: the decode step (kv-cache+compile rows) and, with --train, the training step")
     p.add_argument("--json", action="store_true", help="print one JSON object per line instead of a table")
     args = p.parse_args()
     for name in ("prompt_len", "new_tokens", "repeats", "train_batch", "train_seq", "train_steps"):
@@ -227,15 +235,15 @@ def main():
                   f"{r['path']:34s} | batch {r['batch']} x {r['seq_len']} | {r['tokens_per_s']:10.1f} tok/s"
                   + (f" | MFU {r['mfu']:.1%}" if "mfu" in r else ""), flush=True)
     if not args.json:
-        print(f"{'path':22s} | {'batch':>5s} | {'new tok/s':>10s} | {'x kv-cache':>10s} | same tokens | first call s")
+        print(f"{'path':24s} | {'batch':>5s} | {'new tok/s':>10s} | {'x kv-cache':>10s} | same tokens | first call s")
     for batch in args.batch:
         for r in bench_generation(model, hf, batch, args.prompt_len, args.new_tokens, device,
-                                  args.repeats, args.naive_max_batch):
+                                  args.repeats, args.naive_max_batch, args.compile):
             print(json.dumps(r) if args.json else
-                  f"{r['path']:22s} | {r['batch']:5d} | {r['tokens_per_s']:10.1f} | {r['vs_kv_cache']:10.3f} | "
+                  f"{r['path']:24s} | {r['batch']:5d} | {r['tokens_per_s']:10.1f} | {r['vs_kv_cache']:10.3f} | "
                   f"{str(r.get('same_tokens', '')):11s} | {r.get('first_call_s', '')}", flush=True)
             if r["path"] == "naive" and not args.json:
-                print(f"{'':22s}   kv-cache is {1 / r['vs_kv_cache']:.1f}x faster than naive at batch {batch}")
+                print(f"{'':24s}   kv-cache is {1 / r['vs_kv_cache']:.1f}x faster than naive at batch {batch}")
 
 
 if __name__ == "__main__":

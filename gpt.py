@@ -68,10 +68,11 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, mask=None, kv=None, slots=None):
         """
-        x (B, T, C). mask: None for plain causal attention, else a bool (B, 1, T, S), True where
-        a query may look at a key. kv: None, or this layer's cache (k, v), each (B, nh, S, hs);
-        the T new keys and values are written into cache slots `slots` (T,) and the queries
-        attend over the whole cache (the mask hides empty and padded slots).
+        x (B, T, C). mask: None for plain causal attention, else a bool or additive (B, 1, T, S),
+        True (0) where a query may look at a key. kv: None, or this layer's cache (k, v), each
+        (B, nh, S_cache, hs); the T new keys and values are written into cache slots `slots` (T,)
+        and the queries attend over the cache's first S slots, S from the mask (it hides empty
+        and padded slots): a decode step need not read the cache's empty end.
         """
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)                   # 3 x (B, T, C)
@@ -82,7 +83,8 @@ class CausalSelfAttention(nn.Module):
             k_cache, v_cache = kv
             k_cache.index_copy_(2, slots, k.to(k_cache.dtype))      # no host sync: slots is a tensor
             v_cache.index_copy_(2, slots, v.to(v_cache.dtype))
-            k, v = k_cache, v_cache                                  # (B, nh, S, hs)
+            S = mask.size(-1)
+            k, v = k_cache[:, :, :S], v_cache[:, :, :S]              # (B, nh, S, hs)
         # softmax(q k^T / sqrt(hs) + mask) v, written by PyTorch as one fused kernel
         # (flash attention on GPUs when the mask is plain causal)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
@@ -141,25 +143,40 @@ class Generation:
 
 class KVCache:
     """Keys and values of every layer for a whole generation, allocated once: no reallocation
-    per token, so shapes stay static (what CUDA graphs and torch.compile need)."""
+    per token, so shapes stay static (what CUDA graphs and torch.compile need). One tensor per
+    layer, (B, nh, S, hs) each: torch.compile writes a new key into such a tensor in place, but
+    into a slice of one stacked tensor, or into a view of its first slots, by copying the whole
+    slice (tried on the CPU: docs/gpu-notes.md), another pass over the cache at every token."""
 
     def __init__(self, config, batch_size, length, device, dtype):
         hs = config.n_embd // config.n_head
-        shape = (config.n_layer, batch_size, config.n_head, length, hs)  # (L, B, nh, S, hs)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        shape = (batch_size, config.n_head, length, hs)              # (B, nh, S, hs)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
 
     def layer(self, i):
         return self.k[i], self.v[i]
 
-    def first(self, length):
-        """The first `length` slots, as a view of the same memory."""
-        view = object.__new__(KVCache)
-        view.k, view.v = self.k[..., :length, :], self.v[..., :length, :]
-        return view
-
 
 DECODE_BUCKET = 32  # a decode step attends over the cache's first multiple of this many slots
+
+
+def decode_logits(model, token, pos, mask, cache, slot, head=None):
+    """A decode step's forward pass (DecodeStep): the new tokens (B, 1) -> next-token logits
+    (B, V). head: the output layer's weights padded to more rows, or None for lm_head's own."""
+    h = model.hidden_states(token, pos, mask, cache, slot)[:, -1]    # (B, C)
+    if head is None:
+        return model.lm_head(h)
+    return F.linear(h, head)[:, :model.config.vocab_size]            # (B, V), a view
+
+
+@functools.cache
+def compiled_decode_logits():
+    """decode_logits compiled by torch.compile, made once per process so that every generation
+    shares its compiled code: a new DecodeStep's buffers of the same shapes compile nothing new.
+    The first attended length compiles for that length, the second once more with the length
+    left symbolic; on a CPU inductor needs a C++ compiler."""
+    return torch.compile(decode_logits, fullgraph=True)
 
 
 class DecodeStep:
@@ -183,13 +200,19 @@ class DecodeStep:
     (copied in at each call), the mask is a view of `valid`, and the logits come back in a fixed
     tensor that the next replay overwrites. Without a graph (CPU, tests) the same buffers are
     used and the forward pass simply runs at each call.
+
+    compile=True runs the forward pass compiled by torch.compile (compiled_decode_logits), with
+    or without graphs: inductor fuses each LayerNorm with the residual add before it and the
+    GELU with its bias, so fewer kernels per layer. Compiling takes half a minute or more on
+    the first call; tests hold the compiled step equal to the plain one.
     """
 
-    def __init__(self, model, batch_size, length, cuda_graph=False, bucket=DECODE_BUCKET):
+    def __init__(self, model, batch_size, length, cuda_graph=False, bucket=DECODE_BUCKET, compile=False):
         weight = model.transformer.wte.weight
         if cuda_graph and not weight.is_cuda:
             raise UserError("cuda_graph=True needs the model on a CUDA device")
         self.model, self.bucket, self.cuda_graph = model, bucket, cuda_graph
+        self.logits_fn = compiled_decode_logits() if compile else decode_logits
         self.cache = KVCache(model.config, batch_size, length, weight.device, weight.dtype)
         self.valid = torch.zeros(batch_size, length, dtype=torch.bool, device=weight.device)
         self.token = torch.zeros(batch_size, 1, dtype=torch.long, device=weight.device)
@@ -218,11 +241,9 @@ class DecodeStep:
         return min(self.valid.size(1), -(-n // self.bucket) * self.bucket)
 
     def forward(self, length):
-        h = self.model.hidden_states(self.token, self.pos, self.valid[:, None, None, :length],
-                                     self.cache.first(length), self.slot)
-        if self.head is None:
-            return self.model.lm_head(h[:, -1])                      # (B, V)
-        return F.linear(h[:, -1], self.head)[:, :self.model.config.vocab_size]  # (B, V), a view
+        """The logits (B, V) of a step attending over the cache's first `length` slots."""
+        return self.logits_fn(self.model, self.token, self.pos, self.valid[:, None, None, :length],
+                              self.cache, self.slot, self.head)
 
     def warm_up(self, length):
         """Run the step twice (lazy initialisation, cuBLAS workspaces, kernel selection), writing a
@@ -246,8 +267,8 @@ class DecodeStep:
             logits = self.forward(length)
         # a row of padding only could leave NaN in the scratch slot, and 0 x NaN is NaN even where
         # the mask hides it: clear it
-        self.cache.k[:, :, :, length - 1].zero_()
-        self.cache.v[:, :, :, length - 1].zero_()
+        for layer in self.cache.k + self.cache.v:
+            layer[:, :, length - 1].zero_()
         return graph, logits
 
     def __call__(self, token, pos, slot, n):
@@ -348,7 +369,7 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, attention_mask=None, temperature=1.0, top_k=None,
                  top_p=None, eos_id=None, use_cache=True, pad_id=0, generator=None, suppress_ids=None,
-                 cuda_graph=False):
+                 cuda_graph=False, compile_step=False):
         """
         Sample continuations of a batch of left-padded prompts, as RLHF rollouts need.
 
@@ -360,6 +381,7 @@ class GPT(nn.Module):
         the slow reference the cache is tested against. suppress_ids: token ids never sampled
         (padding and the chat format's role tokens have no place inside a response).
         cuda_graph: replay the decode step as a CUDA graph (see DecodeStep; CUDA only).
+        compile_step: run the decode step compiled by torch.compile (DecodeStep's compile).
 
         Returns Generation(tokens (B, T+N), response_mask (B, N), logprobs (B, N)). The
         log-probs are those of the distribution sampled from (after temperature, top-k,
@@ -369,8 +391,8 @@ class GPT(nn.Module):
         N = max_new_tokens
         if N <= 0:
             raise UserError(f"max_new_tokens must be positive, got {N}")
-        if cuda_graph and not use_cache:
-            raise UserError("cuda_graph=True replays the cached decode step: it needs use_cache=True")
+        if (cuda_graph or compile_step) and not use_cache:
+            raise UserError("cuda_graph / compile_step work on the cached decode step: they need use_cache=True")
         if T + N > self.config.block_size:
             raise UserError(f"prompt of {T} tokens + max_new_tokens {N} exceeds block_size "
                             f"{self.config.block_size}")
@@ -381,7 +403,7 @@ class GPT(nn.Module):
             attention_mask = torch.ones_like(idx)
         # `valid` marks slots of the growing sequence that hold real tokens (left padding does not)
         if use_cache:
-            decode = self.decoder(B, T + N, cuda_graph)                  # owns the KV cache and `valid`
+            decode = self.decoder(B, T + N, cuda_graph, compile_step)    # owns the KV cache and `valid`
             valid = decode.valid.zero_()
         else:
             valid = torch.zeros(B, T + N, dtype=torch.bool, device=device)
@@ -429,22 +451,24 @@ class GPT(nn.Module):
         self.train(was_training)
         return Generation(tokens[:, :T + N], response_mask[:, :N].long(), logprobs[:, :N])
 
-    def decoder(self, batch_size, length, cuda_graph=False):
+    def decoder(self, batch_size, length, cuda_graph=False, compile=False):
         """The DecodeStep of a generation of this shape. A CUDA-graph step made outside autocast is
         kept and serves the next call of the same shape too, so its graphs are recorded once (they
         read the weights in place: training between calls is fine). Under autocast its graphs read
         autocast's bf16 copies of the weights, freed when autocast ends, so such a step serves one
-        call, and attends over the whole cache to record one graph instead of one per length."""
+        call, and attends over the whole cache to record one graph instead of one per length.
+        compile: the step's forward pass compiled (DecodeStep); under autocast the compiled code
+        casts the weights to bf16 at every step, where eager autocast casts them once per call."""
         weight = self.transformer.wte.weight
         if not cuda_graph:
-            step = DecodeStep(self, batch_size, length)
+            step = DecodeStep(self, batch_size, length, compile=compile)
         elif torch.is_autocast_enabled(weight.device.type):
-            step = DecodeStep(self, batch_size, length, cuda_graph, bucket=length)
+            step = DecodeStep(self, batch_size, length, cuda_graph, bucket=length, compile=compile)
         else:
-            key = (batch_size, length, weight.dtype, weight.data_ptr())
+            key = (batch_size, length, weight.dtype, weight.data_ptr(), compile)
             kept = getattr(self, "_kept_decoder", None)
             if kept is None or kept[0] != key:
-                kept = self._kept_decoder = (key, DecodeStep(self, batch_size, length, cuda_graph))
+                kept = self._kept_decoder = (key, DecodeStep(self, batch_size, length, cuda_graph, compile=compile))
             step = kept[1]
         step.refresh()
         return step

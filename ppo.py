@@ -72,6 +72,8 @@ class Config:
     max_new_tokens: int = arg(48, "longest response")
     temperature: float = arg(1.0, "rollout sampling temperature")
     cuda_graph: bool = arg(False, "CUDA: replay each rollout decode step as a CUDA graph (gpt.DecodeStep)")
+    compile_decode: bool = arg(False, "run each rollout decode step compiled by torch.compile (compiling takes "
+                                      "seconds to minutes, once per process)")
     lr: float = arg(3e-5, "policy learning rate (paper: 9.65e-6 for 1.3B)")
     value_lr: float = arg(1e-4, "value model learning rate")
     kl_coef: float = arg(0.02, "beta: per-token KL penalty to SFT (paper: 0.02)")
@@ -207,7 +209,8 @@ def rollout(policy, ref, value_model, rm, tok, prompts, cfg, reward_bias, genera
     with autocast():
         out = policy.generate(idx, cfg.max_new_tokens, attention_mask=mask, temperature=cfg.temperature,
                               eos_id=tok.eos_id, pad_id=tok.pad_id, generator=generator,
-                              suppress_ids=tok.never_sampled, cuda_graph=cfg.cuda_graph and device.type == "cuda")
+                              suppress_ids=tok.never_sampled, cuda_graph=cfg.cuda_graph and device.type == "cuda",
+                              compile_step=cfg.compile_decode)
     if device.type == "cuda":
         torch.cuda.synchronize()  # the clock must not stop while kernels still run
     t_gen = time.time() - t0

@@ -2,6 +2,7 @@
 a GPT-2 directory loads, and bad input is one clear error."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -100,7 +101,33 @@ def test_attending_over_a_bucket_equals_attending_over_the_whole_cache(monkeypat
     assert torch.allclose(bucketed.logprobs, whole.logprobs, atol=1e-6)
 
 
+COMPILER = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                              reason="torch.compile on a CPU needs a C++ compiler")
+
+
+@COMPILER
+def test_compiled_decode_step_equals_plain(monkeypatch):
+    """The decode step compiled by torch.compile gives the plain step's tokens and log-probs
+    (greedy, with padding and EOS, across two attended lengths); a second generation of the same
+    shape compiles nothing new."""
+    model = tiny_model(8)
+    idx, mask = left_padded(PROMPTS)
+    free = model.generate(idx, 40, attention_mask=mask, temperature=0)
+    eos = int(free.tokens[0, idx.size(1) + 5])
+    kw = dict(attention_mask=mask, temperature=0, eos_id=eos, pad_id=PAD)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    plain, compiled = (model.generate(idx, 40, compile_step=c, **kw) for c in (False, True))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs  # it did compile
+    assert torch.equal(plain.tokens, compiled.tokens) and torch.equal(plain.response_mask, compiled.response_mask)
+    assert torch.allclose(plain.logprobs, compiled.logprobs, atol=1e-4)
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    other = torch.randint(1, 50, idx.shape)
+    again = model.generate(other, 40, compile_step=True, **kw)
+    assert torch.equal(again.tokens, model.generate(other, 40, **kw).tokens)
+
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
 
 
 @CUDA
@@ -148,6 +175,19 @@ def test_cuda_graph_decode_under_autocast_equals_eager():
                         for g in (False, True))
     assert torch.equal(eager.tokens, graph.tokens)
     assert torch.allclose(eager.logprobs, graph.logprobs, atol=1e-3)
+
+
+@CUDA
+def test_compiled_cuda_graph_decode_equals_eager():
+    """The compiled decode step recorded in CUDA graphs, as bench.py's kv-cache+compile+graph row
+    runs it, against the plain eager step: greedy with EOS, and sampled with the same seed."""
+    model = tiny_model(9).cuda()
+    idx, mask = (t.cuda() for t in left_padded(PROMPTS))
+    for kw in (dict(temperature=0, eos_id=11), dict(temperature=1.0)):
+        eager, fast = (model.generate(idx, 40, attention_mask=mask, pad_id=PAD, cuda_graph=g, compile_step=g,
+                                      generator=torch.Generator("cuda").manual_seed(0), **kw) for g in (False, True))
+        assert torch.equal(eager.tokens, fast.tokens) and torch.equal(eager.response_mask, fast.response_mask)
+        assert torch.allclose(eager.logprobs, fast.logprobs, atol=1e-3)
 
 
 def test_cuda_graph_without_cuda_is_an_error():
