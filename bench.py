@@ -7,7 +7,7 @@ one model's new tokens per second along these paths, on the same weights and the
   naive              recompute the whole sequence for every new token (gpt.py, use_cache=False)
   kv-cache           prefill once, then one token per step over a preallocated cache (gpt.py)
   kv-cache+graph     the same, each decode step replayed as a CUDA graph (CUDA only)
-  kv-cache+compile   (--compile) the decode step compiled by torch.compile; +graph: and replayed
+  kv-cache+compile   (--compile-decode) the decode step compiled by torch.compile; +graph: and replayed
                      as CUDA graphs (CUDA only). The first call's compiling is not timed
   transformers-*     Hugging Face GPT2LMHeadModel.generate with the same weights (when installed),
                      with its dynamic and its static cache
@@ -194,8 +194,9 @@ def main():
     p.add_argument("--train-batch", type=int, default=16, help="--train: sequences per step")
     p.add_argument("--train-seq", type=int, default=1024, help="--train: tokens per sequence")
     p.add_argument("--train-steps", type=int, default=10, help="--train: timed steps (after 3 warm-up steps)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile: the decode step (kv-cache+compile rows) and, with --train, the training step")
+    p.add_argument("--compile", action="store_true", help="--train: torch.compile this project's GPT")
+    p.add_argument("--compile-decode", action="store_true",
+                   help="add the decode step compiled by torch.compile (kv-cache+compile rows)")
     p.add_argument("--json", action="store_true", help="print one JSON object per line instead of a table")
     args = p.parse_args()
     for name in ("prompt_len", "new_tokens", "repeats", "train_batch", "train_seq", "train_steps"):
@@ -238,7 +239,7 @@ def main():
         print(f"{'path':24s} | {'batch':>5s} | {'new tok/s':>10s} | {'x kv-cache':>10s} | same tokens | first call s")
     for batch in args.batch:
         for r in bench_generation(model, hf, batch, args.prompt_len, args.new_tokens, device,
-                                  args.repeats, args.naive_max_batch, args.compile):
+                                  args.repeats, args.naive_max_batch, args.compile_decode):
             print(json.dumps(r) if args.json else
                   f"{r['path']:24s} | {r['batch']:5d} | {r['tokens_per_s']:10.1f} | {r['vs_kv_cache']:10.3f} | "
                   f"{str(r.get('same_tokens', '')):11s} | {r.get('first_call_s', '')}", flush=True)

@@ -6,13 +6,16 @@
 #   2. bench.py on a GPT-2-small shape in bf16: training tokens/s and MFU, then new tokens/s at
 #      batch 1, 64 and 256 against transformers and the bandwidth bound
 #   3. the gpu preset of the whole pipeline, for the time left (it reports how far it got)
-# Logs go to $LOG_DIR (default out/gpu-check): tests.txt, bench.txt, gpu-preset.txt and
+#   (compiled, only when PARTS names it) bench.py's compiled decode step (kv-cache+compile+graph)
+#      at batch 1 and 256 against transformers' static cache, before the preset
+# Logs go to $LOG_DIR (default out/gpu-check): tests.txt, bench.txt, compiled.txt, gpu-preset.txt and
 # gpu-run.tar.gz (the run's metrics.jsonl, plots and summary).
 # Uses the python3 on the PATH (PYTHON=... to change): a GPU machine's own torch, not .venv's.
 # PARTS="tests bench preset" (the default) picks the parts: PARTS=preset gives the pipeline all
-# the time. The preset starts over (--force) unless CONTINUE=1: then, on the same machine, a
-# second call continues a run that the first one's limit cut off (stages done are skipped, the
-# interrupted one resumes), and summary.json's seconds add up both calls.
+# the time, PARTS="tests compiled" tries the compiled decode step. The preset starts over
+# (--force) unless CONTINUE=1: then, on the same machine, a second call continues a run that the
+# first one's limit cut off (stages done are skipped, the interrupted one resumes), and
+# summary.json's seconds add up both calls.
 set -u
 PY=${PYTHON:-python3}
 PARTS=${PARTS:-tests bench preset}
@@ -44,6 +47,10 @@ fi
 if wants bench; then
     part bench 270 $PY bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 64 256 --naive-max-batch 64 \
         --train --compile
+fi
+if wants compiled; then
+    part compiled 300 $PY bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 256 --naive-max-batch 0 \
+        --compile-decode
 fi
 if wants preset; then
     part gpu-preset $(($(left) - 20)) $PY train_all.py --preset gpu --out-dir "$RUN_DIR" $FORCE --quiet
