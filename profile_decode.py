@@ -42,6 +42,7 @@ def main():
     p.add_argument("--batch", type=int, nargs="+", default=[1, 256])
     p.add_argument("--prompt-len", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--compile", action="store_true", help="profile the decode step compiled by torch.compile")
     args = p.parse_args()
     if not torch.cuda.is_available():
         raise UserError("profile_decode.py needs a CUDA device")
@@ -53,7 +54,8 @@ def main():
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, GPT-2 small shape in bf16")
     for B in args.batch:
         idx = torch.randint(0, 50257, (B, args.prompt_len), device="cuda")
-        run = lambda: model.generate(idx, args.new_tokens, temperature=0, cuda_graph=True)  # noqa: E731
+        run = lambda: model.generate(idx, args.new_tokens, temperature=0, cuda_graph=True,  # noqa: E731
+                                     compile_step=args.compile)
         run()  # records the graphs
         torch.cuda.synchronize()
         t0 = time.perf_counter()
