@@ -106,6 +106,7 @@ COMPILER = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "c
 
 
 @COMPILER
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch's own
 def test_compiled_decode_step_equals_plain(monkeypatch):
     """The decode step compiled by torch.compile gives the plain step's tokens and log-probs
     (greedy, with padding and EOS, across two attended lengths); a second generation of the same
