@@ -203,8 +203,9 @@ class DecodeStep:
 
     compile=True runs the forward pass compiled by torch.compile (compiled_decode_logits), with
     or without graphs: inductor fuses each LayerNorm with the residual add before it and the
-    GELU with its bias, so fewer kernels per layer. Compiling takes half a minute or more on
-    the first call; tests hold the compiled step equal to the plain one.
+    GELU with its bias, so fewer kernels per layer. Compiling takes tens of seconds on the first
+    call of each shape (17 s for a 3.7M model on two CPU cores); tests hold the compiled step
+    equal to the plain one.
     """
 
     def __init__(self, model, batch_size, length, cuda_graph=False, bucket=DECODE_BUCKET, compile=False):

@@ -6,10 +6,10 @@
 #   2. bench.py on a GPT-2-small shape in bf16: training tokens/s and MFU, then new tokens/s at
 #      batch 1, 64 and 256 against transformers and the bandwidth bound
 #   3. the gpu preset of the whole pipeline, for the time left (it reports how far it got)
-#   (compiled, only when PARTS names it) bench.py's compiled decode step (kv-cache+compile+graph)
-#      at batch 1 and 256 against transformers' static cache, before the preset
-# Logs go to $LOG_DIR (default out/gpu-check): tests.txt, bench.txt, compiled.txt, gpu-preset.txt and
-# gpu-run.tar.gz (the run's metrics.jsonl, plots and summary).
+#   (compiled, only when PARTS names it) the compiled decode step's tests, then bench.py's
+#      kv-cache+compile+graph at batch 1 and 256 against transformers' static cache, before the preset
+# Logs go to $LOG_DIR (default out/gpu-check): tests.txt, bench.txt, compiled-tests.txt,
+# compiled.txt, gpu-preset.txt and gpu-run.tar.gz (the run's metrics.jsonl, plots and summary).
 # Uses the python3 on the PATH (PYTHON=... to change): a GPU machine's own torch, not .venv's.
 # PARTS="tests bench preset" (the default) picks the parts: PARTS=preset gives the pipeline all
 # the time, PARTS="tests compiled" tries the compiled decode step. The preset starts over
@@ -42,13 +42,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
 $PY -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)"
 wants() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 if wants tests; then
-    part tests 120 $PY -m pytest -q -rs -p no:cacheprovider tests/test_gpt.py -k "cuda or graph or bucket"
+    part tests 120 $PY -m pytest -q -rs -p no:cacheprovider tests/test_gpt.py -k "(cuda or graph or bucket) and not compiled"
 fi
 if wants bench; then
     part bench 270 $PY bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 64 256 --naive-max-batch 64 \
         --train --compile
 fi
-if wants compiled; then
+if wants compiled; then  # its tests here, not in "tests": compiling may take a while
+    part compiled-tests 150 $PY -m pytest -q -rs -p no:cacheprovider tests/test_gpt.py -k compiled
     part compiled 300 $PY bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 256 --naive-max-batch 0 \
         --compile-decode
 fi

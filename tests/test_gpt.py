@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -128,7 +129,6 @@ def test_compiled_decode_step_equals_plain(monkeypatch):
 
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
 
 
 @CUDA
@@ -296,7 +296,6 @@ def test_checkpoint_roundtrip_and_bad_files(tmp_path):
 
 def test_resumed_stage_counts_the_seconds_of_both_runs(tmp_path):
     """A stage interrupted after 100 s and resumed reports 100 s plus the resumed run's time."""
-    import time
     cfg = GPTConfig()
     log = gpt.MetricsLog(str(tmp_path), "stage", quiet=True)
     first = gpt.Resume(str(tmp_path), "stage", cfg, log, t_start=time.time() - 100)
