@@ -81,9 +81,14 @@ def bandwidth_bound(model, batch, prompt_len, new_tokens, bytes_per_s):
     return batch * new_tokens / seconds
 
 
-def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, naive_max_batch, compiled=False):
+SKIPPABLE = ("kv-cache+graph", "kv-cache+compile", "kv-cache+compile+graph", "naive", "transformers-dynamic",
+             "transformers-static")  # --skip: every path but kv-cache, the base of the ratios
+
+
+def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, naive_max_batch, compiled=False,
+                     skip=()):
     """One row per path, yielded as soon as it is measured: new tokens/s, the first (warm-up)
-    call's seconds, and whether the tokens match the cached path's."""
+    call's seconds, and whether the tokens match the cached path's. skip: paths left out."""
     g = torch.Generator().manual_seed(batch)
     idx = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g).to(device)
     paths = {"kv-cache": lambda: model.generate(idx, new_tokens, temperature=0).tokens}
@@ -105,6 +110,8 @@ def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, 
             paths[f"transformers-{cache}"] = run
     reference, base = None, None
     for name, fn in paths.items():
+        if name in skip:
+            continue
         try:
             _, first = timed(fn, device)  # warm-up: allocations, kernels, graphs, transformers' compile
             best = float("inf")
@@ -197,6 +204,8 @@ def main():
     p.add_argument("--compile", action="store_true", help="--train: torch.compile this project's GPT")
     p.add_argument("--compile-decode", action="store_true",
                    help="add the decode step compiled by torch.compile (kv-cache+compile rows)")
+    p.add_argument("--skip", nargs="+", default=[], choices=SKIPPABLE, metavar="PATH",
+                   help=f"paths to leave out, to save time: {', '.join(SKIPPABLE)}")
     p.add_argument("--json", action="store_true", help="print one JSON object per line instead of a table")
     args = p.parse_args()
     for name in ("prompt_len", "new_tokens", "repeats", "train_batch", "train_seq", "train_steps"):
@@ -239,7 +248,7 @@ def main():
         print(f"{'path':24s} | {'batch':>5s} | {'new tok/s':>10s} | {'x kv-cache':>10s} | same tokens | first call s")
     for batch in args.batch:
         for r in bench_generation(model, hf, batch, args.prompt_len, args.new_tokens, device,
-                                  args.repeats, args.naive_max_batch, args.compile_decode):
+                                  args.repeats, args.naive_max_batch, args.compile_decode, args.skip):
             print(json.dumps(r) if args.json else
                   f"{r['path']:24s} | {r['batch']:5d} | {r['tokens_per_s']:10.1f} | {r['vs_kv_cache']:10.3f} | "
                   f"{str(r.get('same_tokens', '')):11s} | {r.get('first_call_s', '')}", flush=True)

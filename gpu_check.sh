@@ -7,14 +7,16 @@
 #      batch 1, 64 and 256 against transformers and the bandwidth bound
 #   3. the gpu preset of the whole pipeline, for the time left (it reports how far it got)
 #   (compiled, only when PARTS names it) the compiled decode step's tests, then bench.py's
-#      kv-cache+compile+graph at batch 1 and 256 against transformers' static cache, before the preset
+#      kv-cache+compile+graph at batch 1 and 256 against transformers' static cache
+#   (profile, only when PARTS names it) profile_decode.py --compile: the compiled step's kernels
 # Logs go to $LOG_DIR (default out/gpu-check): tests.txt, bench.txt, compiled-tests.txt,
-# compiled.txt, gpu-preset.txt and gpu-run.tar.gz (the run's metrics.jsonl, plots and summary).
+# compiled.txt, profile.txt, gpu-preset.txt and gpu-run.tar.gz (the run's metrics.jsonl, plots and summary).
 # Uses the python3 on the PATH (PYTHON=... to change): a GPU machine's own torch, not .venv's.
-# PARTS="tests bench preset" (the default) picks the parts: PARTS=preset gives the pipeline all
-# the time, PARTS="tests compiled" tries the compiled decode step. The preset starts over
-# (--force) unless CONTINUE=1: then, on the same machine, a second call continues a run that the
-# first one's limit cut off (stages done are skipped, the interrupted one resumes), and
+# PARTS="tests bench preset" (the default) picks the parts and their order, each part cut off at
+# the smaller of its limit and the time left: PARTS=preset gives the pipeline all the time,
+# PARTS="tests preset compiled" tries the compiled decode step in what the pipeline leaves.
+# The preset starts over (--force) unless CONTINUE=1: then, on the same machine, a second call
+# continues a run that the first one's limit cut off (stages done are skipped, the interrupted one resumes), and
 # summary.json's seconds add up both calls.
 set -u
 PY=${PYTHON:-python3}
@@ -40,21 +42,27 @@ part() {  # part NAME LIMIT_SECONDS COMMAND...: run it, log it, say how it ended
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
 $PY -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)"
-wants() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-if wants tests; then
-    part tests 120 $PY -m pytest -q -rs -p no:cacheprovider tests/test_gpt.py -k "(cuda or graph or bucket) and not compiled"
-fi
-if wants bench; then
-    part bench 270 $PY bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 64 256 --naive-max-batch 64 \
-        --train --compile
-fi
-if wants compiled; then  # its tests here, not in "tests": compiling may take a while
-    part compiled-tests 150 $PY -m pytest -q -rs -p no:cacheprovider tests/test_gpt.py -k compiled
-    part compiled 300 $PY bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 256 --naive-max-batch 0 \
-        --compile-decode
-fi
-if wants preset; then
-    part gpu-preset $(($(left) - 20)) $PY train_all.py --preset gpu --out-dir "$RUN_DIR" $FORCE --quiet
-    (cd "$RUN_DIR" 2>/dev/null && tar czf - metrics.jsonl summary.json report.md ./*.png 2>/dev/null) >"$LOG_DIR/gpu-run.tar.gz"
-fi
+lim() { local l; l=$(($(left) - 10)); [ "$l" -lt "$1" ] && echo "$l" || echo "$1"; }  # lim N: N, or less if less is left
+for p in $PARTS; do
+    if [ "$(left)" -lt 60 ]; then echo "== $p: skipped, $(left)s left"; continue; fi
+    case $p in
+    tests)
+        part tests "$(lim 120)" $PY -m pytest -q -rs -p no:cacheprovider tests/test_gpt.py \
+            -k "(cuda or graph or bucket) and not compiled" ;;
+    bench)
+        part bench "$(lim 270)" $PY bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 64 256 \
+            --naive-max-batch 64 --train --compile ;;
+    compiled)  # its tests here, not in "tests": compiling may take a while
+        part compiled-tests "$(lim 150)" $PY -m pytest -q -rs -p no:cacheprovider tests/test_gpt.py -k compiled
+        part compiled "$(lim 300)" $PY bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 256 \
+            --naive-max-batch 0 --compile-decode --skip kv-cache+compile transformers-dynamic ;;
+    preset)
+        part gpu-preset $(($(left) - 20)) $PY train_all.py --preset gpu --out-dir "$RUN_DIR" $FORCE --quiet
+        (cd "$RUN_DIR" 2>/dev/null && tar czf - metrics.jsonl summary.json report.md ./*.png 2>/dev/null) \
+            >"$LOG_DIR/gpu-run.tar.gz" ;;
+    profile)  # where the compiled step's time goes: replay vs eager, kernels by device time
+        part profile "$(lim 200)" $PY profile_decode.py --compile --batch 1 256 ;;
+    *) echo "== $p: no such part (tests, bench, compiled, preset, profile)" ;;
+    esac
+done
 echo "== done in $(($(date +%s) - start))s"

@@ -23,3 +23,14 @@ def test_bench_paths_agree_and_training_is_measured():
     assert not any(row["path"] in ("kv-cache+graph", "bandwidth bound") for row in gen)  # CUDA only
     train = [row for row in rows if row["path"].startswith("train:")]
     assert train and all(row["tokens_per_s"] > 0 and "mfu" not in row for row in train)
+
+
+def test_bench_skip_leaves_paths_out():
+    args = [sys.executable, "bench.py", "--n-layer", "1", "--n-embd", "64", "--batch", "2", "--new-tokens", "4",
+            "--prompt-len", "4", "--repeats", "1", "--no-transformers", "--json"]
+    r = subprocess.run(args + ["--skip", "naive"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    paths = [json.loads(line)["path"] for line in r.stdout.splitlines()[1:] if line.startswith("{")]
+    assert paths == ["kv-cache"]
+    r = subprocess.run(args + ["--skip", "kv-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "invalid choice: 'kv-cache'" in r.stderr  # the base of the ratios stays
