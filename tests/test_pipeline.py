@@ -54,6 +54,9 @@ def test_a_second_run_skips_finished_stages(smoke):
     assert r.stdout.count("exists, skipped") == 5
     after = json.load(open(os.path.join(out, "summary.json")))
     assert after["win_rate_vs_sft"] == before["win_rate_vs_sft"] and after["gold_score"] == before["gold_score"]
+    # the total counts the stages' seconds from the first run, not only this run's evaluation
+    stages = sum(after["seconds"][k] for k in ("pretrain", "sft", "reward", "ppo", "ppo_ptx", "evaluation"))
+    assert stages - 1 <= after["seconds"]["total"] < stages + 10
 
 
 def test_the_same_seed_gives_the_same_summary_even_when_interrupted(smoke, tmp_path):
