@@ -155,7 +155,8 @@ def ppo_losses(logprobs, old_logprobs, advantages, values, old_values, returns, 
                clip_coef=0.2, vf_clip=0.2):
     """
     The clipped surrogate and the clipped value loss (Schulman et al. 2017), token-level means
-    over the response mask. All inputs (B, N). Returns pg_loss, v_loss and a dict of statistics.
+    over the response mask. All inputs (B, N). Returns pg_loss, v_loss and a dict of statistics
+    (0-dim tensors).
     """
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
@@ -164,11 +165,11 @@ def ppo_losses(logprobs, old_logprobs, advantages, values, old_values, returns, 
     pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
     v_clipped = old_values + torch.clamp(values - old_values, -vf_clip, vf_clip)
     v_loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (v_clipped - returns) ** 2), mask)
-    with torch.no_grad():
+    with torch.no_grad():  # tensors, not numbers: reading one would wait for the GPU (PPO reads them once per iteration)
         stats = dict(
-            approx_kl=masked_mean((ratio - 1) - log_ratio, mask).item(),  # k3, joschu.net/blog/kl-approx.html
-            clipfrac=masked_mean(((ratio - 1).abs() > clip_coef).float(), mask).item(),
-            ratio=masked_mean(ratio, mask).item())
+            approx_kl=masked_mean((ratio - 1) - log_ratio, mask),  # k3, joschu.net/blog/kl-approx.html
+            clipfrac=masked_mean(((ratio - 1).abs() > clip_coef).float(), mask),
+            ratio=masked_mean(ratio, mask))
     return pg_loss, v_loss, stats
 
 
@@ -330,7 +331,10 @@ def main(cfg=None):
         policy.train()
         value_model.train()
         B, T = len(batch_prompts), b["T"]
-        stats = []
+        # The minibatches' statistics and the finite-loss check stay on the device until the
+        # iteration's end: reading a number (.item(), if) makes the host wait for the GPU, which
+        # then idles while the host queues the next kernels; once per iteration, not per minibatch.
+        stats, finite = [], torch.ones((), dtype=torch.bool, device=device)
         for epoch in range(cfg.ppo_epochs):
             order = torch.randperm(B, generator=torch.Generator().manual_seed(cfg.seed * 7919 + it * 31 + epoch))
             for start in range(0, B, cfg.minibatch_size):
@@ -349,10 +353,8 @@ def main(cfg=None):
                     with autocast():
                         ptx_loss = policy(x.to(device), y.to(device))[1]
                     loss = loss + cfg.ptx_coef * ptx_loss
-                    s["ptx_loss"] = ptx_loss.item()
-                if not (torch.isfinite(loss) and torch.isfinite(v_loss)):
-                    raise UserError(f"{cfg.name}: loss is not finite at iteration {it}; stopped; the last good state "
-                                    f"is {resume.path}")
+                    s["ptx_loss"] = ptx_loss.detach()
+                finite &= torch.isfinite(loss.detach()) & torch.isfinite(v_loss.detach())
                 opt_policy.zero_grad(set_to_none=True)
                 opt_value.zero_grad(set_to_none=True)
                 (loss + v_loss).backward()                           # separate networks: separate gradients
@@ -360,15 +362,20 @@ def main(cfg=None):
                 torch.nn.utils.clip_grad_norm_(value_model.parameters(), cfg.grad_clip)
                 opt_policy.step()
                 opt_value.step()
-                s.update(pg_loss=pg_loss.item(), v_loss=v_loss.item(),
-                         entropy=masked_mean(entropy[:, T - 1:].float(), mb_mask).item())
+                s.update(pg_loss=pg_loss.detach(), v_loss=v_loss.detach(),
+                         entropy=masked_mean(entropy[:, T - 1:].float().detach(), mb_mask))
                 stats.append(s)
+        if not finite:  # the weights are poisoned now; the last saved state predates them
+            raise UserError(f"{cfg.name}: loss is not finite at iteration {it}; stopped; the last good state "
+                            f"is {resume.path}")
         t_train = time.time() - t0
         # one log line
         answers = decode_responses(tok, b)
         gold = [data.gold_score(r["task"], a)["total"] for r, a in zip(batch_records, answers)]
         seq_kl = kl.sum(1).mean().item()
-        mean = {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
+        keys = list(stats[0])
+        per_minibatch = torch.stack([torch.stack([s[k] for k in keys]) for s in stats]).tolist()  # read in one go
+        mean = {k: sum(row[j] for row in per_minibatch) / len(stats) for j, k in enumerate(keys)}
         total_t = b["t_gen"] + b["t_score"] + t_train
         log.log(it + 1, rm_score=b["scores"].mean().item(), gold=sum(gold) / len(gold), kl=seq_kl,
                 kl_coef=kl_ctl.value, **mean, explained_var=explained_variance(b["values"], returns, b["response_mask"]),

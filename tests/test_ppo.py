@@ -139,6 +139,24 @@ def test_ratio_is_one_on_the_first_minibatch(setup_models):
     assert torch.allclose(b["logprobs"], b["ref_logprobs"], atol=1e-5)
 
 
+def test_a_non_finite_loss_stops_ppo_naming_the_iteration(run_dir, tmp_path, monkeypatch):
+    """A NaN loss in one minibatch (checked once per iteration, on the device until then) stops the
+    run with one line naming the iteration and the last good state, and writes no policy."""
+    out = copy_run(run_dir, tmp_path / "nan", "sft.pt", "reward.pt")
+    calls, real = [0], ppo.ppo_losses
+
+    def nan_from_the_fifth_call(*args, **kw):  # 2 epochs x 2 minibatches per iteration: iteration 1
+        calls[0] += 1
+        pg_loss, v_loss, stats = real(*args, **kw)
+        return (pg_loss * float("nan") if calls[0] >= 5 else pg_loss), v_loss, stats
+
+    monkeypatch.setattr(ppo, "ppo_losses", nan_from_the_fifth_call)
+    with pytest.raises(UserError, match=r"loss is not finite at iteration 1; .*ppo\.resume\.pt"):
+        ppo.main(ppo.Config(out_dir=out, preset="smoke", iterations=3, batch_size=8, minibatch_size=4, ppo_epochs=2,
+                            max_new_tokens=8, n_eval=8, quiet=True, device="cpu"))
+    assert calls[0] == 8 and not os.path.exists(os.path.join(out, "ppo.pt"))
+
+
 def test_interrupted_ppo_resumes_to_the_same_weights(run_dir, tmp_path, monkeypatch):
     """Ctrl-C in the middle of PPO (between two evaluations), then --resume: the same policy and
     the same metrics lines as a run never interrupted."""
