@@ -843,16 +843,26 @@ def cosine_lr(step, max_steps, lr, warmup=0, min_ratio=0.1):
 
 class MetricsLog:
     """One line per logged step, fields separated by |, and the same fields appended as one JSON
-    object to metrics.jsonl (all stages share the file; `stage` tells them apart)."""
+    object to metrics.jsonl (all stages share the file; `stage` tells them apart). A stage run
+    again from the start (not resumed) replaces its earlier lines when it logs its first, so the
+    plots drawn from the file show one run per stage."""
 
-    def __init__(self, out_dir, stage, quiet=False):
+    def __init__(self, out_dir, stage, quiet=False, resume=False):
         self.path = os.path.join(out_dir, "metrics.jsonl") if out_dir else None
         self.stage, self.quiet = stage, quiet
+        self.replaces = not resume  # a resumed stage keeps its lines (Resume.load trims them)
 
     def log(self, step, **metrics):
         row = {"stage": self.stage, "step": step, **{k: (round(v, 6) if isinstance(v, float) else v)
                                                       for k, v in metrics.items()}}
         if self.path:
+            if self.replaces and os.path.exists(self.path):
+                with open(self.path) as f:
+                    others = [line for line in f if line.strip() and json.loads(line).get("stage") != self.stage]
+                with open(self.path + ".tmp", "w") as f:
+                    f.writelines(others)
+                os.replace(self.path + ".tmp", self.path)  # Ctrl-C cannot leave half a file
+            self.replaces = False
             with open(self.path, "a") as f:
                 f.write(json.dumps(row) + "\n")
         if not self.quiet:

@@ -270,7 +270,7 @@ def main(cfg=None):
     cfg = cfg or parse_config(Config, presets=PRESETS, description=__doc__)
     validate(cfg)
     device, autocast = setup(cfg.device, cfg.seed)
-    log = MetricsLog(cfg.out_dir, cfg.name, cfg.quiet)
+    log = MetricsLog(cfg.out_dir, cfg.name, cfg.quiet, cfg.resume)
     t_start = time.time()
     init = cfg.init or os.path.join(cfg.out_dir, "sft.pt")
     reward_path = cfg.reward or os.path.join(cfg.out_dir, "reward.pt")

@@ -302,7 +302,7 @@ def main(cfg=None):
         print(f"{n} rankings saved to {out}; train on them: python reward.py --data {out} --init SFT_CHECKPOINT")
         return {}
     name = "reward" if cfg.round == 1 else f"reward_round{cfg.round}"  # later rounds keep the first RM
-    log = MetricsLog(cfg.out_dir, name, cfg.quiet)
+    log = MetricsLog(cfg.out_dir, name, cfg.quiet, cfg.resume)
     resume = Resume(cfg.out_dir, name, cfg, log)
     state = resume.load(device) if cfg.resume else None
     if cfg.data and not state:  # read (and so check) the file before any model is loaded

@@ -222,7 +222,7 @@ def main(cfg=None):
     cfg = cfg or parse_config(Config, presets=PRESETS, description=__doc__)
     validate(cfg)
     device, autocast = setup(cfg.device, cfg.seed)
-    log = MetricsLog(cfg.out_dir, cfg.stage, cfg.quiet)
+    log = MetricsLog(cfg.out_dir, cfg.stage, cfg.quiet, cfg.resume)
     t_start = time.time()
 
     # ---- the data and the model

@@ -306,6 +306,25 @@ def test_resumed_stage_counts_the_seconds_of_both_runs(tmp_path):
     assert gpt.Resume(str(tmp_path), "other", cfg, log).seconds() < 10  # a fresh stage starts at 0
 
 
+def test_a_stage_run_again_replaces_its_metrics_lines(tmp_path):
+    """Run from the start, a stage's first line replaces its earlier run's lines (the plots then
+    show one run); other stages' lines stay, and a resumed stage keeps its own."""
+    def stages():
+        return [(r["stage"], r["step"]) for r in map(json.loads, open(tmp_path / "metrics.jsonl"))]
+
+    first = gpt.MetricsLog(str(tmp_path), "sft", quiet=True)
+    first.log(0, loss=2.0)
+    first.log(1, loss=1.0)
+    gpt.MetricsLog(str(tmp_path), "reward", quiet=True).log(0, loss=0.7)
+    again = gpt.MetricsLog(str(tmp_path), "sft", quiet=True)
+    assert stages() == [("sft", 0), ("sft", 1), ("reward", 0)]  # nothing dropped before it logs
+    again.log(0, loss=3.0)
+    again.log(1, loss=2.5)
+    assert stages() == [("reward", 0), ("sft", 0), ("sft", 1)]
+    gpt.MetricsLog(str(tmp_path), "sft", quiet=True, resume=True).log(2, loss=2.0)
+    assert stages() == [("reward", 0), ("sft", 0), ("sft", 1), ("sft", 2)]
+
+
 def test_prompt_longer_than_block_size_is_an_error():
     model = tiny_model()
     with pytest.raises(UserError, match="block_size"):
