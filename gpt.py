@@ -511,7 +511,8 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     if top_p is not None:  # nucleus: the smallest set of tokens whose probability reaches top_p
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
         probs = F.softmax(sorted_logits, dim=-1)
-        drop = probs.cumsum(-1) - probs > top_p                      # mass before this token already enough
+        drop = probs.cumsum(-1) - probs >= top_p                     # mass before this token already enough
+        drop[:, 0] = False                                           # the most likely token always stays
         logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
     logp = F.log_softmax(logits, dim=-1)
     noise = torch.empty_like(logp).exponential_(1, generator=generator)
@@ -603,8 +604,9 @@ class Resume:
     """OUT_DIR/<name>.resume.pt: everything a training loop needs to continue exactly where it
     stopped (weights, optimizer, random states, step, the data it drew). Written atomically at
     safe points and on Ctrl-C; read by --resume; removed when the stage finishes. It also records
-    how long metrics.jsonl was, so the stage's lines logged after the save are dropped on resume,
-    and the seconds spent so far, so that a resumed stage reports the time of both runs."""
+    how many metrics.jsonl lines the stage had logged, so that those logged after the save are
+    dropped on resume, and the seconds spent so far, so that a resumed stage reports the time of
+    both runs."""
 
     IGNORED = ("resume", "quiet", "device")  # flags that may change between the two runs
 
@@ -619,8 +621,8 @@ class Resume:
         return round(self.seconds_before + time.time() - self.t_start, 1)
 
     def save(self, **state):
-        n = os.path.getsize(self.log.path) if self.log.path and os.path.exists(self.log.path) else 0
-        state.update(config=self.config, metrics_bytes=n, torch_rng=torch.get_rng_state(), seconds=self.seconds())
+        state.update(config=self.config, metrics_lines=len(self._own_lines()[0]), torch_rng=torch.get_rng_state(),
+                     seconds=self.seconds())
         if torch.cuda.is_available():  # dropout on a GPU draws from the GPU's generators
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         atomic_save(state, self.path)
@@ -640,14 +642,23 @@ class Resume:
                 raise UserError(f"--resume: {flag} is {self.config.get(key)!r} here but {value!r} in the "
                                 f"interrupted run; resume with the same flags")
         self.seconds_before = float(state.get("seconds", 0.0))
-        if self.log.path and os.path.exists(self.log.path):
-            with open(self.log.path, "rb") as f:
-                text = f.read()
-            keep, later = text[:state["metrics_bytes"]], text[state["metrics_bytes"]:].decode().splitlines(True)
-            others = [line for line in later if line.strip() and json.loads(line).get("stage") != self.log.stage]
-            with open(self.log.path, "wb") as f:
-                f.write(keep + "".join(others).encode())
+        own, others = self._own_lines()
+        keep = state.get("metrics_lines", len(own))  # the lines this stage had logged by the save
+        if len(own) > keep:
+            with open(self.log.path + ".tmp", "w") as f:
+                f.writelines(others + own[:keep])
+            os.replace(self.log.path + ".tmp", self.log.path)
         return state
+
+    def _own_lines(self):
+        """metrics.jsonl's lines -> (this stage's, the other stages'). Counted in lines, not bytes:
+        another stage run in between may have rewritten the file (MetricsLog)."""
+        if not (self.log.path and os.path.exists(self.log.path)):
+            return [], []
+        with open(self.log.path) as f:
+            lines = [line for line in f if line.strip()]
+        own = [line for line in lines if json.loads(line).get("stage") == self.log.stage]
+        return own, [line for line in lines if json.loads(line).get("stage") != self.log.stage]
 
     def restore_rng(self, state):
         """Put back the random generators as they were at the save. Call it last, just before the
@@ -677,8 +688,14 @@ def load_hf_gpt2(hf_dir):
     cfg_path = os.path.join(hf_dir, "config.json")
     if not os.path.isfile(cfg_path):
         raise UserError(f"{hf_dir}: not a GPT-2 directory (no config.json)")
-    with open(cfg_path) as f:
-        hf = json.load(f)
+    try:
+        with open(cfg_path) as f:
+            hf = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{cfg_path}: not valid JSON ({e})")
+    missing = [k for k in ("vocab_size", "n_layer", "n_head", "n_embd") if not isinstance(hf.get(k), int)]
+    if missing:
+        raise UserError(f"{cfg_path}: not a GPT-2 config (no integer {', '.join(missing)})")
     config = GPTConfig(block_size=hf.get("n_positions", 1024), vocab_size=hf["vocab_size"],
                        n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=0.0)
     st, pt = os.path.join(hf_dir, "model.safetensors"), os.path.join(hf_dir, "pytorch_model.bin")

@@ -228,6 +228,12 @@ def test_temperature_and_top_k_top_p_restrict_sampling():
     assert set(out.tokens[:, -1].tolist()) <= top2
     out = model.generate(idx, 1, temperature=1.0, top_p=1e-6, generator=g)  # only the argmax survives
     assert set(out.tokens[:, -1].tolist()) == {int(logits.argmax())}
+    # nucleus: the smallest set whose mass reaches top_p; .5 is reached by the first token alone
+    probs = torch.tensor([[0.5, 0.25, 0.25]] * 200)
+    tokens, _ = gpt.sample(probs.log(), top_p=0.5, generator=g)
+    assert set(tokens.tolist()) == {0}
+    tokens, _ = gpt.sample(probs.log(), top_p=0.75, generator=g)
+    assert set(tokens.tolist()) == {0, 1}
     # the returned log-probs are those of the restricted distribution: top-k=1 makes them 0
     out = model.generate(idx, 3, temperature=0.7, top_k=1, generator=g)
     assert torch.allclose(out.logprobs, torch.zeros_like(out.logprobs), atol=1e-6)
@@ -325,6 +331,24 @@ def test_a_stage_run_again_replaces_its_metrics_lines(tmp_path):
     assert stages() == [("reward", 0), ("sft", 0), ("sft", 1), ("sft", 2)]
 
 
+def test_resume_keeps_its_metrics_lines_when_another_stage_rewrote_the_file(tmp_path):
+    """ppo interrupted, ppo_ptx run again from the start (rewriting metrics.jsonl), then ppo
+    resumed: ppo's lines up to its save stay, those after it go, ppo_ptx's new lines stay."""
+    def stages():
+        return [(r["stage"], r["step"]) for r in map(json.loads, open(tmp_path / "metrics.jsonl"))]
+
+    cfg = GPTConfig()
+    gpt.MetricsLog(str(tmp_path), "ppo_ptx", quiet=True).log(0, kl=0.5)  # an earlier ppo_ptx run
+    log = gpt.MetricsLog(str(tmp_path), "ppo", quiet=True)
+    log.log(0, kl=0.0)
+    gpt.Resume(str(tmp_path), "ppo", cfg, log).save(step=1)
+    log.log(1, kl=0.1)                                                  # after the save: dropped on resume
+    gpt.MetricsLog(str(tmp_path), "ppo_ptx", quiet=True).log(0, kl=0.2)  # rewrites the file
+    resumed = gpt.Resume(str(tmp_path), "ppo", cfg, gpt.MetricsLog(str(tmp_path), "ppo", quiet=True, resume=True))
+    assert resumed.load("cpu")["step"] == 1
+    assert sorted(stages()) == [("ppo", 0), ("ppo_ptx", 0)]
+
+
 def test_prompt_longer_than_block_size_is_an_error():
     model = tiny_model()
     with pytest.raises(UserError, match="block_size"):
@@ -369,6 +393,13 @@ def test_gpt2_directory_with_bad_weights(tmp_path):
         GPT.from_pretrained(str(tmp_path / "b"))
     with pytest.raises(UserError, match="no config.json"):
         GPT.from_pretrained(str(tmp_path))
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "config.json").write_text('{"model_type": "gpt2", "n_layer": 2}')
+    with pytest.raises(UserError, match="not a GPT-2 config .no integer vocab_size, n_head, n_embd"):
+        GPT.from_pretrained(str(tmp_path / "c"))
+    (tmp_path / "c" / "config.json").write_text('{"n_layer": 2,')
+    with pytest.raises(UserError, match="config.json: not valid JSON"):
+        GPT.from_pretrained(str(tmp_path / "c"))
 
 
 def test_logits_equal_transformers_gpt2(tmp_path):
