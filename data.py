@@ -459,6 +459,31 @@ def make_api_prompts(world, n, rng):
 PII_RE = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+|\(?\b\d{3}\)?[-. ]\d{3}[-. ]\d{4}\b")
 
 
+def prompt_key(prompt, prefix_chars=40):
+    """The dedupe key of Appendix A: the first prefix_chars characters, case and whitespace folded."""
+    return " ".join(prompt.lower().split())[:prefix_chars]
+
+
+class KeptPrompts:
+    """The keys of kept prompts. Another prompt is a duplicate (`prompt in kept`) if its key equals
+    a kept key or one key is a prefix of the other: the "long common prefix" rule of Appendix A."""
+
+    def __init__(self, prefix_chars=40):
+        self.prefix_chars = prefix_chars
+        self.prefixes = set()  # every prefix of every kept key
+        self.short = set()     # kept keys shorter than prefix_chars (whole prompts)
+
+    def __contains__(self, prompt):
+        key = prompt_key(prompt, self.prefix_chars)
+        return key in self.prefixes or any(key[:j] in self.short for j in range(1, len(key) + 1))
+
+    def add(self, prompt):
+        key = prompt_key(prompt, self.prefix_chars)
+        self.prefixes.update(key[:j] for j in range(1, len(key) + 1))
+        if len(key) < self.prefix_chars:
+            self.short.add(key)
+
+
 def funnel(records, cap_per_user=200, prefix_chars=40, fractions=(0.8, 0.1, 0.1), seed=0):
     """Appendix A: cap prompts per user id, drop prompts sharing a long common prefix with a kept
     one, drop prompts with PII, then split by user id. Returns ({split: records}, counts)."""
@@ -469,15 +494,11 @@ def funnel(records, cap_per_user=200, prefix_chars=40, fractions=(0.8, 0.1, 0.1)
         if per_user[r["user_id"]] <= cap_per_user:
             capped.append(r)
     counts["after_cap"] = len(capped)
-    seen, short, deduped = set(), set(), []
-    for r in capped:  # two prompts are duplicates if they agree on their first prefix_chars
-        key = " ".join(r["prompt"].lower().split())[:prefix_chars]  # characters (or one is a prefix of the other)
-        if key in seen or any(key[:j] in short for j in range(1, len(key) + 1)):
-            continue
-        deduped.append(r)
-        seen.update(key[:j] for j in range(1, len(key) + 1))
-        if len(key) < prefix_chars:
-            short.add(key)
+    kept, deduped = KeptPrompts(prefix_chars), []
+    for r in capped:  # the first of a group of duplicates is kept
+        if r["prompt"] not in kept:
+            deduped.append(r)
+            kept.add(r["prompt"])
     counts["after_dedupe"] = len(deduped)
     clean = [r for r in deduped if not PII_RE.search(r["prompt"])]
     counts["after_pii"] = len(clean)
@@ -655,8 +676,13 @@ def _build_pickled(preset, seed):
     train = list(splits["train"])
     need = P["n_sft"] + P["n_rm_prompts"] + P["n_ppo_prompts"]
     counts["labeler_written"] = max(0, need - len(train))
+    held_out = KeptPrompts(P["prefix_chars"])  # a test prompt seen in training is no test
+    for r in splits["val"] + splits["test"]:
+        held_out.add(r["prompt"])
     for i in range(len(train), need):  # labeler-written prompts (Section 3.2)
         t = world.sample_task(rng)
+        while t.prompt in held_out:  # the funnel's dedupe, against held-out users only; draw again
+            t = world.sample_task(rng)
         train.append({"id": f"lw{i}", "user_id": "labeler", "category": "plain", "style": "direct",
                       "family": t.family, "prompt": t.prompt, "task": asdict(t)})
     rng.shuffle(train)
@@ -726,8 +752,10 @@ def _parse(r):
         if not isinstance(c, list) or not 2 <= len(c) <= 9:
             raise ValueError(f"a ranking needs K = 2..9 completions (the paper: 4..9), got "
                              f"{len(c) if isinstance(c, list) else type(c).__name__}")
-        if sorted(rk) != list(range(len(c))):
-            raise ValueError(f"ranking {rk} is not a permutation of 0..{len(c) - 1}")
+        # integers only: sorted([1.0, 0.0]) == [0, 1], and True == 1, but neither indexes a list
+        if (not isinstance(rk, list) or any(isinstance(x, bool) or not isinstance(x, int) for x in rk)
+                or sorted(rk) != list(range(len(c)))):
+            raise ValueError(f"ranking {rk} is not a permutation of the integers 0..{len(c) - 1}")
         return "comparison", {"prompt": r["prompt"], "completions": c, "ranking": list(rk)}
     if "chosen" in r or "rejected" in r:
         for k in ("chosen", "rejected"):
@@ -750,8 +778,12 @@ def read_jsonl(path):
     """Read any supported format. Returns (kind, records): kind "sft" with {"prompt","response"},
     or "comparison" with {"prompt","completions","ranking"}. Raises DataError("path:line: ...")."""
     kind, out = None, []
-    with open(path, encoding="utf-8") as f:
-        for ln, line in enumerate(f, 1):
+    with open(path, "rb") as f:  # bytes, decoded line by line, so a bad byte gets its line number
+        for ln, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{path}:{ln}: not UTF-8") from None
             if not line.strip():
                 continue
             try:

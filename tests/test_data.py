@@ -255,6 +255,27 @@ def test_reader_conversions_and_generic_errors(tmp_path):
             read_jsonl(path)
 
 
+def test_reader_names_the_line_that_is_not_utf8(tmp_path):
+    good = json.dumps({"prompt": "café 🦊", "response": "naïve"}, ensure_ascii=False).encode("utf-8")
+    for name, second in [("bom", b"\xff\xfe"), ("latin1", '{"prompt": "café", "response": "ok"}'.encode("latin-1"))]:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_bytes(good + b"\n" + second + b"\n")
+        with pytest.raises(DataError, match=f"^{path}:2: not UTF-8$"):
+            read_jsonl(str(path))
+    path = tmp_path / "crlf.jsonl"  # UTF-8 text and Windows line endings still read
+    path.write_bytes(good + b"\r\n\r\n" + good + b"\r\n")
+    assert read_jsonl(str(path)) == ("sft", [{"prompt": "café 🦊", "response": "naïve"}] * 2)
+
+
+def test_reader_rejects_rankings_that_are_not_integers(tmp_path):
+    """sorted([1.0, 0.0]) == [0, 1] and True == 1, but neither can index the completions."""
+    for name, ranking in [("float", [1.0, 0.0]), ("bool", [True, False]), ("string", "01"), ("int", 1)]:
+        path = write(tmp_path / f"{name}.jsonl", [FORMATS["ranked"][0], {"prompt": "x", "completions": ["a", "b"],
+                                                                          "ranking": ranking}])
+        with pytest.raises(DataError, match=f"^{path}:2: ranking .* is not a permutation of the integers 0..1$"):
+            read_jsonl(path)
+
+
 def test_build_writes_jsonl_that_reads_back(tmp_path):
     d = data.build("smoke", seed=0, out_dir=str(tmp_path))
     for name in ("corpus", "prompts_raw", "prompts_train", "prompts_test", "demonstrations", "comparisons", "funnel"):
@@ -265,6 +286,23 @@ def test_build_writes_jsonl_that_reads_back(tmp_path):
     assert kind == "comparison" and len(cmp) > 0 and all(2 <= len(c["completions"]) <= 9 for c in cmp)
     assert not {r["user_id"] for r in d["test"]} & {r["user_id"] for r in d["splits"]["train"]}
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporaries
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu"])
+def test_no_val_or_test_prompt_reappears_in_training(preset):
+    """The labeler-written prompts that top up the training set pass the funnel's dedupe against the
+    held-out users' prompts: no SFT, RM or PPO prompt has the key of a val or test prompt, nor is
+    one key a prefix of the other (the rule written out again here, independently of data.py)."""
+    d = data.build(preset, seed=0)
+    assert d["funnel"]["labeler_written"] > 0  # the top-up happens, so this tests it
+    n = data.PRESETS[preset]["prefix_chars"]
+    key = lambda p: " ".join(p.lower().split())[:n]
+    held = {key(r["prompt"]) for r in d["val"] + d["test"]}
+    held_prefixes = {h[:j] for h in held for j in range(1, len(h) + 1)}
+    for split in ("sft", "rm", "ppo"):
+        for r in d[split]:
+            k = key(r["prompt"])
+            assert k not in held_prefixes and not any(k[:j] in held for j in range(1, len(k) + 1)), (split, r["prompt"])
 
 
 # ---- batching
