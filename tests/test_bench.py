@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -34,3 +36,11 @@ def test_bench_skip_leaves_paths_out():
     assert paths == ["kv-cache"]
     r = subprocess.run(args + ["--skip", "kv-cache"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice: 'kv-cache'" in r.stderr  # the base of the ratios stays
+
+
+@pytest.mark.parametrize("flag, message", [(["--n-head", "3"], "--n-embd 256 must be a multiple of --n-head 3"),
+                                           (["--vocab-size", "-5"], "--vocab-size must be positive, got -5"),
+                                           (["--n-layer", "0"], "--n-layer must be positive, got 0")])
+def test_bench_bad_shape_is_one_line(flag, message):
+    r = subprocess.run([sys.executable, "bench.py", *flag], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {message}"
