@@ -70,7 +70,8 @@ class Config:
     minibatch_size: int = arg(16, "episodes per PPO minibatch")
     ppo_epochs: int = arg(4, "passes over each rollout batch (the clip only acts after the first minibatch)")
     max_new_tokens: int = arg(48, "longest response")
-    temperature: float = arg(1.0, "rollout sampling temperature")
+    temperature: float = arg(1.0, "rollout sampling temperature (the ratios and the KL use the policy at 1: "
+                                  "other values make the rollouts off-policy)")
     cuda_graph: bool = arg(False, "CUDA: replay each rollout decode step as a CUDA graph (gpt.DecodeStep)")
     compile_decode: bool = arg(False, "run each rollout decode step compiled by torch.compile (compiling takes "
                                       "seconds to minutes, once per process)")
@@ -199,7 +200,8 @@ class AdaptiveKL:
 def rollout(policy, ref, value_model, rm, tok, prompts, cfg, reward_bias, generator, autocast=contextlib.nullcontext):
     """Generate answers to `prompts` and score them. Returns a dict of (B, ...) tensors:
     tokens, attention_mask, response_mask, logprobs, ref_logprobs, values (zeros without a
-    value model), scores, and the prompt length T (responses are tokens[:, T:]); and the seconds
+    value model), scores (the reward: the RM's score minus the bias, or the no-EOS penalty),
+    rm_scores (the RM's alone), and the prompt length T (responses are tokens[:, T:]); and the seconds
     spent generating and scoring. `autocast` must be the update's (bf16 on CUDA), so that the old
     log-probs come from the same arithmetic as the new ones and the first ratio is 1."""
     device = next(policy.parameters()).device
@@ -227,12 +229,13 @@ def rollout(policy, ref, value_model, rm, tok, prompts, cfg, reward_bias, genera
             values = value_model(out.tokens, full_mask)[:, T - 1:-1].float() * response_mask  # V(prompt + y_<t)
         scores = reward_scores(rm, out.tokens, full_mask) - reward_bias
     ended = (out.tokens[:, T:] == tok.eos_id).any(1)
+    rm_scores = scores                                               # what the log calls the RM score
     if cfg.no_eos_penalty:
         scores = torch.where(ended, scores, torch.full_like(scores, cfg.no_eos_penalty))
     if device.type == "cuda":
         torch.cuda.synchronize()
     return dict(tokens=out.tokens, attention_mask=full_mask, response_mask=response_mask, logprobs=logprobs,
-                ref_logprobs=ref_logprobs, values=values, scores=scores, ended=ended, T=T,
+                ref_logprobs=ref_logprobs, values=values, scores=scores, rm_scores=rm_scores, ended=ended, T=T,
                 t_gen=t_gen, t_score=time.time() - t0 - t_gen)
 
 
@@ -252,15 +255,25 @@ def evaluate(policy, ref, rm, tok, records, cfg, reward_bias, generator, autocas
     answers = decode_responses(tok, batch)
     gold = [data.gold_score(r["task"], a)["total"] for r, a in zip(records, answers)]
     kl = ((batch["logprobs"] - batch["ref_logprobs"]) * batch["response_mask"]).sum(1)
-    return dict(eval_rm_score=batch["scores"].mean().item(), eval_gold=sum(gold) / len(gold),
+    return dict(eval_rm_score=batch["rm_scores"].mean().item(), eval_gold=sum(gold) / len(gold),
                 eval_kl=kl.mean().item()), answers
 
 
 # -----------------------------------------------------------------------------
 
+def load_value_model(reward_path, reward_bias, device):
+    """The value model, "initialized from the RM" (Section 3.5) as PPO uses the RM: its score minus
+    the bias, so that at the start V(s) is on the scale of the returns it learns to predict."""
+    value_model, _, _, _ = load_reward_model(reward_path, device)
+    with torch.no_grad():
+        value_model.head.bias -= reward_bias
+    return value_model
+
+
 def validate(cfg):
     check_positive(cfg, ("iterations", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "lr",
-                 "value_lr", "eval_every", "n_eval"))
+                 "value_lr", "eval_every", "n_eval", "temperature", "clip_coef", "vf_clip", "grad_clip",
+                 "ptx_batch_size", "target_kl"))
     if cfg.kl_coef < 0 or cfg.ptx_coef < 0:
         raise UserError("--kl-coef and --ptx-coef must not be negative")
     ensure_out_dir(cfg.out_dir)
@@ -285,12 +298,20 @@ def main(cfg=None):
     if rm_tok.state() != tok.state():
         raise UserError(f"{reward_path}: its vocabulary differs from {init}'s")
     rm.eval().requires_grad_(False)
-    value_model, _, _, _ = load_reward_model(reward_path, device)   # "initialized from the RM"
+    value_model = load_value_model(reward_path, reward_bias, device)
     for m in (policy, ref, value_model.gpt):  # no dropout in RL: the ratio must be 1 before any update
         m.set_dropout(0.0)
+    if cfg.max_new_tokens >= policy.config.block_size:
+        raise UserError(f"--max-new-tokens {cfg.max_new_tokens} leaves no room for a prompt in the model's "
+                        f"block_size {policy.config.block_size}")
     world = data.build(cfg.preset, cfg.seed)
     prompts = world["ppo"]
     eval_records = world["val"][:cfg.n_eval]
+    room = policy.config.block_size - cfg.max_new_tokens
+    cut = sum(len(tok.chat_prompt(r["prompt"])) > room for r in prompts)
+    if cut:  # rollout keeps the last `room` tokens of a longer prompt, as sft.py's samples do
+        print(f"{cfg.name}: {cut} of {len(prompts)} prompts are longer than {room} tokens (block_size - "
+              f"--max-new-tokens) and lose their left end")
     train_ids, _ = corpus_split(tok, world["corpus"], policy.config.block_size)  # PPO-ptx's D_pretrain
     print(f"{cfg.name}: {len(prompts)} prompts, {cfg.iterations} iterations of {cfg.batch_size} episodes, "
           f"beta {cfg.kl_coef}, ptx {cfg.ptx_coef}; reward bias {reward_bias:+.3f}, scale {reward_scale:.3f}")
@@ -349,7 +370,7 @@ def main(cfg=None):
                 loss = pg_loss
                 if cfg.ptx_coef > 0:  # PPO-ptx: gamma * the pretraining LM loss, in every update
                     x, y = pretrain_batch(train_ids, cfg.ptx_batch_size, policy.config.block_size,
-                                          it * 1000 + epoch * 100 + start, cfg.seed)
+                                          (it * cfg.ppo_epochs + epoch) * B + start, cfg.seed)  # one per minibatch
                     with autocast():
                         ptx_loss = policy(x.to(device), y.to(device))[1]
                     loss = loss + cfg.ptx_coef * ptx_loss
@@ -377,7 +398,7 @@ def main(cfg=None):
         per_minibatch = torch.stack([torch.stack([s[k] for k in keys]) for s in stats]).tolist()  # read in one go
         mean = {k: sum(row[j] for row in per_minibatch) / len(stats) for j, k in enumerate(keys)}
         total_t = b["t_gen"] + b["t_score"] + t_train
-        log.log(it + 1, rm_score=b["scores"].mean().item(), gold=sum(gold) / len(gold), kl=seq_kl,
+        log.log(it + 1, rm_score=b["rm_scores"].mean().item(), gold=sum(gold) / len(gold), kl=seq_kl,
                 kl_coef=kl_ctl.value, **mean, explained_var=explained_variance(b["values"], returns, b["response_mask"]),
                 resp_len=b["response_mask"].sum(1).mean().item(), ended=b["ended"].float().mean().item(),
                 gen_frac=round(b["t_gen"] / total_t, 3), score_frac=round(b["t_score"] / total_t, 3),
@@ -388,10 +409,14 @@ def main(cfg=None):
     def resumable():
         return dict(policy=policy.state_dict(), value=value_model.state_dict(), opt_policy=opt_policy.state_dict(),
                     opt_value=opt_value.state_dict(), kl_coef=kl_ctl.value, rng=rng.getstate(),
-                    generator=generator.get_state(), it=it, first_eval=first_eval)
+                    generator=generator.get_state(), generator_device=device.type, it=it, first_eval=first_eval)
 
     if cfg.resume:
         state = resume.load(device)
+        was = state.get("generator_device", device.type)
+        if was != device.type:  # the sampling generator's state belongs to one kind of device
+            raise UserError(f"--resume: {cfg.name} was interrupted on {was} and this run is on {device.type}; "
+                            f"resume it with --device {was}")
         policy.load_state_dict(state["policy"])
         value_model.load_state_dict(state["value"])
         opt_policy.load_state_dict(state["opt_policy"])

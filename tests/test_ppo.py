@@ -8,10 +8,10 @@ import torch
 
 import data
 import ppo
-from conftest import copy_run, interrupt_on_call, same_run
+from conftest import RM_BIAS, copy_run, interrupt_on_call, same_run
 from gpt import GPT, GPTConfig, UserError, token_logprobs
 from ppo import gae, kl_shaped_rewards, masked_whiten, ppo_losses
-from reward import ScalarModel
+from reward import ScalarModel, load_reward_model, reward_scores
 
 
 def test_gae_hand_computed():
@@ -137,6 +137,35 @@ def test_ratio_is_one_on_the_first_minibatch(setup_models):
     assert abs(stats["ratio"] - 1) < 1e-5 and stats["clipfrac"] == 0 and abs(stats["approx_kl"]) < 1e-6
     # the policy starts as the reference: zero KL, so the shaped reward is the score alone
     assert torch.allclose(b["logprobs"], b["ref_logprobs"], atol=1e-5)
+
+
+def test_value_model_starts_as_the_reward_minus_the_bias(run_dir):
+    """Initialized from the RM as PPO uses it: at an answer's last token V equals the reward."""
+    path = os.path.join(run_dir, "reward.pt")
+    rm, _, bias, _ = load_reward_model(path)
+    value = ppo.load_value_model(path, bias, "cpu")
+    tokens, mask = torch.randint(0, 50, (3, 10)), torch.ones(3, 10, dtype=torch.long)
+    assert bias == RM_BIAS
+    assert torch.allclose(value(tokens, mask)[:, -1], reward_scores(rm, tokens, mask) - RM_BIAS, atol=1e-6)
+
+
+def test_the_logged_rm_score_is_the_rm_s_not_the_no_eos_penalty(setup_models):
+    tok, policy, ref, value, rm = setup_models
+    cfg = ppo.Config(max_new_tokens=4, no_eos_penalty=-7.0)  # 4 tokens: most answers do not end
+    b = ppo.rollout(policy, ref, value, rm, tok, ["What is 2 + 3?"] * 8, cfg, 0.0, torch.Generator().manual_seed(0))
+    assert not b["ended"].all()
+    assert torch.all(b["scores"][~b["ended"]] == -7.0) and torch.all(b["rm_scores"][~b["ended"]] != -7.0)
+    assert torch.equal(b["scores"][b["ended"]], b["rm_scores"][b["ended"]])
+
+
+@pytest.mark.parametrize("flags, message", [(dict(temperature=0.0), "--temperature must be positive"),
+                                            (dict(grad_clip=-1.0), "--grad-clip must be positive"),
+                                            (dict(ptx_batch_size=0), "--ptx-batch-size must be positive"),
+                                            (dict(max_new_tokens=64), "--max-new-tokens 64 leaves no room")])
+def test_bad_ppo_flags_are_one_line(run_dir, tmp_path, flags, message):
+    out = copy_run(run_dir, tmp_path / "bad", "sft.pt", "reward.pt")
+    with pytest.raises(UserError, match=message):
+        ppo.main(ppo.Config(out_dir=out, preset="smoke", iterations=1, quiet=True, device="cpu", **flags))
 
 
 def test_a_non_finite_loss_stops_ppo_naming_the_iteration(run_dir, tmp_path, monkeypatch):
