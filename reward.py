@@ -45,7 +45,7 @@ import data
 from gpt import (MetricsLog, Resume, UserError, arg, check_positive, configure_optimizer, cosine_lr,
     ensure_out_dir, load_checkpoint, padded_positions, parse_config, run_cli, save_checkpoint, setup,
     stop_on_signal)
-from sft import load_start, respond
+from sft import load_language_model, load_start, respond
 
 
 @dataclass
@@ -252,11 +252,19 @@ def comparisons(cfg, gpt, tok, comps, device):
     if comps is not None:
         random.Random(cfg.seed).shuffle(comps)
         n_val = max(1, len(comps) // 20)
+        if len(comps) <= n_val:
+            raise UserError(f"--data {cfg.data}: too few records ({len(comps)}) to split into "
+                            f"training and validation")
         return comps[n_val:], comps[:n_val], [], {}
+    policy = gpt
+    if cfg.policy:  # its samples are decoded with --init's tokenizer: the vocabularies must agree
+        policy, policy_tok, _ = load_language_model(cfg.policy, device)
+        if policy_tok.state() != tok.state():
+            raise UserError(f"--policy {cfg.policy}: its vocabulary differs from --init's "
+                            f"({cfg.init or os.path.join(cfg.out_dir, 'sft.pt')})")
     rng = random.Random(cfg.seed + 2)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 2)
     world = data.build(cfg.preset, cfg.seed)
-    policy = load_checkpoint(cfg.policy, device)[0] if cfg.policy else gpt
     train_labelers = [l for l in world["labelers"] if not l.heldout]
     heldout_labelers = [l for l in world["labelers"] if l.heldout]
     t0 = time.time()

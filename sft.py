@@ -245,6 +245,9 @@ def main(cfg=None):
             random.Random(cfg.seed).shuffle(records)
             n_val = max(1, len(records) // 20)
             train_recs, val_recs = records[n_val:], records[:n_val]
+            if not train_recs:
+                raise UserError(f"--data {cfg.data}: too few records ({len(records)}) to split into "
+                                f"training and validation")
         else:
             world = data.build(cfg.preset, cfg.seed)
             train_recs = world["sft"]

@@ -18,8 +18,9 @@ beside the labelers' agreement; the prompt funnel's counts.
     python train_all.py                                        # gpu preset on CUDA, else cpu
 
 Writes OUT_DIR/summary.json, report.md and PNG plots beside the checkpoints. A stage whose
-checkpoint exists is skipped (so a run can be continued), unless --force; a stage interrupted with
-Ctrl-C (it leaves <stage>.resume.pt) continues where it stopped.
+checkpoint exists is skipped (so a run can be continued), unless --force; a checkpoint made with
+another --preset or --seed is an error. A stage interrupted with Ctrl-C (it leaves <stage>.resume.pt)
+continues where it stopped.
 
 Where the evaluation departs from the paper: answers are sampled at temperature 1 as in the
 paper, and also greedy (the *_greedy keys); the labelers are simulated, and the gold rubric is
@@ -230,12 +231,26 @@ def write_report(out_dir, summary, test, answers):
 
 # -----------------------------------------------------------------------------
 
+def check_same_run(path, ckpt, preset, seed):
+    """A finished stage is reused only if its checkpoint was made with this run's preset and seed:
+    else seed-0 models would be evaluated on seed-1 data. `ckpt` is load_checkpoint(path)[1]."""
+    made = ckpt.get("config", {})
+    for field, value in (("preset", preset), ("seed", seed)):
+        if field in made and made[field] != value:
+            raise UserError(f"{path} was made with --{field} {made[field]}, this run has --{field} {value}; "
+                            f"pass --force to re-run every stage, or choose another --out-dir")
+
+
 def main(cfg=None):
     cfg = cfg or parse_config(Config, description=__doc__)
     if not cfg.preset:
         cfg.preset = "gpu" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
     if cfg.preset not in PRESETS:
         raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {cfg.preset}")
+    if cfg.n_test == 0 or cfg.n_test < -1:  # -1 (the default) stands for the preset's value
+        raise UserError(f"--n-test must be positive (or -1 for the preset's), got {cfg.n_test}")
+    if cfg.ptx_coef != -1 and not (math.isfinite(cfg.ptx_coef) and cfg.ptx_coef >= 0):
+        raise UserError(f"--ptx-coef must be 0 or more (or -1 for the preset's), got {cfg.ptx_coef}")
     cfg = replace(cfg, **{k: v for k, v in PRESETS[cfg.preset].items() if getattr(cfg, k) < 0})
     cfg.out_dir = cfg.out_dir or os.path.join("out", cfg.preset)
     if cfg.rounds < 1:
@@ -249,11 +264,14 @@ def main(cfg=None):
 
     def stage(name, ckpt, script, config):
         """Run `script.main(config)` unless its checkpoint exists (then reuse the seconds it
-        recorded); continue it with --resume where an interrupted run left <name>.resume.pt."""
+        recorded, after checking its preset and seed); continue it with --resume where an
+        interrupted run left <name>.resume.pt."""
         path = os.path.join(out, ckpt)
         if os.path.exists(path) and not cfg.force:
+            saved = load_checkpoint(path)[1]
+            check_same_run(path, saved, cfg.preset, cfg.seed)
             print(f"== {name}: {path} exists, skipped (--force re-runs it)")
-            metrics = load_checkpoint(path)[1].get("metrics", {})
+            metrics = saved.get("metrics", {})
             seconds[name] = metrics.get("seconds", 0.0)
             earlier[0] += seconds[name]
             return metrics

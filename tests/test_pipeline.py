@@ -135,3 +135,69 @@ def test_bad_input_is_one_line_naming_what_is_wrong(smoke, tmp_path):
 def test_every_script_explains_itself(script):
     r = run(script, "--help")
     assert r.returncode == 0 and r.stdout.startswith("usage:") and "--" in r.stdout, r.stderr[-1000:]
+
+
+# -----------------------------------------------------------------------------
+# train_all.py's own checks, without running a pipeline: every stage's main is replaced by one
+# that fails, so a check that comes too late shows up as a stage that ran
+
+def no_stage_may_run(monkeypatch):
+    import ppo
+    import reward
+    import sft
+
+    def ran(cfg):
+        raise AssertionError(f"a stage ran: {cfg}")
+    for module in (sft, reward, ppo):
+        monkeypatch.setattr(module, "main", ran)
+
+
+def fake_checkpoint(path, **config):
+    import torch
+    from gpt import GPT, GPTConfig, save_checkpoint
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=64, n_layer=1, n_head=2, n_embd=16))
+    save_checkpoint(str(path), model, stage="pretrain", config=config, metrics={"seconds": 1.0})
+
+
+@pytest.mark.parametrize("flags, flag", [(dict(n_test=0), "--n-test"), (dict(n_test=-5), "--n-test"),
+                                         (dict(ptx_coef=-0.5), "--ptx-coef"),
+                                         (dict(ptx_coef=float("nan")), "--ptx-coef")])
+def test_train_all_rejects_bad_counts_before_any_training(tmp_path, monkeypatch, flags, flag):
+    import train_all
+    from gpt import UserError
+    no_stage_may_run(monkeypatch)
+    with pytest.raises(UserError, match=flag):
+        train_all.main(train_all.Config(preset="smoke", out_dir=str(tmp_path), device="cpu", **flags))
+
+
+def test_train_all_reuses_a_checkpoint_only_from_the_same_preset_and_seed(tmp_path, monkeypatch, capsys):
+    import train_all
+    from gpt import UserError
+    no_stage_may_run(monkeypatch)
+    fake_checkpoint(tmp_path / "pretrain.pt", preset="smoke", seed=0)
+    with pytest.raises(UserError) as e:
+        train_all.main(train_all.Config(preset="smoke", seed=1, out_dir=str(tmp_path), device="cpu"))
+    msg = str(e.value)
+    assert "pretrain.pt" in msg and "--seed 0" in msg and "--seed 1" in msg and "--force" in msg, msg
+    fake_checkpoint(tmp_path / "pretrain.pt", preset="cpu", seed=0)
+    with pytest.raises(UserError, match="--preset cpu, this run has --preset smoke"):
+        train_all.main(train_all.Config(preset="smoke", seed=0, out_dir=str(tmp_path), device="cpu"))
+    # the same preset and seed: pretrain is skipped, and the next stage (sft) is the first to run
+    fake_checkpoint(tmp_path / "pretrain.pt", preset="smoke", seed=0)
+    with pytest.raises(AssertionError, match="a stage ran"):
+        train_all.main(train_all.Config(preset="smoke", seed=0, out_dir=str(tmp_path), device="cpu"))
+    assert "pretrain.pt exists, skipped" in capsys.readouterr().out
+
+
+def test_sft_on_a_file_too_small_to_split_is_an_error(run_dir, tmp_path):
+    """One demonstration: the 95/5 split puts it in validation and nothing is left to train on."""
+    import sft
+    from gpt import UserError
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps({"prompt": "What is 2 + 3?", "response": "5"}) + "\n")
+    cfg = sft.Config(**sft.PRESETS["smoke"], stage="sft", init=str(run_dir / "sft.pt"), data=str(one),
+                     out_dir=str(tmp_path / "o"), device="cpu", quiet=True)
+    with pytest.raises(UserError, match=r"one.jsonl: too few records \(1\)"):
+        sft.main(cfg)
+    assert not os.path.exists(tmp_path / "o" / "sft.pt")

@@ -11,7 +11,7 @@ import torch
 import data
 import reward
 from conftest import copy_run, interrupt_on_call, same_run
-from gpt import GPT, GPTConfig, load_checkpoint
+from gpt import GPT, GPTConfig, UserError, load_checkpoint, save_checkpoint
 from reward import ScalarModel, comparison_batch, encode_comparisons, last_index, ranking_loss, reward_scores
 
 
@@ -144,3 +144,28 @@ def test_interrupted_reward_model_resumes_to_the_same_weights(run_dir, tmp_path,
     before = load_checkpoint(os.path.join(full, "reward.pt"))[1]["metrics"]
     assert m["heldout_accuracy"] == before["heldout_accuracy"] and m["reward_bias"] == before["reward_bias"]
     same_run(full, part, "reward.pt", "reward")
+
+
+def test_a_policy_with_another_vocabulary_is_an_error(run_dir, tmp_path):
+    """--policy's samples are decoded with --init's tokenizer: another vocabulary is a one-line
+    error naming the file, not a KeyError while decoding."""
+    other = data.train_tokenizer("\n".join(data.make_world(1).corpus(200, random.Random(1))), 400)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=64, vocab_size=other.vocab_size, n_layer=1, n_head=2, n_embd=32))
+    save_checkpoint(str(tmp_path / "other.pt"), model, stage="ppo", tokenizer=other.state())
+    out = copy_run(run_dir, tmp_path / "run", "sft.pt")
+    cfg = reward.Config(preset="smoke", out_dir=out, policy=str(tmp_path / "other.pt"), max_new_tokens=8,
+                        quiet=True, device="cpu")
+    with pytest.raises(UserError, match="other.pt: its vocabulary differs"):
+        reward.main(cfg)
+
+
+def test_a_file_too_small_to_split_is_an_error(run_dir, tmp_path):
+    """One ranked prompt: the 95/5 split puts it in the held-out set; the error says so, not that
+    no prompt gave two distinct responses."""
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"prompt": "What is 2 + 3?", "completions": ["5", "6", "7"], "ranking": [0, 1, 2]}\n')
+    cfg = reward.Config(preset="smoke", out_dir=str(tmp_path / "o"), init=str(run_dir / "sft.pt"), data=str(one),
+                        quiet=True, device="cpu")
+    with pytest.raises(UserError, match=r"one.jsonl: too few records \(1\)"):
+        reward.main(cfg)
