@@ -328,8 +328,15 @@ def read_prompts(path=None, preset="cpu", seed=0):
         return data.build(preset, seed)["rm"]
     if not os.path.isfile(path):
         raise UserError(f"--prompts {path}: no such file")
-    with open(path, encoding="utf-8") as f:
-        prompts = [line.strip() for line in f if line.strip()]
+    prompts = []
+    with open(path, "rb") as f:
+        for ln, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise UserError(f"{path}:{ln}: not UTF-8") from None
+            if line:
+                prompts.append(line)
     if not prompts:
         raise UserError(f"--prompts {path}: no prompts in the file")
     return prompts

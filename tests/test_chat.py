@@ -115,8 +115,10 @@ def test_corrupt_checkpoint_is_one_line_exit_2(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "corrupt.pt" in lines[0]
 
 
-@pytest.mark.parametrize("case", ["missing", "reward_as_chat", "sft_as_reward", "no_checkpoint", "bad_flag", "bad_k"])
+@pytest.mark.parametrize("case", ["missing", "reward_as_chat", "sft_as_reward", "no_checkpoint", "bad_flag", "bad_k",
+                                  "prompts_not_utf8"])
 def test_bad_input_is_one_line_exit_2(run_dir, tmp_path, capsys, case):
+    (tmp_path / "latin1.txt").write_bytes("What is 2 + 3?\nCaf\xe9 or tea?\n".encode("latin-1"))
     args, name = {
         "missing": ([tmp_path / "missing.pt", "--prompt", "hi"], "missing.pt"),
         "reward_as_chat": ([run_dir / "reward.pt", "--prompt", "hi"], "reward.pt"),
@@ -124,6 +126,8 @@ def test_bad_input_is_one_line_exit_2(run_dir, tmp_path, capsys, case):
         "no_checkpoint": (["--prompt", "hi"], "checkpoint"),
         "bad_flag": ([run_dir / "sft.pt", "--top-p", "1.5", "--prompt", "hi"], "--top-p"),
         "bad_k": (["--label", "--policy", run_dir / "sft.pt", "--k", "12"], "--k 12"),
+        "prompts_not_utf8": (["--label", "--policy", run_dir / "sft.pt", "--prompts", tmp_path / "latin1.txt"],
+                             "latin1.txt:2: not UTF-8"),
     }[case]
     code, _, err = run_main(capsys, *args)
     assert code == 2
