@@ -167,20 +167,33 @@ def gpt2_tokenizer(hf_dir):
         if not os.path.isfile(p):
             raise DataError(f"{p}:0: missing; gpt2_tokenizer needs a local Hugging Face GPT-2 "
                             "directory with vocab.json and merges.txt (nothing is downloaded)")
-    with open(vocab_path, encoding="utf-8") as f:
-        vocab = json.load(f)
+    try:
+        with open(vocab_path, encoding="utf-8") as f:
+            vocab = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{vocab_path}:0: not a JSON object of token -> id ({e})") from None
+    if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
+        raise DataError(f"{vocab_path}:0: not a JSON object of token -> id")
     byte_of = {c: b for b, c in bytes_to_unicode().items()}
     eos = vocab.pop(SPECIALS["eos"], None)
+    strange = next((tok for tok in vocab if any(c not in byte_of for c in tok)), None)
+    if strange is not None:  # GPT-2's vocabulary spells every byte with one of 256 characters
+        raise DataError(f"{vocab_path}:0: token {strange!r} is not in GPT-2's byte-level alphabet")
     ranks = {bytes(byte_of[c] for c in tok): i for tok, i in vocab.items()}
     tokens = [t for t, _ in sorted(ranks.items(), key=lambda kv: kv[1])]
     if [ranks[t] for t in tokens] != list(range(len(tokens))):
         raise DataError(f"{vocab_path}:0: token ids are not 0..{len(tokens) - 1}")
-    with open(merges_path, encoding="utf-8") as f:  # check the merges agree with the vocabulary
-        for ln, line in enumerate(f, 1):
+    with open(merges_path, "rb") as f:  # check the merges agree with the vocabulary
+        for ln, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{merges_path}:{ln}: not UTF-8") from None
             parts = line.split()
             if line.startswith("#version") or len(parts) != 2:
                 continue
-            if bytes(byte_of[c] for c in parts[0] + parts[1]) not in ranks:
+            merged = parts[0] + parts[1]
+            if any(c not in byte_of for c in merged) or bytes(byte_of[c] for c in merged) not in ranks:
                 raise DataError(f"{merges_path}:{ln}: merge result not in vocab.json")
     specials = _with_specials(len(tokens))
     if eos is not None:

@@ -19,8 +19,8 @@ beside the labelers' agreement; the prompt funnel's counts.
 
 Writes OUT_DIR/summary.json, report.md and PNG plots beside the checkpoints. A stage whose
 checkpoint exists is skipped (so a run can be continued), unless --force; a checkpoint made with
-another --preset or --seed is an error. A stage interrupted with Ctrl-C (it leaves <stage>.resume.pt)
-continues where it stopped.
+another --preset, --seed or --ptx-coef is an error. A stage interrupted with Ctrl-C (it leaves
+<stage>.resume.pt) continues where it stopped.
 
 Where the evaluation departs from the paper: answers are sampled at temperature 1 as in the
 paper, and also greedy (the *_greedy keys); the labelers are simulated, and the gold rubric is
@@ -231,13 +231,16 @@ def write_report(out_dir, summary, test, answers):
 
 # -----------------------------------------------------------------------------
 
-def check_same_run(path, ckpt, preset, seed):
-    """A finished stage is reused only if its checkpoint was made with this run's preset and seed:
-    else seed-0 models would be evaluated on seed-1 data. `ckpt` is load_checkpoint(path)[1]."""
+def check_same_run(path, ckpt, config):
+    """A finished stage is reused only if its checkpoint was made with the preset, seed and (PPO)
+    ptx coefficient this run gives it: else seed-0 models would be evaluated on seed-1 data.
+    `ckpt` is load_checkpoint(path)[1]; `config` the stage's Config in this run."""
     made = ckpt.get("config", {})
-    for field, value in (("preset", preset), ("seed", seed)):
-        if field in made and made[field] != value:
-            raise UserError(f"{path} was made with --{field} {made[field]}, this run has --{field} {value}; "
+    for field in ("preset", "seed", "ptx_coef"):
+        value = getattr(config, field, None)
+        if field in made and value is not None and made[field] != value:
+            flag = "--" + field.replace("_", "-")
+            raise UserError(f"{path} was made with {flag} {made[field]}, this run has {flag} {value}; "
                             f"pass --force to re-run every stage, or choose another --out-dir")
 
 
@@ -269,7 +272,7 @@ def main(cfg=None):
         path = os.path.join(out, ckpt)
         if os.path.exists(path) and not cfg.force:
             saved = load_checkpoint(path)[1]
-            check_same_run(path, saved, cfg.preset, cfg.seed)
+            check_same_run(path, saved, config)
             print(f"== {name}: {path} exists, skipped (--force re-runs it)")
             metrics = saved.get("metrics", {})
             seconds[name] = metrics.get("seconds", 0.0)

@@ -83,6 +83,18 @@ def test_gpt2_tokenizer_from_hf_files(tmp_path, tok):
     assert g.decode(g.encode("héllo 🦊 42")) == "héllo 🦊 42"
     with pytest.raises(DataError, match="vocab.json"):
         data.gpt2_tokenizer(str(tmp_path / "nowhere"))
+    # malformed files: one line naming the file, never a traceback
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n\u4e00 \u4e01\n")  # outside the byte alphabet
+    with pytest.raises(DataError, match=r"merges.txt:2: merge result not in vocab.json"):
+        data.gpt2_tokenizer(str(tmp_path))
+    (tmp_path / "merges.txt").write_bytes(b"#version: 0.2\n\xff\xfe\n")
+    with pytest.raises(DataError, match=r"merges.txt:2: not UTF-8"):
+        data.gpt2_tokenizer(str(tmp_path))
+    for text, message in (('{"a": 0,', "not a JSON object"), ('["a"]', "not a JSON object"),
+                          ('{"\u4e00": 0}', "not in GPT-2's byte-level alphabet")):
+        (tmp_path / "vocab.json").write_text(text)
+        with pytest.raises(DataError, match=message):
+            data.gpt2_tokenizer(str(tmp_path))
 
 
 # ---- the world and the gold check

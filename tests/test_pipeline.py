@@ -188,6 +188,12 @@ def test_train_all_reuses_a_checkpoint_only_from_the_same_preset_and_seed(tmp_pa
     with pytest.raises(AssertionError, match="a stage ran"):
         train_all.main(train_all.Config(preset="smoke", seed=0, out_dir=str(tmp_path), device="cpu"))
     assert "pretrain.pt exists, skipped" in capsys.readouterr().out
+    # PPO-ptx made with another gamma is not this run's PPO-ptx
+    for name in ("sft", "reward", "ppo"):
+        fake_checkpoint(tmp_path / f"{name}.pt", preset="smoke", seed=0, ptx_coef=0.0)
+    fake_checkpoint(tmp_path / "ppo_ptx.pt", preset="smoke", seed=0, ptx_coef=0.5)
+    with pytest.raises(UserError, match="ppo_ptx.pt was made with --ptx-coef 0.5, this run has --ptx-coef 1.0"):
+        train_all.main(train_all.Config(preset="smoke", seed=0, out_dir=str(tmp_path), device="cpu"))
 
 
 def test_sft_on_a_file_too_small_to_split_is_an_error(run_dir, tmp_path):
