@@ -328,15 +328,7 @@ def read_prompts(path=None, preset="cpu", seed=0):
         return data.build(preset, seed)["rm"]
     if not os.path.isfile(path):
         raise UserError(f"--prompts {path}: no such file")
-    prompts = []
-    with open(path, "rb") as f:
-        for ln, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                raise UserError(f"{path}:{ln}: not UTF-8") from None
-            if line:
-                prompts.append(line)
+    prompts = [line.strip() for _, line in data.utf8_lines(path) if line.strip()]
     if not prompts:
         raise UserError(f"--prompts {path}: no prompts in the file")
     return prompts

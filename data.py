@@ -158,6 +158,17 @@ def bytes_to_unicode():
     return dict(zip(bs, map(chr, cs)))
 
 
+def utf8_lines(path):
+    """(line number, line) of a text file, decoded one line at a time, so that a bad byte is
+    reported as DataError("path:line: not UTF-8") instead of a traceback."""
+    with open(path, "rb") as f:
+        for ln, raw in enumerate(f, 1):
+            try:
+                yield ln, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{path}:{ln}: not UTF-8") from None
+
+
 def gpt2_tokenizer(hf_dir):
     """GPT-2's 50257-token BPE from a local Hugging Face directory (vocab.json + merges.txt).
     EOS is GPT-2's <|endoftext|> (50256); pad, user and assistant get new ids 50257..50259, so a
@@ -183,18 +194,13 @@ def gpt2_tokenizer(hf_dir):
     tokens = [t for t, _ in sorted(ranks.items(), key=lambda kv: kv[1])]
     if [ranks[t] for t in tokens] != list(range(len(tokens))):
         raise DataError(f"{vocab_path}:0: token ids are not 0..{len(tokens) - 1}")
-    with open(merges_path, "rb") as f:  # check the merges agree with the vocabulary
-        for ln, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise DataError(f"{merges_path}:{ln}: not UTF-8") from None
-            parts = line.split()
-            if line.startswith("#version") or len(parts) != 2:
-                continue
-            merged = parts[0] + parts[1]
-            if any(c not in byte_of for c in merged) or bytes(byte_of[c] for c in merged) not in ranks:
-                raise DataError(f"{merges_path}:{ln}: merge result not in vocab.json")
+    for ln, line in utf8_lines(merges_path):  # check the merges agree with the vocabulary
+        parts = line.split()
+        if line.startswith("#version") or len(parts) != 2:
+            continue
+        merged = parts[0] + parts[1]
+        if any(c not in byte_of for c in merged) or bytes(byte_of[c] for c in merged) not in ranks:
+            raise DataError(f"{merges_path}:{ln}: merge result not in vocab.json")
     specials = _with_specials(len(tokens))
     if eos is not None:
         specials = {SPECIALS["eos"]: eos, SPECIALS["pad"]: eos + 1, SPECIALS["user"]: eos + 2,
@@ -791,29 +797,24 @@ def read_jsonl(path):
     """Read any supported format. Returns (kind, records): kind "sft" with {"prompt","response"},
     or "comparison" with {"prompt","completions","ranking"}. Raises DataError("path:line: ...")."""
     kind, out = None, []
-    with open(path, "rb") as f:  # bytes, decoded line by line, so a bad byte gets its line number
-        for ln, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise DataError(f"{path}:{ln}: not UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                k, rec = _parse(json.loads(line))
-                texts = [rec["response"]] if k == "sft" else rec["completions"]
-                if not isinstance(rec["prompt"], str) or any(not isinstance(x, str) for x in texts):
-                    raise ValueError("prompt and responses must be strings")
-                if any(not x.strip() for x in texts):
-                    raise ValueError("empty response")
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{ln}: not valid JSON ({e.msg})") from None
-            except (ValueError, TypeError, KeyError, AttributeError) as e:  # wrong types count as malformed
-                raise DataError(f"{path}:{ln}: {e}") from None
-            if kind and k != kind:
-                raise DataError(f"{path}:{ln}: a {k} record in a file of {kind} records")
-            kind = k
-            out.append(rec)
+    for ln, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            k, rec = _parse(json.loads(line))
+            texts = [rec["response"]] if k == "sft" else rec["completions"]
+            if not isinstance(rec["prompt"], str) or any(not isinstance(x, str) for x in texts):
+                raise ValueError("prompt and responses must be strings")
+            if any(not x.strip() for x in texts):
+                raise ValueError("empty response")
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{ln}: not valid JSON ({e.msg})") from None
+        except (ValueError, TypeError, KeyError, AttributeError) as e:  # wrong types count as malformed
+            raise DataError(f"{path}:{ln}: {e}") from None
+        if kind and k != kind:
+            raise DataError(f"{path}:{ln}: a {k} record in a file of {kind} records")
+        kind = k
+        out.append(rec)
     if not out:
         raise DataError(f"{path}:0: empty file")
     return kind, out
