@@ -621,7 +621,7 @@ class Resume:
         return round(self.seconds_before + time.time() - self.t_start, 1)
 
     def save(self, **state):
-        state.update(config=self.config, metrics_lines=len(self._own_lines()[0]), torch_rng=torch.get_rng_state(),
+        state.update(config=self.config, metrics_lines=len(self.log.lines()[0]), torch_rng=torch.get_rng_state(),
                      seconds=self.seconds())
         if torch.cuda.is_available():  # dropout on a GPU draws from the GPU's generators
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
@@ -642,23 +642,11 @@ class Resume:
                 raise UserError(f"--resume: {flag} is {self.config.get(key)!r} here but {value!r} in the "
                                 f"interrupted run; resume with the same flags")
         self.seconds_before = float(state.get("seconds", 0.0))
-        own, others = self._own_lines()
-        keep = state.get("metrics_lines", len(own))  # the lines this stage had logged by the save
-        if len(own) > keep:
-            with open(self.log.path + ".tmp", "w") as f:
-                f.writelines(others + own[:keep])
-            os.replace(self.log.path + ".tmp", self.log.path)
+        # the lines this stage had logged by the save; counted in lines, not bytes: another stage
+        # run in between may have rewritten the file (MetricsLog)
+        if "metrics_lines" in state:
+            self.log.keep_own_lines(state["metrics_lines"])
         return state
-
-    def _own_lines(self):
-        """metrics.jsonl's lines -> (this stage's, the other stages'). Counted in lines, not bytes:
-        another stage run in between may have rewritten the file (MetricsLog)."""
-        if not (self.log.path and os.path.exists(self.log.path)):
-            return [], []
-        with open(self.log.path) as f:
-            lines = [line for line in f if line.strip()]
-        own = [line for line in lines if json.loads(line).get("stage") == self.log.stage]
-        return own, [line for line in lines if json.loads(line).get("stage") != self.log.stage]
 
     def restore_rng(self, state):
         """Put back the random generators as they were at the save. Call it last, just before the
@@ -873,18 +861,35 @@ class MetricsLog:
         row = {"stage": self.stage, "step": step, **{k: (round(v, 6) if isinstance(v, float) else v)
                                                       for k, v in metrics.items()}}
         if self.path:
-            if self.replaces and os.path.exists(self.path):
-                with open(self.path) as f:
-                    others = [line for line in f if line.strip() and json.loads(line).get("stage") != self.stage]
-                with open(self.path + ".tmp", "w") as f:
-                    f.writelines(others)
-                os.replace(self.path + ".tmp", self.path)  # Ctrl-C cannot leave half a file
+            if self.replaces:
+                self.keep_own_lines(0)
             self.replaces = False
             with open(self.path, "a") as f:
                 f.write(json.dumps(row) + "\n")
         if not self.quiet:
             parts = [f"{self.stage} step {step}"] + [f"{k} {_fmt(v)}" for k, v in metrics.items()]
             print(" | ".join(parts), flush=True)
+
+
+    def lines(self):
+        """metrics.jsonl's lines -> (this stage's, the other stages')."""
+        if not (self.path and os.path.exists(self.path)):
+            return [], []
+        own, others = [], []
+        with open(self.path) as f:
+            for line in f:
+                if line.strip():
+                    (own if json.loads(line).get("stage") == self.stage else others).append(line)
+        return own, others
+
+    def keep_own_lines(self, n):
+        """Drop this stage's lines after its first n (the other stages' stay); written to a new file
+        that replaces the old one, so Ctrl-C cannot leave half a file."""
+        own, others = self.lines()
+        if len(own) > n:
+            with open(self.path + ".tmp", "w") as f:
+                f.writelines(others + own[:n])
+            os.replace(self.path + ".tmp", self.path)
 
 
 def _fmt(v):
