@@ -10,14 +10,15 @@
 #      kv-cache+compile+graph at batch 1 and 256 against transformers' static cache
 #   (profile, only when PARTS names it) profile_decode.py --compile: the compiled step's kernels
 # Logs go to $LOG_DIR (default out/gpu-check): tests.txt, bench.txt, compiled-tests.txt,
-# compiled.txt, profile.txt, gpu-preset.txt and gpu-run.tar.gz (the run's metrics.jsonl, plots and summary).
+# compiled.txt, profile.txt, gpu-preset.txt and gpu-run.tar.gz (the run's metrics.jsonl, plots
+# and summary).
 # Uses the python3 on the PATH (PYTHON=... to change): a GPU machine's own torch, not .venv's.
 # PARTS="tests bench preset" (the default) picks the parts and their order, each part cut off at
 # the smaller of its limit and the time left: PARTS=preset gives the pipeline all the time,
 # PARTS="tests preset compiled" tries the compiled decode step in what the pipeline leaves.
 # The preset starts over (--force) unless CONTINUE=1: then, on the same machine, a second call
-# continues a run that the first one's limit cut off (stages done are skipped, the interrupted one resumes), and
-# summary.json's seconds add up both calls.
+# continues a run that the first one's limit cut off (stages done are skipped, the interrupted
+# one resumes), and summary.json's seconds add up both calls.
 set -u
 PY=${PYTHON:-python3}
 PARTS=${PARTS:-tests bench preset}

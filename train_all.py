@@ -267,8 +267,8 @@ def main(cfg=None):
 
     def stage(name, ckpt, script, config):
         """Run `script.main(config)` unless its checkpoint exists (then reuse the seconds it
-        recorded, after checking its preset and seed); continue it with --resume where an
-        interrupted run left <name>.resume.pt."""
+        recorded, after check_same_run); continue it with --resume where an interrupted run
+        left <name>.resume.pt."""
         path = os.path.join(out, ckpt)
         if os.path.exists(path) and not cfg.force:
             saved = load_checkpoint(path)[1]
