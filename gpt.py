@@ -141,6 +141,109 @@ class Generation:
     logprobs: torch.Tensor       # (B, N) log-prob of each sampled token (0 where masked)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How `GPT.generate` picks each new token (its arguments of the same names). Frozen, so it can
+    key the CUDA graphs that record the picking (DecodeStep's whole_step)."""
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    eos_id: int | None = None
+    pad_id: int = 0
+    suppress: bool = False                  # Rollout.banned holds token ids never to sample
+    generator: torch.Generator | None = None
+
+
+class Rollout:
+    """
+    The growing batch of one `GPT.generate` call, kept on the device: prompts then responses in
+    `tokens` (B, S); `valid` (B, S), True on the slots that hold real tokens (left padding does
+    not); the sampling log-prob and the response mask of each new token; the rows that finished.
+
+    `pick` is the bookkeeping of one new token: sample it from the logits, write it down, and
+    leave it in `token` (B, 1) with its position `pos` (B, 1) and cache slot `slot` (1,), the
+    decode step's next input. Which token it is comes from counters on the device that pick
+    advances itself (`i`, `slot`, `pos`), never from the host, so the same call runs eagerly or
+    recorded in a CUDA graph together with the decode step (DecodeStep's whole_step), leaving the
+    host nothing to do between tokens.
+    """
+
+    def __init__(self, batch_size, length, vocab_size, device):
+        B, S = batch_size, length
+        self.tokens = torch.zeros(B, S, dtype=torch.long, device=device)
+        self.valid = torch.zeros(B, S, dtype=torch.bool, device=device)
+        self.logprobs = torch.zeros(B, S, device=device)                  # the first N columns used
+        self.response_mask = torch.zeros(B, S, dtype=torch.bool, device=device)
+        self.finished = torch.zeros(B, dtype=torch.bool, device=device)
+        self.banned = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+        self.i = torch.zeros(1, dtype=torch.long, device=device)          # the next new token's index
+        self.token = torch.zeros(B, 1, dtype=torch.long, device=device)   # the token just picked,
+        self.pos = torch.zeros(B, 1, dtype=torch.long, device=device)     # its position in its row
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)       # and its slot
+        self.sampling = Sampling()
+
+    def start(self, idx, attention_mask, sampling, suppress_ids=None):
+        """A new generation from prompts idx (B, T), left-padded, attention_mask (B, T) 1 on real tokens."""
+        T = idx.size(1)
+        self.tokens.fill_(sampling.pad_id)
+        self.tokens[:, :T] = idx
+        self.valid.zero_()
+        self.valid[:, :T] = attention_mask.bool()
+        for t in (self.logprobs, self.response_mask, self.finished, self.i, self.banned):
+            t.zero_()
+        if suppress_ids is not None:
+            self.banned[torch.as_tensor(suppress_ids, dtype=torch.long, device=self.banned.device)] = True
+        self.pos.copy_(self.valid.sum(1, keepdim=True) - 1)               # the last prompt token's
+        self.slot.fill_(T - 1)
+        self.sampling = sampling
+
+    def pick(self, logits):
+        """logits (B, V) for the next token -> sample it in every row, write it down (a column of
+        tokens, logprobs and response_mask, a slot of valid), advance the counters."""
+        s = self.sampling
+        if s.suppress:
+            logits = logits.masked_fill(self.banned, float("-inf"))
+        token, logprob = sample(logits, s.temperature, s.top_k, s.top_p, s.generator)  # (B,), (B,)
+        token = torch.where(self.finished, s.pad_id, token)              # a finished row emits padding
+        logprob = torch.where(self.finished, 0.0, logprob)
+        self.slot += 1
+        self.pos += 1
+        self.tokens.index_copy_(1, self.slot, token[:, None])            # index tensors: no host sync
+        self.valid.index_fill_(1, self.slot, True)
+        self.logprobs.index_copy_(1, self.i, logprob[:, None])
+        self.response_mask.index_copy_(1, self.i, ~self.finished[:, None])
+        self.token.copy_(token[:, None])
+        if s.eos_id is not None:
+            self.finished |= token == s.eos_id
+        self.i += 1
+
+    def save(self):
+        """Everything pick changes, its tensors and the state of the random generator it draws from
+        (DecodeStep.warm_up runs trial steps, then puts it all back with `restore`)."""
+        g, device = self.sampling.generator, self.tokens.device
+        if g is not None:
+            rng = g.get_state()
+        else:
+            rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+        return [t.clone() for t in self._changed()], rng
+
+    def restore(self, saved):
+        tensors, rng = saved
+        for t, s in zip(self._changed(), tensors):
+            t.copy_(s)
+        g, device = self.sampling.generator, self.tokens.device
+        if g is not None:
+            g.set_state(rng)
+        elif device.type == "cuda":
+            torch.cuda.set_rng_state(rng, device)
+        else:
+            torch.set_rng_state(rng)
+
+    def _changed(self):
+        return (self.tokens, self.valid, self.logprobs, self.response_mask, self.finished, self.i,
+                self.token, self.pos, self.slot)
+
+
 class KVCache:
     """Keys and values of every layer for a whole generation, allocated once: no reallocation
     per token, so shapes stay static (what CUDA graphs and torch.compile need). One tensor per
@@ -181,11 +284,11 @@ def compiled_decode_logits():
 
 class DecodeStep:
     """
-    One decode step of `GPT.generate`: a new token per row, token (B, 1) at position pos (B, 1),
-    its key and value written into cache slot `slot` (1,), attending over the real slots of the
-    cache -> next-token logits (B, V). The step owns the generation's buffers: the KV cache of
-    S = prompt + new tokens slots, and `valid` (B, S), True where a slot holds a real token
-    (the caller fills it in place).
+    One decode step of `GPT.generate`: the forward pass of the token each row just picked
+    (Rollout.token (B, 1) at Rollout.pos, its key and value written into cache slot Rollout.slot),
+    attending over the real slots of the cache -> next-token logits (B, V); then Rollout.pick
+    samples the next token. The step owns the generation's buffers: the KV cache of
+    S = prompt + new tokens slots and the Rollout.
 
     Attention reads the first multiple of `bucket` slots that holds every token so far, not the
     whole cache: with a 64-token prompt and 128 new tokens, 96 to 192 slots instead of always 192,
@@ -193,13 +296,17 @@ class DecodeStep:
     H100 that saved only 5% at batch 256: cuDNN's attention for one query per row costs nearly
     as much at 96 slots as at 192 (docs/gpu-notes.md).
 
-    With cuda_graph=True each such length is recorded once as a CUDA graph, the first time it is
-    needed, and replayed at every token: one launch for the whole forward pass instead of about
-    ten kernel launches per layer, the launch overhead that bounds small-batch decoding on a GPU.
-    A graph replays fixed memory addresses, so the step reads its inputs from fixed buffers
-    (copied in at each call), the mask is a view of `valid`, and the logits come back in a fixed
-    tensor that the next replay overwrites. Without a graph (CPU, tests) the same buffers are
-    used and the forward pass simply runs at each call.
+    With cuda_graph=True each such length's forward pass is recorded once as a CUDA graph, the
+    first time it is needed, and replayed at every token: one launch for the whole forward pass
+    instead of about ten kernel launches per layer, the launch overhead that bounds small-batch
+    decoding on a GPU. A graph replays fixed memory addresses, so the step reads its inputs from
+    fixed buffers (the Rollout's, which pick updates in place), the mask is a view of
+    Rollout.valid, and the logits come back in a fixed tensor that the next replay overwrites.
+    whole_step=True records pick in the same graph (sampling, the writes, the EOS check): a token
+    then costs one replay and no other launch; the sampling settings are recorded with it, so its
+    graphs are one per attended length and Sampling, and the random generator is registered with
+    each graph, which draws fresh noise from it at every replay. Without a graph (CPU, tests) the
+    same buffers are used and the same calls simply run at each step.
 
     compile=True runs the forward pass compiled by torch.compile (compiled_decode_logits), with
     or without graphs: inductor fuses each LayerNorm with the residual add before it and the
@@ -208,18 +315,18 @@ class DecodeStep:
     equal to the plain one.
     """
 
-    def __init__(self, model, batch_size, length, cuda_graph=False, bucket=DECODE_BUCKET, compile=False):
+    def __init__(self, model, batch_size, length, cuda_graph=False, bucket=DECODE_BUCKET, compile=False,
+                 whole_step=False):
         weight = model.transformer.wte.weight
         if cuda_graph and not weight.is_cuda:
             raise UserError("cuda_graph=True needs the model on a CUDA device")
-        self.model, self.bucket, self.cuda_graph = model, bucket, cuda_graph
+        if whole_step and not cuda_graph:
+            raise UserError("whole_step records the whole decode step in a CUDA graph: it needs cuda_graph=True")
+        self.model, self.bucket, self.cuda_graph, self.whole_step = model, bucket, cuda_graph, whole_step
         self.logits_fn = compiled_decode_logits() if compile else decode_logits
         self.cache = KVCache(model.config, batch_size, length, weight.device, weight.dtype)
-        self.valid = torch.zeros(batch_size, length, dtype=torch.bool, device=weight.device)
-        self.token = torch.zeros(batch_size, 1, dtype=torch.long, device=weight.device)
-        self.pos = torch.zeros(batch_size, 1, dtype=torch.long, device=weight.device)
-        self.slot = torch.zeros(1, dtype=torch.long, device=weight.device)
-        self.graphs = {}  # attended length -> (CUDA graph, the logits tensor it writes)
+        self.rollout = Rollout(batch_size, length, model.config.vocab_size, weight.device)
+        self.graphs = {}  # attended length (with whole_step: and Sampling) -> (CUDA graph, what it returns)
         # The output layer's weights with rows padded to a multiple of 64 where the vocabulary is
         # not one (GPT-2's 50257): for an odd row count cuBLAS falls back to a slow kernel, 214 us
         # of a 1.5 ms decode step at batch 256 on an H100 (profile_decode.py). A copy, so `refresh`
@@ -239,52 +346,57 @@ class DecodeStep:
 
     def attended(self, n):
         """How many slots a step attends over when the first n hold the tokens so far."""
-        return min(self.valid.size(1), -(-n // self.bucket) * self.bucket)
+        return min(self.rollout.valid.size(1), -(-n // self.bucket) * self.bucket)
 
     def forward(self, length):
-        """The logits (B, V) of a step attending over the cache's first `length` slots."""
-        return self.logits_fn(self.model, self.token, self.pos, self.valid[:, None, None, :length],
-                              self.cache, self.slot, self.head)
+        """The logits (B, V) of the tokens just picked, attending over the cache's first `length` slots."""
+        r = self.rollout
+        return self.logits_fn(self.model, r.token, r.pos, r.valid[:, None, None, :length], self.cache, r.slot,
+                              self.head)
 
-    def warm_up(self, length):
-        """Run the step twice (lazy initialisation, cuBLAS workspaces, kernel selection), writing a
-        key and value into slot length - 1: one that no real token of this step or an earlier one
-        has filled (`capture` clears it afterwards)."""
-        self.slot.fill_(length - 1)
+    def step(self, length):
+        """The forward pass, then the next token picked: what whole_step records."""
+        self.rollout.pick(self.forward(length))
+
+    def warm_up(self, run):
+        """Run `run` twice before recording it (lazy initialisation, cuBLAS workspaces, kernel
+        selection), putting the Rollout and the random generator back after each run. The key and
+        value it writes into the current slot are those the real step writes there again."""
+        saved = self.rollout.save()
         for _ in range(2):
-            self.forward(length)
+            run()
+            self.rollout.restore(saved)
 
     def capture(self, length):
         # Under the caller's autocast, the graph reads the bf16 copies of the weights that autocast
         # cached during the prefill; they live until that autocast block ends, so such a step
         # serves one generate call (GPT.decoder) and no replay recasts the weights.
+        run = (lambda: self.step(length)) if self.whole_step else (lambda: self.forward(length))
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            self.warm_up(length)
+            self.warm_up(run)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
+        generator = self.rollout.sampling.generator
+        if self.whole_step and generator is not None:
+            graph.register_generator_state(generator)  # each replay moves it on, as the eager draws would
         with torch.cuda.graph(graph):
-            logits = self.forward(length)
-        # a row of padding only could leave NaN in the scratch slot, and 0 x NaN is NaN even where
-        # the mask hides it: clear it
-        for layer in self.cache.k + self.cache.v:
-            layer[:, :, length - 1].zero_()
+            logits = run()
         return graph, logits
 
-    def __call__(self, token, pos, slot, n):
-        """n: slots in use, the new token's included (its slot is n - 1)."""
+    def advance(self, n):
+        """Decode the tokens just picked (n: slots in use, theirs included) and pick the next ones."""
         length = self.attended(n)
-        if self.cuda_graph and length not in self.graphs:
-            self.graphs[length] = self.capture(length)
-        self.token.copy_(token)
-        self.pos.copy_(pos)
-        self.slot.copy_(slot)
         if not self.cuda_graph:
-            return self.forward(length)
-        graph, logits = self.graphs[length]
+            return self.step(length)
+        key = (length, self.rollout.sampling) if self.whole_step else length
+        if key not in self.graphs:
+            self.graphs[key] = self.capture(length)
+        graph, logits = self.graphs[key]
         graph.replay()
-        return logits
+        if not self.whole_step:
+            self.rollout.pick(logits)
 
 
 class GPT(nn.Module):
@@ -370,7 +482,7 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, attention_mask=None, temperature=1.0, top_k=None,
                  top_p=None, eos_id=None, use_cache=True, pad_id=0, generator=None, suppress_ids=None,
-                 cuda_graph=False, compile_step=False):
+                 cuda_graph=False, compile_step=False, whole_step=False):
         """
         Sample continuations of a batch of left-padded prompts, as RLHF rollouts need.
 
@@ -381,7 +493,8 @@ class GPT(nn.Module):
         is a host-device sync). use_cache=False recomputes the whole sequence at each step:
         the slow reference the cache is tested against. suppress_ids: token ids never sampled
         (padding and the chat format's role tokens have no place inside a response).
-        cuda_graph: replay the decode step as a CUDA graph (see DecodeStep; CUDA only).
+        cuda_graph: replay the decode step's forward pass as a CUDA graph (see DecodeStep; CUDA
+        only); whole_step: record the sampling and its bookkeeping in the same graph.
         compile_step: run the decode step compiled by torch.compile (DecodeStep's compile).
 
         Returns Generation(tokens (B, T+N), response_mask (B, N), logprobs (B, N)). The
@@ -402,74 +515,59 @@ class GPT(nn.Module):
         device = idx.device
         if attention_mask is None:
             attention_mask = torch.ones_like(idx)
-        # `valid` marks slots of the growing sequence that hold real tokens (left padding does not)
         if use_cache:
-            decode = self.decoder(B, T + N, cuda_graph, compile_step)    # owns the KV cache and `valid`
-            valid = decode.valid.zero_()
+            decode = self.decoder(B, T + N, cuda_graph, compile_step, whole_step)  # owns the KV cache and rollout
+            rollout = decode.rollout
         else:
-            valid = torch.zeros(B, T + N, dtype=torch.bool, device=device)
-        valid[:, :T] = attention_mask.bool()
-        n_real = valid.sum(1)                                        # (B,) real prompt lengths
-        tokens = torch.full((B, T + N), pad_id, dtype=torch.long, device=device)
-        tokens[:, :T] = idx
-        logprobs = torch.zeros(B, N, device=device)
-        response_mask = torch.zeros(B, N, dtype=torch.bool, device=device)
-        finished = torch.zeros(B, dtype=torch.bool, device=device)
+            rollout = Rollout(B, T + N, self.config.vocab_size, device)
+        sampling = Sampling(temperature, top_k, top_p, eos_id, pad_id, suppress_ids is not None, generator)
+        rollout.start(idx, attention_mask, sampling, suppress_ids)
         check_every = 16 if device.type == "cuda" else 1
-        banned = None
-        if suppress_ids is not None:
-            banned = torch.zeros(self.config.vocab_size, dtype=torch.bool, device=device)
-            banned[torch.as_tensor(suppress_ids, device=device)] = True
 
         if use_cache:  # prefill: the whole prompt in one pass, keys and values into slots 0..T-1
             pos, _ = padded_positions(attention_mask, self.config.block_size)
             slots = torch.arange(T, device=device)
-            mask = causal_mask(valid, slots)                         # (B, 1, T, T+N)
+            mask = causal_mask(rollout.valid, slots)                 # (B, 1, T, T+N)
             logits = self.lm_head(self.hidden_states(idx, pos, mask, decode.cache, slots)[:, -1])  # (B, V)
+        else:
+            logits = self(idx, attention_mask=attention_mask)[0][:, -1]
+        rollout.pick(logits)                                         # the first new token of every row
 
-        for i in range(N):
-            if not use_cache:  # the naive path: recompute everything seen so far
-                logits = self(tokens[:, :T + i], attention_mask=valid[:, :T + i])[0][:, -1]
-            if banned is not None:
-                logits = logits.masked_fill(banned, float("-inf"))
-            next_token, next_logprob = sample(logits, temperature, top_k, top_p, generator)
-            next_token = torch.where(finished, pad_id, next_token)
-            logprobs[:, i] = torch.where(finished, 0.0, next_logprob)
-            response_mask[:, i] = ~finished
-            tokens[:, T + i] = next_token
-            if eos_id is not None:
-                finished = finished | (next_token == eos_id)
-            if (i + 1) % check_every == 0 and bool(finished.all()):
-                N = i + 1
+        for i in range(1, N):                                        # the others, one per step
+            if i % check_every == 0 and bool(rollout.finished.all()):
+                N = i
                 break
-            if use_cache and i < N - 1:  # decode: one new token per row, attending over the cache
-                slot = torch.full((1,), T + i, device=device)
-                valid.index_fill_(1, slot, True)                     # the new token's slot, in place
-                logits = decode(next_token[:, None], (n_real + i).unsqueeze(1), slot, T + i + 1)  # pos: (B, 1)
-            else:
-                valid[:, T + i] = True
+            if use_cache:  # decode: the tokens just picked, attending over the cache; pick the next
+                decode.advance(T + i)
+            else:  # the naive path: recompute everything seen so far
+                valid = rollout.valid[:, :T + i]
+                rollout.pick(self(rollout.tokens[:, :T + i], attention_mask=valid)[0][:, -1])
 
         self.train(was_training)
-        return Generation(tokens[:, :T + N], response_mask[:, :N].long(), logprobs[:, :N])
+        return Generation(rollout.tokens[:, :T + N].clone(), rollout.response_mask[:, :N].long(),
+                          rollout.logprobs[:, :N].clone())
 
-    def decoder(self, batch_size, length, cuda_graph=False, compile=False):
+    def decoder(self, batch_size, length, cuda_graph=False, compile=False, whole_step=False):
         """The DecodeStep of a generation of this shape. A CUDA-graph step made outside autocast is
         kept and serves the next call of the same shape too, so its graphs are recorded once (they
         read the weights in place: training between calls is fine). Under autocast its graphs read
         autocast's bf16 copies of the weights, freed when autocast ends, so such a step serves one
         call, and attends over the whole cache to record one graph instead of one per length.
         compile: the step's forward pass compiled (DecodeStep); under autocast the compiled code
-        casts the weights to bf16 at every step, where eager autocast casts them once per call."""
+        casts the weights to bf16 at every step, where eager autocast casts them once per call.
+        whole_step: the sampling recorded in the graphs too (DecodeStep)."""
         weight = self.transformer.wte.weight
         if not cuda_graph:
-            step = DecodeStep(self, batch_size, length, compile=compile)
+            step = DecodeStep(self, batch_size, length, compile=compile, whole_step=whole_step)
         elif torch.is_autocast_enabled(weight.device.type):
-            step = DecodeStep(self, batch_size, length, cuda_graph, bucket=length, compile=compile)
+            step = DecodeStep(self, batch_size, length, cuda_graph, bucket=length, compile=compile,
+                              whole_step=whole_step)
         else:
-            key = (batch_size, length, weight.dtype, weight.data_ptr(), compile)
+            key = (batch_size, length, weight.dtype, weight.data_ptr(), compile, whole_step)
             kept = getattr(self, "_kept_decoder", None)
             if kept is None or kept[0] != key:
-                kept = self._kept_decoder = (key, DecodeStep(self, batch_size, length, cuda_graph, compile=compile))
+                step = DecodeStep(self, batch_size, length, cuda_graph, compile=compile, whole_step=whole_step)
+                kept = self._kept_decoder = (key, step)
             step = kept[1]
         step.refresh()
         return step

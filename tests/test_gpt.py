@@ -68,25 +68,26 @@ def test_cached_greedy_equals_naive_with_padding_and_eos():
 
 
 def test_decode_warm_up_leaves_the_generation_unchanged(monkeypatch):
-    """Before recording the graph of each attended length, the CUDA-graph path runs the decode step
-    twice, writing into the last slot attended over; no step may read what it wrote there. Run the
-    same warm-ups on CPU, with other tokens and positions: nothing changes."""
+    """Before recording the graph of each attended length, the CUDA-graph path runs the step twice
+    and puts back what it changed (the rollout, the random generator); the whole-step graph's
+    trial runs sample tokens and write them down. Run the same warm-ups on CPU, sampling with a
+    generator, with EOS: nothing changes."""
     model = tiny_model(3)
     idx, mask = left_padded(PROMPTS)
-    plain = model.generate(idx, 40, attention_mask=mask, temperature=0)
-    real_call, warmed_lengths = gpt.DecodeStep.__call__, []
+    kw = dict(attention_mask=mask, temperature=1.0, eos_id=9, pad_id=PAD)
+    plain = model.generate(idx, 40, generator=torch.Generator().manual_seed(0), **kw)
+    real_advance, warmed_lengths = gpt.DecodeStep.advance, []
 
-    def warm_up_then_call(self, token, pos, slot, n):
+    def warm_up_then_advance(self, n):
         if self.attended(n) not in warmed_lengths:
             warmed_lengths.append(self.attended(n))
-            self.token.fill_(7)
-            self.pos.fill_(3)
-            self.warm_up(self.attended(n))
-        return real_call(self, token, pos, slot, n)
-    monkeypatch.setattr(gpt.DecodeStep, "__call__", warm_up_then_call)
-    warmed = model.generate(idx, 40, attention_mask=mask, temperature=0)
+            self.warm_up(lambda: self.step(self.attended(n)))
+        return real_advance(self, n)
+    monkeypatch.setattr(gpt.DecodeStep, "advance", warm_up_then_advance)
+    warmed = model.generate(idx, 40, generator=torch.Generator().manual_seed(0), **kw)
     assert warmed_lengths == [32, 47]
     assert torch.equal(plain.tokens, warmed.tokens) and torch.equal(plain.logprobs, warmed.logprobs)
+    assert torch.equal(plain.response_mask, warmed.response_mask)
 
 
 def test_attending_over_a_bucket_equals_attending_over_the_whole_cache(monkeypatch):
@@ -95,7 +96,7 @@ def test_attending_over_a_bucket_equals_attending_over_the_whole_cache(monkeypat
     kw = dict(attention_mask=mask, temperature=1.0, generator=None)
     torch.manual_seed(1)
     bucketed = model.generate(idx, 50, **kw)
-    monkeypatch.setattr(gpt.DecodeStep, "attended", lambda self, n: self.valid.size(1))
+    monkeypatch.setattr(gpt.DecodeStep, "attended", lambda self, n: self.rollout.valid.size(1))
     torch.manual_seed(1)
     whole = model.generate(idx, 50, **kw)
     assert torch.equal(bucketed.tokens, whole.tokens)
