@@ -6,9 +6,11 @@ RLHF spends most of its time generating rollouts (OpenRLHF reports about 80%), s
 one model's new tokens per second along these paths, on the same weights and the same prompts:
   naive              recompute the whole sequence for every new token (gpt.py, use_cache=False)
   kv-cache           prefill once, then one token per step over a preallocated cache (gpt.py)
-  kv-cache+graph     the same, each decode step replayed as a CUDA graph (CUDA only)
-  kv-cache+compile   (--compile-decode) the decode step compiled by torch.compile; +graph: and replayed
-                     as CUDA graphs (CUDA only). The first call's compiling is not timed
+  kv-cache+graph     the same, each decode step's forward pass replayed as a CUDA graph (CUDA only)
+  kv-cache+step-graph  the whole decode step in the graph: forward pass, sampling and bookkeeping
+                     (generate's whole_step; CUDA only)
+  kv-cache+compile   (--compile-decode) the decode step compiled by torch.compile; +graph, +step-graph:
+                     and replayed as CUDA graphs (CUDA only). The first call's compiling is not timed
   transformers-*     Hugging Face GPT2LMHeadModel.generate with the same weights (when installed),
                      with its dynamic and its static cache
   bandwidth bound    (CUDA) reading every weight and the live KV cache once per step at the
@@ -81,8 +83,9 @@ def bandwidth_bound(model, batch, prompt_len, new_tokens, bytes_per_s):
     return batch * new_tokens / seconds
 
 
-SKIPPABLE = ("kv-cache+graph", "kv-cache+compile", "kv-cache+compile+graph", "naive", "transformers-dynamic",
-             "transformers-static")  # --skip: every path but kv-cache, the base of the ratios
+# --skip: every path but kv-cache, the base of the ratios
+SKIPPABLE = ("kv-cache+graph", "kv-cache+step-graph", "kv-cache+compile", "kv-cache+compile+graph",
+             "kv-cache+compile+step-graph", "naive", "transformers-dynamic", "transformers-static")
 
 
 def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, naive_max_batch, compiled=False,
@@ -91,16 +94,19 @@ def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, 
     call's seconds, and whether the tokens match the cached path's. skip: paths left out."""
     g = torch.Generator().manual_seed(batch)
     idx = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g).to(device)
-    paths = {"kv-cache": lambda: model.generate(idx, new_tokens, temperature=0).tokens}
+    def cached(**kw):
+        return lambda: model.generate(idx, new_tokens, temperature=0, **kw).tokens
+    paths = {"kv-cache": cached()}
     if device.type == "cuda":
-        paths["kv-cache+graph"] = lambda: model.generate(idx, new_tokens, temperature=0, cuda_graph=True).tokens
+        paths["kv-cache+graph"] = cached(cuda_graph=True)
+        paths["kv-cache+step-graph"] = cached(cuda_graph=True, whole_step=True)
     if compiled:
-        paths["kv-cache+compile"] = lambda: model.generate(idx, new_tokens, temperature=0, compile_step=True).tokens
+        paths["kv-cache+compile"] = cached(compile_step=True)
         if device.type == "cuda":
-            paths["kv-cache+compile+graph"] = lambda: model.generate(idx, new_tokens, temperature=0, cuda_graph=True,
-                                                                     compile_step=True).tokens
+            paths["kv-cache+compile+graph"] = cached(cuda_graph=True, compile_step=True)
+            paths["kv-cache+compile+step-graph"] = cached(cuda_graph=True, whole_step=True, compile_step=True)
     if batch <= naive_max_batch:
-        paths["naive"] = lambda: model.generate(idx, new_tokens, temperature=0, use_cache=False).tokens
+        paths["naive"] = cached(use_cache=False)
     if hf is not None:
         for cache in ("dynamic", "static"):
             def run(cache=cache):
@@ -252,15 +258,15 @@ def main():
                   f"{r['path']:34s} | batch {r['batch']} x {r['seq_len']} | {r['tokens_per_s']:10.1f} tok/s"
                   + (f" | MFU {r['mfu']:.1%}" if "mfu" in r else ""), flush=True)
     if not args.json:
-        print(f"{'path':24s} | {'batch':>5s} | {'new tok/s':>10s} | {'x kv-cache':>10s} | same tokens | first call s")
+        print(f"{'path':27s} | {'batch':>5s} | {'new tok/s':>10s} | {'x kv-cache':>10s} | same tokens | first call s")
     for batch in args.batch:
         for r in bench_generation(model, hf, batch, args.prompt_len, args.new_tokens, device,
                                   args.repeats, args.naive_max_batch, args.compile_decode, args.skip):
             print(json.dumps(r) if args.json else
-                  f"{r['path']:24s} | {r['batch']:5d} | {r['tokens_per_s']:10.1f} | {r['vs_kv_cache']:10.3f} | "
+                  f"{r['path']:27s} | {r['batch']:5d} | {r['tokens_per_s']:10.1f} | {r['vs_kv_cache']:10.3f} | "
                   f"{str(r.get('same_tokens', '')):11s} | {r.get('first_call_s', '')}", flush=True)
             if r["path"] == "naive" and not args.json:
-                print(f"{'':24s}   kv-cache is {1 / r['vs_kv_cache']:.1f}x faster than naive at batch {batch}")
+                print(f"{'':27s}   kv-cache is {1 / r['vs_kv_cache']:.1f}x faster than naive at batch {batch}")
 
 
 if __name__ == "__main__":

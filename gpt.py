@@ -303,9 +303,10 @@ class DecodeStep:
     fixed buffers (the Rollout's, which pick updates in place), the mask is a view of
     Rollout.valid, and the logits come back in a fixed tensor that the next replay overwrites.
     whole_step=True records pick in the same graph (sampling, the writes, the EOS check): a token
-    then costs one replay and no other launch; the sampling settings are recorded with it, so its
-    graphs are one per attended length and Sampling, and the random generator is registered with
-    each graph, which draws fresh noise from it at every replay. Without a graph (CPU, tests) the
+    then costs one replay and no other launch. The sampling settings are recorded with it, so a
+    call with other settings (another Sampling, a new generator included) records the graphs
+    anew; the random generator is registered with each graph, which draws fresh noise from it at
+    every replay, moving it on as the eager draws would. Without a graph (CPU, tests) the
     same buffers are used and the same calls simply run at each step.
 
     compile=True runs the forward pass compiled by torch.compile (compiled_decode_logits), with
@@ -326,7 +327,8 @@ class DecodeStep:
         self.logits_fn = compiled_decode_logits() if compile else decode_logits
         self.cache = KVCache(model.config, batch_size, length, weight.device, weight.dtype)
         self.rollout = Rollout(batch_size, length, model.config.vocab_size, weight.device)
-        self.graphs = {}  # attended length (with whole_step: and Sampling) -> (CUDA graph, what it returns)
+        self.graphs = {}  # attended length -> (CUDA graph, the logits it writes, or None with whole_step)
+        self.graphs_sampling = None  # with whole_step: the Sampling recorded in them
         # The output layer's weights with rows padded to a multiple of 64 where the vocabulary is
         # not one (GPT-2's 50257): for an odd row count cuBLAS falls back to a slow kernel, 214 us
         # of a 1.5 ms decode step at batch 256 on an H100 (profile_decode.py). A copy, so `refresh`
@@ -380,7 +382,7 @@ class DecodeStep:
         graph = torch.cuda.CUDAGraph()
         generator = self.rollout.sampling.generator
         if self.whole_step and generator is not None:
-            graph.register_generator_state(generator)  # each replay moves it on, as the eager draws would
+            graph.register_generator_state(generator)
         with torch.cuda.graph(graph):
             logits = run()
         return graph, logits
@@ -390,10 +392,11 @@ class DecodeStep:
         length = self.attended(n)
         if not self.cuda_graph:
             return self.step(length)
-        key = (length, self.rollout.sampling) if self.whole_step else length
-        if key not in self.graphs:
-            self.graphs[key] = self.capture(length)
-        graph, logits = self.graphs[key]
+        if self.whole_step and self.rollout.sampling != self.graphs_sampling:  # recorded with other settings
+            self.graphs, self.graphs_sampling = {}, self.rollout.sampling
+        if length not in self.graphs:
+            self.graphs[length] = self.capture(length)
+        graph, logits = self.graphs[length]
         graph.replay()
         if not self.whole_step:
             self.rollout.pick(logits)

@@ -73,6 +73,8 @@ class Config:
     temperature: float = arg(1.0, "rollout sampling temperature (the ratios and the KL use the policy at 1: "
                                   "other values make the rollouts off-policy)")
     cuda_graph: bool = arg(False, "CUDA: replay each rollout decode step as a CUDA graph (gpt.DecodeStep)")
+    whole_step: bool = arg(False, "with --cuda-graph: the graph also records the sampling and its bookkeeping "
+                                  "(gpt.DecodeStep's whole_step; not yet measured on a GPU)")
     compile_decode: bool = arg(False, "run each rollout decode step compiled by torch.compile (compiling takes "
                                       "seconds to minutes, once per process)")
     lr: float = arg(3e-5, "policy learning rate (paper: 9.65e-6 for 1.3B)")
@@ -208,11 +210,12 @@ def rollout(policy, ref, value_model, rm, tok, prompts, cfg, reward_bias, genera
     idx, mask, _ = data.left_pad([tok.chat_prompt(p) for p in prompts], tok.pad_id,
                                  max_len=policy.config.block_size - cfg.max_new_tokens)
     idx, mask = idx.to(device), mask.to(device)
+    graphs = cfg.cuda_graph and device.type == "cuda"
     t0 = time.time()
     with autocast():
         out = policy.generate(idx, cfg.max_new_tokens, attention_mask=mask, temperature=cfg.temperature,
                               eos_id=tok.eos_id, pad_id=tok.pad_id, generator=generator,
-                              suppress_ids=tok.never_sampled, cuda_graph=cfg.cuda_graph and device.type == "cuda",
+                              suppress_ids=tok.never_sampled, cuda_graph=graphs, whole_step=graphs and cfg.whole_step,
                               compile_step=cfg.compile_decode)
     if device.type == "cuda":
         torch.cuda.synchronize()  # the clock must not stop while kernels still run
@@ -276,6 +279,8 @@ def validate(cfg):
                  "ptx_batch_size", "target_kl"))
     if cfg.kl_coef < 0 or cfg.ptx_coef < 0:
         raise UserError("--kl-coef and --ptx-coef must not be negative")
+    if cfg.whole_step and not cfg.cuda_graph:
+        raise UserError("--whole-step records the whole decode step in the CUDA graphs of --cuda-graph: add that flag")
     ensure_out_dir(cfg.out_dir)
 
 

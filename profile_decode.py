@@ -4,12 +4,14 @@ profile_decode.py: where a decode step's time goes on a GPU (the measurements be
 
 For a GPT-2-small-shaped model in bf16 (random weights, 64-token prompts, 128 new tokens), at
 each batch size it prints, per new token:
-  generate      the whole cuda_graph=True generate call, divided by its steps
+  generate      the whole cuda_graph=True generate call, divided by its steps; whole step: the
+                same with the sampling and bookkeeping recorded in the graph too (whole_step=True)
   replay L      one replay of the recorded decode graph that attends over L cache slots
                 (device time between CUDA events): the floor of the current design
   eager L       the same forward pass without a graph (launch-bound)
 then the step's kernels by device time (profiler, one eager forward) and the attention call alone
-under each scaled_dot_product_attention backend, with the decode step's shapes and mask.
+under each scaled_dot_product_attention backend, with the decode step's shapes and mask, and
+written out as two batched matrix products (q k^T, softmax, times v) in bf16.
 
     python profile_decode.py --batch 1 256
 """
@@ -54,25 +56,28 @@ def main():
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, GPT-2 small shape in bf16")
     for B in args.batch:
         idx = torch.randint(0, 50257, (B, args.prompt_len), device="cuda")
-        run = lambda: model.generate(idx, args.new_tokens, temperature=0, cuda_graph=True,  # noqa: E731
-                                     compile_step=args.compile)
-        run()  # records the graphs
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(3):
-            run()
-        torch.cuda.synchronize()
-        per_token = (time.perf_counter() - t0) / 3 / args.new_tokens * 1e3
-        print(f"\n== batch {B}: generate {per_token:.3f} ms per step ({B / per_token * 1e3:.0f} new tokens/s)")
+        print(f"\n== batch {B}")
+        for whole_step in (True, False):  # the forward-only graphs last: the replays below time them
+            run = lambda: model.generate(idx, args.new_tokens, temperature=0, cuda_graph=True,  # noqa: E731
+                                         compile_step=args.compile, whole_step=whole_step)  # noqa: B023
+            run()  # records the graphs
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(3):
+                run()
+            torch.cuda.synchronize()
+            per_token = (time.perf_counter() - t0) / 3 / args.new_tokens * 1e3
+            print(f"   generate{' (whole step)' if whole_step else ''}: {per_token:.3f} ms per step "
+                  f"({B / per_token * 1e3:.0f} new tokens/s)")
         step = model._kept_decoder[1]
         for L, (graph, _) in sorted(step.graphs.items()):
-            step.slot.fill_(L - 1)  # a slot inside the attended part, as in generate
+            step.rollout.slot.fill_(L - 1)  # a slot inside the attended part, as in generate
             replay = device_ms(graph.replay)
             with torch.no_grad():
                 eager = device_ms(lambda: step.forward(L), n=20)  # noqa: B023
             print(f"   replay L={L:3d}: {replay:.3f} ms   eager L={L:3d}: {eager:.3f} ms")
         with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            step.slot.fill_(S - 1)
+            step.rollout.slot.fill_(S - 1)
             for _ in range(5):
                 step.forward(S)
             torch.cuda.synchronize()
@@ -92,6 +97,13 @@ def main():
                 print(f"   attention {backend.name:20s} one layer {ms * 1e3:7.1f} us, x12 layers {ms * 12:.3f} ms")
             except RuntimeError as e:
                 print(f"   attention {backend.name:20s} unavailable: {str(e).splitlines()[0][:80]}")
+
+        def by_matmul():  # the one-query case without a fused kernel: (B, nh, 1, S) scores
+            att = (q @ k.transpose(-2, -1)) * 0.125 + mask  # 1 / sqrt(64)
+            return torch.softmax(att.float(), dim=-1).to(v.dtype) @ v
+        with torch.no_grad():
+            ms = device_ms(by_matmul)
+        print(f"   attention {'matmul (bf16)':20s} one layer {ms * 1e3:7.1f} us, x12 layers {ms * 12:.3f} ms")
         kv_bytes = 2 * B * 12 * S * 64 * 2
         print(f"   (reading K and V of one layer at L={S}: {kv_bytes / 1e6:.1f} MB)")
         step = None

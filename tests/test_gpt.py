@@ -132,64 +132,85 @@ def test_compiled_decode_step_equals_plain(monkeypatch):
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
+GRAPHS = [dict(cuda_graph=True), dict(cuda_graph=True, whole_step=True)]  # the two ways to record a step
+
+
 @CUDA
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cuda_graph_decode_equals_eager(dtype):
+@pytest.mark.parametrize("graphs", GRAPHS, ids=["forward", "whole_step"])
+def test_cuda_graph_decode_equals_eager(dtype, graphs):
     """The graph-replayed decode step gives the eager step's tokens and log-probs: greedy with
-    padding and EOS, and sampled with the same generator seed."""
+    padding and EOS, and sampled with the same generator seed, twice in a row from one generator
+    (the second call must go on from where the replays left it), with suppressed tokens."""
     model = tiny_model(4).cuda().to(dtype)
     idx, mask = (t.cuda() for t in left_padded(PROMPTS))
     free = model.generate(idx, 40, attention_mask=mask, temperature=0)
     eos = int(free.tokens[0, idx.size(1) + 5])
-    for kw in (dict(temperature=0), dict(temperature=1.0, top_p=0.9)):
-        eager, graph = (model.generate(idx, 40, attention_mask=mask, eos_id=eos, pad_id=PAD, cuda_graph=g,
-                                       generator=torch.Generator("cuda").manual_seed(0), **kw) for g in (False, True))
-        assert torch.equal(eager.tokens, graph.tokens) and torch.equal(eager.response_mask, graph.response_mask)
-        assert torch.allclose(eager.logprobs, graph.logprobs, atol=1e-3)
+    for kw in (dict(temperature=0), dict(temperature=1.0, top_p=0.9), dict(temperature=0.8, top_k=5)):
+        outs = []
+        for g in (dict(cuda_graph=False), graphs):
+            generator = torch.Generator("cuda").manual_seed(0)
+            outs.append([model.generate(idx, 40, attention_mask=mask, eos_id=eos, pad_id=PAD, suppress_ids=[3, 4],
+                                        generator=generator, **g, **kw) for _ in range(2)])
+        for eager, graph in zip(*outs):
+            assert torch.equal(eager.tokens, graph.tokens) and torch.equal(eager.response_mask, graph.response_mask)
+            assert torch.allclose(eager.logprobs, graph.logprobs, atol=1e-3)
+            assert not torch.isin(graph.tokens[:, idx.size(1):], torch.tensor([3, 4], device="cuda")).any()
+        assert not torch.equal(outs[1][0].tokens, outs[1][1].tokens) or kw["temperature"] == 0
 
 
 @CUDA
-def test_kept_cuda_graphs_follow_weights_changed_in_place():
+@pytest.mark.parametrize("graphs", GRAPHS, ids=["forward", "whole_step"])
+def test_kept_cuda_graphs_follow_weights_changed_in_place(graphs):
     """Outside autocast the recorded graphs serve later calls of the same shape: after an
     optimizer-like in-place update of the weights they must give what the eager path gives."""
     model = tiny_model(7).cuda()
     idx, mask = (t.cuda() for t in left_padded(PROMPTS))
-    first = model.generate(idx, 40, attention_mask=mask, temperature=0, cuda_graph=True)
+    first = model.generate(idx, 40, attention_mask=mask, temperature=0, **graphs)
     kept = model._kept_decoder[1]
     assert sorted(kept.graphs) == [32, 47]
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.5)
-    eager, graph = (model.generate(idx, 40, attention_mask=mask, temperature=0, cuda_graph=g) for g in (False, True))
-    assert model._kept_decoder[1] is kept                             # no new recording
+    eager = model.generate(idx, 40, attention_mask=mask, temperature=0)
+    graph = model.generate(idx, 40, attention_mask=mask, temperature=0, **graphs)
+    assert model._kept_decoder[1] is kept and len(kept.graphs) == 2  # no new recording
     assert not torch.equal(first.tokens, graph.tokens)                # the new weights were read
     assert torch.equal(eager.tokens, graph.tokens)
     assert torch.allclose(eager.logprobs, graph.logprobs, atol=1e-4)
 
 
 @CUDA
-def test_cuda_graph_decode_under_autocast_equals_eager():
+@pytest.mark.parametrize("graphs", GRAPHS, ids=["forward", "whole_step"])
+def test_cuda_graph_decode_under_autocast_equals_eager(graphs):
     """As PPO's rollouts run it: float32 weights under bfloat16 autocast."""
     model = tiny_model(5).cuda()
     idx, mask = (t.cuda() for t in left_padded(PROMPTS))
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        eager, graph = (model.generate(idx, 40, attention_mask=mask, temperature=0, cuda_graph=g)
-                        for g in (False, True))
+        eager = model.generate(idx, 40, attention_mask=mask, temperature=0)
+        graph = model.generate(idx, 40, attention_mask=mask, temperature=0, **graphs)
     assert torch.equal(eager.tokens, graph.tokens)
     assert torch.allclose(eager.logprobs, graph.logprobs, atol=1e-3)
 
 
 @CUDA
 def test_compiled_cuda_graph_decode_equals_eager():
-    """The compiled decode step recorded in CUDA graphs, as bench.py's kv-cache+compile+graph row
-    runs it, against the plain eager step: greedy with EOS, and sampled with the same seed."""
+    """The compiled decode step recorded in CUDA graphs, as bench.py's +compile+graph rows run it,
+    against the plain eager step: greedy with EOS, and sampled with the same seed."""
     model = tiny_model(9).cuda()
     idx, mask = (t.cuda() for t in left_padded(PROMPTS))
-    for kw in (dict(temperature=0, eos_id=11), dict(temperature=1.0)):
-        eager, fast = (model.generate(idx, 40, attention_mask=mask, pad_id=PAD, cuda_graph=g, compile_step=g,
-                                      generator=torch.Generator("cuda").manual_seed(0), **kw) for g in (False, True))
-        assert torch.equal(eager.tokens, fast.tokens) and torch.equal(eager.response_mask, fast.response_mask)
-        assert torch.allclose(eager.logprobs, fast.logprobs, atol=1e-3)
+    for graphs in GRAPHS:
+        for kw in (dict(temperature=0, eos_id=11), dict(temperature=1.0)):
+            eager, fast = (model.generate(idx, 40, attention_mask=mask, pad_id=PAD, compile_step=bool(g),
+                                          generator=torch.Generator("cuda").manual_seed(0), **g, **kw)
+                           for g in ({}, graphs))
+            assert torch.equal(eager.tokens, fast.tokens) and torch.equal(eager.response_mask, fast.response_mask)
+            assert torch.allclose(eager.logprobs, fast.logprobs, atol=1e-3)
+
+
+def test_whole_step_without_a_graph_is_an_error():
+    with pytest.raises(UserError, match="cuda_graph"):
+        tiny_model().generate(torch.tensor([[5, 6]]), 4, whole_step=True)
 
 
 def test_cuda_graph_without_cuda_is_an_error():

@@ -161,7 +161,8 @@ def test_the_logged_rm_score_is_the_rm_s_not_the_no_eos_penalty(setup_models):
 @pytest.mark.parametrize("flags, message", [(dict(temperature=0.0), "--temperature must be positive"),
                                             (dict(grad_clip=-1.0), "--grad-clip must be positive"),
                                             (dict(ptx_batch_size=0), "--ptx-batch-size must be positive"),
-                                            (dict(max_new_tokens=64), "--max-new-tokens 64 leaves no room")])
+                                            (dict(max_new_tokens=64), "--max-new-tokens 64 leaves no room"),
+                                            (dict(whole_step=True), "--whole-step .* --cuda-graph")])
 def test_bad_ppo_flags_are_one_line(run_dir, tmp_path, flags, message):
     out = copy_run(run_dir, tmp_path / "bad", "sft.pt", "reward.pt")
     with pytest.raises(UserError, match=message):
