@@ -6,9 +6,10 @@
 #   2. bench.py on a GPT-2-small shape in bf16: training tokens/s and MFU, then new tokens/s at
 #      batch 1, 64 and 256 against transformers and the bandwidth bound
 #   3. the gpu preset of the whole pipeline, for the time left (it reports how far it got)
-#   (compiled, only when PARTS names it) the compiled decode step's tests, then bench.py's
-#      kv-cache+compile+graph at batch 1 and 256 against transformers' static cache
-#   (profile, only when PARTS names it) profile_decode.py --compile: the compiled step's kernels
+#   (compiled, only when PARTS names it) the compiled decode step's tests, then bench.py at
+#      batch 1 and 256: the graph rows, plain and compiled, against transformers' static cache
+#   (profile, only when PARTS names it) profile_decode.py --compile: the compiled step's kernels,
+#      generate with and without the whole step in the graph, attention backends
 # Logs go to $LOG_DIR (default out/gpu-check): tests.txt, bench.txt, compiled-tests.txt,
 # compiled.txt, profile.txt, gpu-preset.txt and gpu-run.tar.gz (the run's metrics.jsonl, plots
 # and summary).
