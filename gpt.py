@@ -303,7 +303,8 @@ class DecodeStep:
     fixed buffers (the Rollout's, which pick updates in place), the mask is a view of
     Rollout.valid, and the logits come back in a fixed tensor that the next replay overwrites.
     whole_step=True records pick in the same graph (sampling, the writes, the EOS check): a token
-    then costs one replay and no other launch. The sampling settings are recorded with it, so a
+    then costs one replay and nothing else from the host (the replay itself launches a few tiny
+    kernels that hand the random generators their seed and offset). The sampling settings are recorded with it, so a
     call with other settings (another Sampling, a new generator included) records the graphs
     anew; the random generator is registered with each graph, which draws fresh noise from it at
     every replay, moving it on as the eager draws would. Without a graph (CPU, tests) the
@@ -508,8 +509,9 @@ class GPT(nn.Module):
         N = max_new_tokens
         if N <= 0:
             raise UserError(f"max_new_tokens must be positive, got {N}")
-        if (cuda_graph or compile_step) and not use_cache:
-            raise UserError("cuda_graph / compile_step work on the cached decode step: they need use_cache=True")
+        if (cuda_graph or compile_step or whole_step) and not use_cache:
+            raise UserError("cuda_graph / compile_step / whole_step work on the cached decode step: "
+                            "they need use_cache=True")
         if T + N > self.config.block_size:
             raise UserError(f"prompt of {T} tokens + max_new_tokens {N} exceeds block_size "
                             f"{self.config.block_size}")
@@ -523,7 +525,8 @@ class GPT(nn.Module):
             rollout = decode.rollout
         else:
             rollout = Rollout(B, T + N, self.config.vocab_size, device)
-        sampling = Sampling(temperature, top_k, top_p, eos_id, pad_id, suppress_ids is not None, generator)
+        sampling = Sampling(temperature, top_k, top_p, eos_id, pad_id, suppress_ids is not None,
+                            generator if temperature > 0 else None)  # greedy draws nothing: graphs kept for any
         rollout.start(idx, attention_mask, sampling, suppress_ids)
         check_every = 16 if device.type == "cuda" else 1
 

@@ -141,22 +141,27 @@ GRAPHS = [dict(cuda_graph=True), dict(cuda_graph=True, whole_step=True)]  # the 
 def test_cuda_graph_decode_equals_eager(dtype, graphs):
     """The graph-replayed decode step gives the eager step's tokens and log-probs: greedy with
     padding and EOS, and sampled with the same generator seed, twice in a row from one generator
-    (the second call must go on from where the replays left it), with suppressed tokens."""
+    (the second call must go on from where the replays left it), with suppressed tokens; then from
+    a new generator with the same seed and settings (graphs that record the sampling must follow it)."""
     model = tiny_model(4).cuda().to(dtype)
     idx, mask = (t.cuda() for t in left_padded(PROMPTS))
     free = model.generate(idx, 40, attention_mask=mask, temperature=0)
     eos = int(free.tokens[0, idx.size(1) + 5])
+
+    def run(generator, kw, g):
+        return model.generate(idx, 40, attention_mask=mask, eos_id=eos, pad_id=PAD, suppress_ids=[3, 4],
+                              generator=generator, **g, **kw)
     for kw in (dict(temperature=0), dict(temperature=1.0, top_p=0.9), dict(temperature=0.8, top_k=5)):
-        outs = []
-        for g in (dict(cuda_graph=False), graphs):
-            generator = torch.Generator("cuda").manual_seed(0)
-            outs.append([model.generate(idx, 40, attention_mask=mask, eos_id=eos, pad_id=PAD, suppress_ids=[3, 4],
-                                        generator=generator, **g, **kw) for _ in range(2)])
-        for eager, graph in zip(*outs):
-            assert torch.equal(eager.tokens, graph.tokens) and torch.equal(eager.response_mask, graph.response_mask)
-            assert torch.allclose(eager.logprobs, graph.logprobs, atol=1e-3)
-            assert not torch.isin(graph.tokens[:, idx.size(1):], torch.tensor([3, 4], device="cuda")).any()
-        assert not torch.equal(outs[1][0].tokens, outs[1][1].tokens) or kw["temperature"] == 0
+        generator = torch.Generator("cuda").manual_seed(0)
+        eager = [run(generator, kw, {}) for _ in range(2)]
+        generator = torch.Generator("cuda").manual_seed(0)
+        graph = [run(generator, kw, graphs) for _ in range(2)]
+        graph.append(run(torch.Generator("cuda").manual_seed(0), kw, graphs))
+        for e, g in zip(eager + eager[:1], graph):
+            assert torch.equal(e.tokens, g.tokens) and torch.equal(e.response_mask, g.response_mask)
+            assert torch.allclose(e.logprobs, g.logprobs, atol=1e-3)
+            assert not torch.isin(g.tokens[:, idx.size(1):], torch.tensor([3, 4], device="cuda")).any()
+        assert not torch.equal(graph[0].tokens, graph[1].tokens) or kw["temperature"] == 0
 
 
 @CUDA
@@ -183,14 +188,22 @@ def test_kept_cuda_graphs_follow_weights_changed_in_place(graphs):
 @CUDA
 @pytest.mark.parametrize("graphs", GRAPHS, ids=["forward", "whole_step"])
 def test_cuda_graph_decode_under_autocast_equals_eager(graphs):
-    """As PPO's rollouts run it: float32 weights under bfloat16 autocast."""
+    """As PPO's rollouts run it: float32 weights under bfloat16 autocast; greedy, and sampled with
+    suppressed tokens and EOS, from a generator and from the default one."""
     model = tiny_model(5).cuda()
     idx, mask = (t.cuda() for t in left_padded(PROMPTS))
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        eager = model.generate(idx, 40, attention_mask=mask, temperature=0)
-        graph = model.generate(idx, 40, attention_mask=mask, temperature=0, **graphs)
-    assert torch.equal(eager.tokens, graph.tokens)
-    assert torch.allclose(eager.logprobs, graph.logprobs, atol=1e-3)
+    for kw in (dict(temperature=0), dict(temperature=1.0, suppress_ids=[3, 4], eos_id=11)):
+        for seeded in (True, False):
+            outs = []
+            for g in ({}, graphs):
+                torch.cuda.manual_seed(0)
+                generator = torch.Generator("cuda").manual_seed(0) if seeded else None
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    outs.append(model.generate(idx, 40, attention_mask=mask, pad_id=PAD, generator=generator,
+                                               **kw, **g))
+            eager, graph = outs
+            assert torch.equal(eager.tokens, graph.tokens) and torch.equal(eager.response_mask, graph.response_mask)
+            assert torch.allclose(eager.logprobs, graph.logprobs, atol=1e-3)
 
 
 @CUDA
@@ -211,6 +224,8 @@ def test_compiled_cuda_graph_decode_equals_eager():
 def test_whole_step_without_a_graph_is_an_error():
     with pytest.raises(UserError, match="cuda_graph"):
         tiny_model().generate(torch.tensor([[5, 6]]), 4, whole_step=True)
+    with pytest.raises(UserError, match="use_cache"):
+        tiny_model().generate(torch.tensor([[5, 6]]), 4, whole_step=True, use_cache=False)
 
 
 def test_cuda_graph_without_cuda_is_an_error():
