@@ -8,8 +8,8 @@
 #   3. the gpu preset of the whole pipeline, for the time left (it reports how far it got)
 #   (compiled, only when PARTS names it) the compiled decode step's tests, then bench.py at
 #      batch 1 and 256: the graph rows, plain and compiled, against transformers' static cache
-#   (profile, only when PARTS names it) profile_decode.py --compile: the compiled step's kernels,
-#      generate with and without the whole step in the graph, attention backends
+#   (profile, only when PARTS names it) profile_decode.py --compile at batch 256: the compiled
+#      step's kernels, generate with and without the whole step in the graph, attention kernels
 # Logs go to $LOG_DIR (default out/gpu-check): tests.txt, bench.txt, compiled-tests.txt,
 # compiled.txt, profile.txt, gpu-preset.txt and gpu-run.tar.gz (the run's metrics.jsonl, plots
 # and summary).
@@ -63,7 +63,7 @@ for p in $PARTS; do
         (cd "$RUN_DIR" 2>/dev/null && tar czf - metrics.jsonl summary.json report.md ./*.png 2>/dev/null) \
             >"$LOG_DIR/gpu-run.tar.gz" ;;
     profile)  # where the compiled step's time goes: replay vs eager, kernels by device time
-        part profile "$(lim 200)" $PY profile_decode.py --compile --batch 1 256 ;;
+        part profile "$(lim 200)" $PY profile_decode.py --compile --batch 256 ;;
     *) echo "== $p: no such part (tests, bench, compiled, preset, profile)" ;;
     esac
 done

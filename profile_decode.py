@@ -10,8 +10,9 @@ each batch size it prints, per new token:
                 (device time between CUDA events): the floor of the current design
   eager L       the same forward pass without a graph (launch-bound)
 then the step's kernels by device time (profiler, one eager forward) and the attention call alone
-under each scaled_dot_product_attention backend, with the decode step's shapes and mask, and
-written out as two batched matrix products (q k^T, softmax, times v) in bf16.
+under each scaled_dot_product_attention backend, with the decode step's shapes and mask, written
+out as two batched matrix products (q k^T, softmax, times v) in bf16, and as FlexAttention
+compiled (a flash-decoding kernel: the keys split across thread blocks).
 
     python profile_decode.py --batch 1 256
 """
@@ -104,6 +105,22 @@ def main():
         with torch.no_grad():
             ms = device_ms(by_matmul)
         print(f"   attention {'matmul (bf16)':20s} one layer {ms * 1e3:7.1f} us, x12 layers {ms * 12:.3f} ms")
+        # FlexAttention compiled: for one query per row inductor writes a flash-decoding kernel that
+        # splits the keys across thread blocks; the padding mask as a score modification
+        keep = mask[:, 0, 0] == 0                                      # (B, S) real slots
+
+        def padding(score, b, h, q_idx, kv_idx):
+            return torch.where(keep[b, kv_idx], score, -float("inf"))
+        try:
+            from torch.nn.attention.flex_attention import flex_attention
+            flex = torch.compile(flex_attention, fullgraph=True)
+            with torch.no_grad():
+                err = (flex(q, k, v, score_mod=padding) - F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+                ms = device_ms(lambda: flex(q, k, v, score_mod=padding))  # noqa: B023
+            print(f"   attention {'flex (compiled)':20s} one layer {ms * 1e3:7.1f} us, x12 layers {ms * 12:.3f} ms "
+                  f"(largest difference to SDPA {err.abs().max().item():.1e})")
+        except Exception as e:  # not in this torch, or not for this shape
+            print(f"   attention {'flex (compiled)':20s} unavailable: {type(e).__name__}: {str(e).splitlines()[0][:80]}")
         kv_bytes = 2 * B * 12 * S * 64 * 2
         print(f"   (reading K and V of one layer at L={S}: {kv_bytes / 1e6:.1f} MB)")
         step = None
