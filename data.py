@@ -793,6 +793,16 @@ def _parse(r):
                      "instruction/input/output, messages, prompt/chosen/rejected, chosen/rejected, prompt/completions/ranking")
 
 
+def split_validation(records, seed, path):
+    """Records read from --data PATH -> (training, validation): shuffled with `seed`, 5% (at
+    least one) held out. A file too small to leave both sides something is a one-line error."""
+    random.Random(seed).shuffle(records)
+    n_val = max(1, len(records) // 20)
+    if len(records) <= n_val:
+        raise UserError(f"--data {path}: too few records ({len(records)}) to split into training and validation")
+    return records[n_val:], records[:n_val]
+
+
 def read_jsonl(path):
     """Read any supported format. Returns (kind, records): kind "sft" with {"prompt","response"},
     or "comparison" with {"prompt","completions","ranking"}. Raises DataError("path:line: ...")."""

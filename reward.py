@@ -250,12 +250,7 @@ def comparisons(cfg, gpt, tok, comps, device):
     `gpt`) and ranked by simulated labelers: training labelers for training prompts, held-out
     labelers for held-out users' prompts (both written to OUT_DIR as JSONL)."""
     if comps is not None:
-        random.Random(cfg.seed).shuffle(comps)
-        n_val = max(1, len(comps) // 20)
-        if len(comps) <= n_val:
-            raise UserError(f"--data {cfg.data}: too few records ({len(comps)}) to split into "
-                            f"training and validation")
-        return comps[n_val:], comps[:n_val], [], {}
+        return *data.split_validation(comps, cfg.seed, cfg.data), [], {}
     policy = gpt
     if cfg.policy:  # its samples are decoded with --init's tokenizer: the vocabularies must agree
         policy, policy_tok, _ = load_language_model(cfg.policy, device)

@@ -242,12 +242,7 @@ def main(cfg=None):
             kind, records = data.read_jsonl(cfg.data)
             if kind != "sft":
                 raise UserError(f"--data {cfg.data}: holds {kind} records; sft.py needs demonstrations")
-            random.Random(cfg.seed).shuffle(records)
-            n_val = max(1, len(records) // 20)
-            train_recs, val_recs = records[n_val:], records[:n_val]
-            if not train_recs:
-                raise UserError(f"--data {cfg.data}: too few records ({len(records)}) to split into "
-                                f"training and validation")
+            train_recs, val_recs = data.split_validation(records, cfg.seed, cfg.data)
         else:
             world = data.build(cfg.preset, cfg.seed)
             train_recs = world["sft"]
