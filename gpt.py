@@ -220,28 +220,24 @@ class Rollout:
     def save(self):
         """Everything pick changes, its tensors and the state of the random generator it draws from
         (DecodeStep.warm_up runs trial steps, then puts it all back with `restore`)."""
-        g, device = self.sampling.generator, self.tokens.device
-        if g is not None:
-            rng = g.get_state()
-        else:
-            rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
-        return [t.clone() for t in self._changed()], rng
+        return [t.clone() for t in self._changed()], self._generator().get_state()
 
     def restore(self, saved):
         tensors, rng = saved
         for t, s in zip(self._changed(), tensors):
             t.copy_(s)
-        g, device = self.sampling.generator, self.tokens.device
-        if g is not None:
-            g.set_state(rng)
-        elif device.type == "cuda":
-            torch.cuda.set_rng_state(rng, device)
-        else:
-            torch.set_rng_state(rng)
+        self._generator().set_state(rng)
 
     def _changed(self):
         return (self.tokens, self.valid, self.logprobs, self.response_mask, self.finished, self.i,
                 self.token, self.pos, self.slot)
+
+    def _generator(self):
+        """The generator pick draws from: the Sampling's, else the device's default one."""
+        device = self.tokens.device
+        if self.sampling.generator is not None:
+            return self.sampling.generator
+        return torch.cuda.default_generators[device.index] if device.type == "cuda" else torch.default_generator
 
 
 class KVCache:

@@ -67,15 +67,20 @@ def test_cached_greedy_equals_naive_with_padding_and_eos():
         assert torch.all(cached.logprobs[b, n:] == 0)
 
 
-def test_decode_warm_up_leaves_the_generation_unchanged(monkeypatch):
+@pytest.mark.parametrize("seeded", [True, False], ids=["generator", "default generator"])
+def test_decode_warm_up_leaves_the_generation_unchanged(monkeypatch, seeded):
     """Before recording the graph of each attended length, the CUDA-graph path runs the step twice
     and puts back what it changed (the rollout, the random generator); the whole-step graph's
-    trial runs sample tokens and write them down. Run the same warm-ups on CPU, sampling with a
-    generator, with EOS: nothing changes."""
+    trial runs sample tokens and write them down. Run the same warm-ups on CPU, sampling with EOS
+    from a generator or from the default one: nothing changes."""
     model = tiny_model(3)
     idx, mask = left_padded(PROMPTS)
     kw = dict(attention_mask=mask, temperature=1.0, eos_id=9, pad_id=PAD)
-    plain = model.generate(idx, 40, generator=torch.Generator().manual_seed(0), **kw)
+
+    def generator():
+        torch.manual_seed(0)
+        return torch.Generator().manual_seed(0) if seeded else None
+    plain = model.generate(idx, 40, generator=generator(), **kw)
     real_advance, warmed_lengths = gpt.DecodeStep.advance, []
 
     def warm_up_then_advance(self, n):
@@ -84,7 +89,7 @@ def test_decode_warm_up_leaves_the_generation_unchanged(monkeypatch):
             self.warm_up(lambda: self.step(self.attended(n)))
         return real_advance(self, n)
     monkeypatch.setattr(gpt.DecodeStep, "advance", warm_up_then_advance)
-    warmed = model.generate(idx, 40, generator=torch.Generator().manual_seed(0), **kw)
+    warmed = model.generate(idx, 40, generator=generator(), **kw)
     assert warmed_lengths == [32, 47]
     assert torch.equal(plain.tokens, warmed.tokens) and torch.equal(plain.logprobs, warmed.logprobs)
     assert torch.equal(plain.response_mask, warmed.response_mask)
