@@ -94,7 +94,8 @@ def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, 
     call's seconds, and whether the tokens match the cached path's. skip: paths left out."""
     g = torch.Generator().manual_seed(batch)
     idx = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g).to(device)
-    def cached(**kw):
+
+    def cached(**kw):  # greedy generate() with these arguments
         return lambda: model.generate(idx, new_tokens, temperature=0, **kw).tokens
     paths = {"kv-cache": cached()}
     if device.type == "cuda":

@@ -300,11 +300,11 @@ class DecodeStep:
     Rollout.valid, and the logits come back in a fixed tensor that the next replay overwrites.
     whole_step=True records pick in the same graph (sampling, the writes, the EOS check): a token
     then costs one replay and nothing else from the host (the replay itself launches a few tiny
-    kernels that hand the random generators their seed and offset). The sampling settings are recorded with it, so a
-    call with other settings (another Sampling, a new generator included) records the graphs
-    anew; the random generator is registered with each graph, which draws fresh noise from it at
-    every replay, moving it on as the eager draws would. Without a graph (CPU, tests) the
-    same buffers are used and the same calls simply run at each step.
+    kernels that hand the random generators their seed and offset). The sampling settings are
+    recorded with it, so a call with other settings (another Sampling, a new generator included)
+    records the graphs anew; the random generator is registered with each graph, which draws
+    fresh noise from it at every replay, moving it on as the eager draws would. Without a graph
+    (CPU, tests) the same buffers are used and the same calls simply run at each step.
 
     compile=True runs the forward pass compiled by torch.compile (compiled_decode_logits), with
     or without graphs: inductor fuses each LayerNorm with the residual add before it and the
@@ -568,8 +568,8 @@ class GPT(nn.Module):
             key = (batch_size, length, weight.dtype, weight.data_ptr(), compile, whole_step)
             kept = getattr(self, "_kept_decoder", None)
             if kept is None or kept[0] != key:
-                step = DecodeStep(self, batch_size, length, cuda_graph, compile=compile, whole_step=whole_step)
-                kept = self._kept_decoder = (key, step)
+                kept = self._kept_decoder = (key, DecodeStep(self, batch_size, length, cuda_graph, compile=compile,
+                                                             whole_step=whole_step))
             step = kept[1]
         step.refresh()
         return step
@@ -969,7 +969,6 @@ class MetricsLog:
         if not self.quiet:
             parts = [f"{self.stage} step {step}"] + [f"{k} {_fmt(v)}" for k, v in metrics.items()]
             print(" | ".join(parts), flush=True)
-
 
     def lines(self):
         """metrics.jsonl's lines -> (this stage's, the other stages')."""

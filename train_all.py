@@ -262,13 +262,14 @@ def main(cfg=None):
     device, _ = setup(cfg.device, cfg.seed)
     out = cfg.out_dir
     seconds, t_all = {}, time.time()
-    earlier = [0.0]  # seconds that stages spent in earlier runs of this folder (skipped or resumed)
+    earlier = 0.0  # seconds that stages spent in earlier runs of this folder (skipped or resumed)
     common = dict(preset=cfg.preset, out_dir=out, seed=cfg.seed, device=cfg.device, quiet=cfg.quiet)
 
     def stage(name, ckpt, script, config):
         """Run `script.main(config)` unless its checkpoint exists (then reuse the seconds it
         recorded, after check_same_run); continue it with --resume where an interrupted run
         left <name>.resume.pt."""
+        nonlocal earlier
         path = os.path.join(out, ckpt)
         if os.path.exists(path) and not cfg.force:
             saved = load_checkpoint(path)[1]
@@ -276,7 +277,7 @@ def main(cfg=None):
             print(f"== {name}: {path} exists, skipped (--force re-runs it)")
             metrics = saved.get("metrics", {})
             seconds[name] = metrics.get("seconds", 0.0)
-            earlier[0] += seconds[name]
+            earlier += seconds[name]
             return metrics
         resume = os.path.exists(os.path.join(out, f"{name}.resume.pt")) and not cfg.force
         print(f"== {name}" + (" (resumed where it was interrupted)" if resume else ""))
@@ -284,7 +285,7 @@ def main(cfg=None):
         metrics = script.main(replace(config, resume=resume))
         # a resumed stage reports its seconds over both runs (gpt.Resume); else this run's
         seconds[name] = metrics.get("seconds", 0.0) if resume else round(time.time() - t0, 1)
-        earlier[0] += seconds[name] - (time.time() - t0)
+        earlier += seconds[name] - (time.time() - t0)
         return metrics
 
     # each step's own Config with its preset's values, as `python sft.py --preset P` would build it
@@ -311,7 +312,7 @@ def main(cfg=None):
              "ppo": policy, "ppo_ptx": policy_ptx, "reward": os.path.join(out, rm_name)}
     result, test, answers = evaluate(out, cfg.preset, cfg.seed, cfg.n_test, device, paths)
     seconds["evaluation"] = round(time.time() - t0, 1)
-    seconds["total"] = round(time.time() - t_all + earlier[0], 1)  # the whole pipeline, over every run
+    seconds["total"] = round(time.time() - t_all + earlier, 1)  # the whole pipeline, over every run
     summary = {"preset": cfg.preset, "seed": cfg.seed, "rounds": cfg.rounds, "n_test": len(test),
                "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
                "seconds": seconds, "funnel": result.pop("funnel"),
