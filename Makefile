@@ -3,7 +3,7 @@
 # make test   the test suite (CPU only, a few minutes)
 # make bench  generation speed: KV cache against the naive path and transformers
 # make gpu-check  on a CUDA machine with torch installed: the CUDA tests, the GPU benchmark and
-#                 the gpu preset for the rest of 10 minutes (gpu_check.sh; CONTINUE=1 finishes it)
+#                 the gpu preset for the rest of 10 minutes (tools/gpu_check.sh; CONTINUE=1 finishes it)
 # Each target creates the virtual environment in .venv from requirements.txt when it is missing.
 
 VENV ?= .venv
@@ -28,10 +28,10 @@ test: $(VENV)/installed
 	$(PY) -m pytest -q tests
 
 bench: $(VENV)/installed
-	$(PY) bench.py
+	$(PY) tools/bench.py
 
 gpu-check:
-	bash gpu_check.sh
+	bash tools/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) out

@@ -35,7 +35,6 @@ Where this departs from the paper:
      single-turn, so the models have never seen a conversation history.
 """
 
-import argparse
 import codecs
 import json
 import os
@@ -45,10 +44,11 @@ from dataclasses import dataclass
 import torch
 
 import data
-from gpt import GPT, UserError, run_cli, sample, setup
-from reward import load_reward_model, score_texts
-from sft import load_language_model, respond
-
+from checkpoint import base_prompt, load_language_model, load_reward_model, respond, score_texts
+from common import UserError, arg, parse_config, run_cli, setup
+from formats import read_jsonl, utf8_lines
+from gpt import GPT, sample
+from tokenizer import Tokenizer
 
 # -----------------------------------------------------------------------------
 # Loading a model to talk to
@@ -58,7 +58,7 @@ class Bot:
     """One checkpoint ready to answer: its name (the path as given), model, tokenizer, stage."""
     name: str
     model: GPT
-    tok: data.Tokenizer
+    tok: Tokenizer
     stage: str
 
     @property
@@ -104,7 +104,7 @@ def prompt_ids(bot, prompt, max_new_tokens):
     if room < 1:
         raise UserError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in "
                         f"{bot.name} (block_size {bot.model.config.block_size})")
-    ids = bot.tok.encode(data.base_prompt(prompt)) if bot.base else bot.tok.chat_prompt(prompt)
+    ids = bot.tok.encode(base_prompt(prompt)) if bot.base else bot.tok.chat_prompt(prompt)
     return ids[-room:]
 
 
@@ -252,7 +252,7 @@ def ranked_prompts(out_path):
     """The prompts `out_path` already ranks (empty if it does not exist yet): a rerun resumes."""
     if not os.path.isfile(out_path) or os.path.getsize(out_path) == 0:
         return set()
-    kind, records = data.read_jsonl(out_path)
+    kind, records = read_jsonl(out_path)
     if kind != "comparison":
         raise UserError(f"--out {out_path}: holds {kind} records, not rankings")
     return {r["prompt"] for r in records}
@@ -328,7 +328,7 @@ def read_prompts(path=None, preset="cpu", seed=0):
         return data.build(preset, seed)["rm"]
     if not os.path.isfile(path):
         raise UserError(f"--prompts {path}: no such file")
-    prompts = [line.strip() for _, line in data.utf8_lines(path) if line.strip()]
+    prompts = [line.strip() for _, line in utf8_lines(path) if line.strip()]
     if not prompts:
         raise UserError(f"--prompts {path}: no prompts in the file")
     return prompts
@@ -336,31 +336,29 @@ def read_prompts(path=None, preset="cpu", seed=0):
 
 # -----------------------------------------------------------------------------
 
-def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoints", nargs="*", help="checkpoints to chat with (pretrain.pt, sft.pt, ppo.pt, ...); "
-                   "several answer each prompt side by side")
-    p.add_argument("--prompt", default=None, help="answer this one prompt and exit (default: chat on stdin)")
-    p.add_argument("--reward", default=None, help="reward-model checkpoint for the RM scores "
-                   "(default: reward.pt beside the first checkpoint, if it exists; 'none' for no scores)")
-    p.add_argument("--temperature", type=float, default=None,
-                   help="sampling temperature, 0 is greedy (default: 0.7 in a chat, 1.0 when labeling)")
-    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only (default: all)")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: the smallest set of tokens with "
-                   "this much probability (default: all)")
-    p.add_argument("--max-new-tokens", type=int, default=48, help="longest answer in tokens (default: 48)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling, and of the simulated prompts (default: 0)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    p.add_argument("--label", action="store_true", help="rank K samples of --policy by hand instead of chatting")
-    p.add_argument("--policy", default=None, help="--label: the model whose samples you rank (default: the first checkpoint)")
-    p.add_argument("--out", default=None, help="--label: JSONL the rankings are appended to "
-                   "(default: comparisons_human.jsonl beside the policy)")
-    p.add_argument("--k", type=int, default=4, help="--label: answers ranked per prompt, 2..9 (paper: 4..9; default: 4)")
-    p.add_argument("--prompts", default=None, help="--label: a text file of prompts, one per line "
-                   "(default: the simulated RM prompts of --preset and --seed)")
-    p.add_argument("--preset", default="cpu", choices=list(data.PRESETS), help="--label: which simulated "
-                   "prompts, as data.py builds them (default: cpu)")
-    return p
+@dataclass
+class Config:
+    checkpoints: list = arg([], "checkpoints to chat with (pretrain.pt, sft.pt, ppo.pt, ...); several answer "
+                            "each prompt side by side", positional=True, nargs="*")
+    prompt: str = arg(None, "answer this one prompt and exit (default: chat on stdin)")
+    reward: str = arg(None, "reward-model checkpoint for the RM scores (default: reward.pt beside the first "
+                            "checkpoint, if it exists; 'none' for no scores)")
+    temperature: float = arg(None, "sampling temperature, 0 is greedy (default: 0.7 in a chat, 1.0 when labeling)",
+                             type=float)
+    top_k: int = arg(None, "sample from the k most likely tokens only (default: all)", type=int)
+    top_p: float = arg(None, "nucleus sampling: the smallest set of tokens with this much probability "
+                             "(default: all)", type=float)
+    max_new_tokens: int = arg(48, "longest answer in tokens")
+    seed: int = arg(0, "seed of the sampling, and of the simulated prompts")
+    device: str = arg("cpu", "cpu, cuda or auto")
+    label: bool = arg(False, "rank K samples of --policy by hand instead of chatting")
+    policy: str = arg(None, "--label: the model whose samples you rank (default: the first checkpoint)")
+    out: str = arg(None, "--label: JSONL the rankings are appended to (default: comparisons_human.jsonl "
+                         "beside the policy)")
+    k: int = arg(4, "--label: answers ranked per prompt, 2..9 (paper: 4..9)")
+    prompts: str = arg(None, "--label: a text file of prompts, one per line (default: the simulated RM "
+                             "prompts of --preset and --seed)")
+    preset: str = arg("cpu", "--label: which simulated prompts, as data.py builds them", choices=list(data.PRESETS))
 
 
 def validate(args):
@@ -377,7 +375,7 @@ def validate(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_config(Config, argv, description=__doc__)
     validate(args)
     device, _ = setup(args.device, args.seed)
     if args.label:

@@ -16,7 +16,8 @@ InstructGPT, Section 3.5 "Reward modeling (RM)" (arXiv 2203.02155):
 Run on CPU (after sft.py):
     python reward.py --preset smoke --out-dir out/smoke        # sample, rank, train, evaluate
     python reward.py --init out/smoke/sft.pt --data pairs.jsonl --out-dir out/mine
-    python reward.py --label --out-dir out/smoke               # you rank the samples (chat.py's label)
+    python chat.py --label --policy out/smoke/sft.pt            # you rank the samples, then:
+    python reward.py --data out/smoke/comparisons_human.jsonl --init out/smoke/sft.pt --out-dir out/mine
     python reward.py --preset smoke --out-dir out/smoke --resume   # after Ctrl-C: no sampling again
 --data takes pairwise {"prompt","chosen","rejected"}, Anthropic HH {"chosen","rejected"} or
 ranked {"prompt","completions","ranking"} JSONL instead of the simulated labelers.
@@ -38,14 +39,15 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 import data
-from gpt import (MetricsLog, Resume, UserError, arg, check_positive, configure_optimizer, cosine_lr,
-    ensure_out_dir, load_checkpoint, padded_positions, parse_config, run_cli, save_checkpoint, setup,
-    stop_on_signal)
-from sft import load_language_model, load_start, respond
+from checkpoint import ScalarModel, load_language_model, load_start, respond, reward_scores, score_texts
+from common import (MetricsLog, Resume, UserError, arg, check_positive, configure_optimizer, cosine_lr, ensure_out_dir,
+                    parse_config, run_cli, setup, stop_on_signal)
+from formats import read_jsonl, split_validation, write_jsonl
+from gpt import save_checkpoint
+from tokenizer import encode_responses
 
 
 @dataclass
@@ -70,9 +72,6 @@ class Config:
     dropout: float = arg(0.0, "dropout while training the RM")
     round: int = arg(1, "which round of comparisons (steps 2 and 3 repeat): names the output files "
                          "(round R > 1 writes reward_roundR.pt)")
-    label: bool = arg(False, "be the labeler: rank K samples of --policy (default OUT_DIR/sft.pt) yourself, "
-                             "appending to OUT_DIR/comparisons_human.jsonl; then train with --data on that file")
-    k: int = arg(4, "--label: responses to rank per prompt")
     resume: bool = arg(False, "continue an interrupted run from its OUT_DIR/reward[_roundR].resume.pt")
     quiet: bool = arg(False, "no per-step log lines")
 
@@ -87,37 +86,7 @@ PRESETS = {
 
 
 # -----------------------------------------------------------------------------
-# The model: a GPT body and a scalar head (also PPO's value model)
-
-class ScalarModel(nn.Module):
-    """A GPT without its unembedding, plus a linear head giving one number per position.
-    The reward model reads it at the last real token; PPO's value model reads every position."""
-
-    def __init__(self, gpt):
-        super().__init__()
-        self.gpt = gpt
-        self.head = nn.Linear(gpt.config.n_embd, 1)
-        nn.init.normal_(self.head.weight, std=1 / math.sqrt(gpt.config.n_embd + 1))
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, tokens, attention_mask):
-        """tokens (B, T), attention_mask (B, T) with any padding -> scalars (B, T)."""
-        pos, mask = padded_positions(attention_mask, self.gpt.config.block_size)
-        h = self.gpt.hidden_states(tokens, pos, mask)                # (B, T, C)
-        return self.head(h).squeeze(-1).float()                      # (B, T)
-
-
-def last_index(attention_mask):
-    """(B, T) mask -> (B,) index of the last real token, whatever the padding (left or right)."""
-    T = attention_mask.size(1)
-    return T - 1 - attention_mask.flip(1).long().argmax(1)
-
-
-def reward_scores(rm, tokens, attention_mask):
-    """The reward r(x, y) of each sequence: the head's output at its last real token. (B,)"""
-    values = rm(tokens, attention_mask)                              # (B, T)
-    return values.gather(1, last_index(attention_mask)[:, None]).squeeze(1)
-
+# The loss (eq. 1)
 
 def ranking_loss(rewards, ranking_mask):
     """
@@ -176,20 +145,12 @@ def collect_comparisons(policy, tok, records, labelers, cfg, rng, generator):
 def encode_comparisons(tok, comps, block_size):
     """Every response of every prompt as prompt+response+EOS, right-padded, in ranked order.
     Returns tokens (N, T), attention_mask (N, T), and per prompt its row range."""
-    seqs, spans = [], []
+    prompts, responses, spans = [], [], []
     for c in comps:
-        start = len(seqs)
-        for i in c["ranking"]:  # best..worst
-            p, r = tok.chat_prompt(c["prompt"]), tok.chat_response(c["completions"][i])
-            r = r[:block_size - 1]
-            seqs.append(p[-(block_size - len(r)):] + r)              # cut a long prompt from the left
-        spans.append((start, len(seqs)))
-    T = max(len(s) for s in seqs)
-    tokens = torch.full((len(seqs), T), tok.pad_id, dtype=torch.long)
-    mask = torch.zeros(len(seqs), T, dtype=torch.long)
-    for b, s in enumerate(seqs):
-        tokens[b, :len(s)] = torch.tensor(s)
-        mask[b, :len(s)] = 1
+        spans.append((len(prompts), len(prompts) + len(c["ranking"])))
+        prompts += [c["prompt"]] * len(c["ranking"])
+        responses += [c["completions"][i] for i in c["ranking"]]  # best..worst
+    tokens, mask = encode_responses(tok, prompts, responses, block_size)
     return tokens, mask, spans
 
 
@@ -220,37 +181,13 @@ def accuracy(rm, tok, comps, block_size, device, batch_size=32):
     return right / max(total, 1)
 
 
-@torch.no_grad()
-def score_texts(rm, tok, prompts, responses, block_size, device, batch_size=64):
-    """Raw RM scores (before the demonstration bias) of (prompt, response) pairs."""
-    out = []
-    rm.eval()
-    for i in range(0, len(prompts), batch_size):
-        comps = [{"prompt": p, "completions": [r], "ranking": [0]}
-                 for p, r in zip(prompts[i:i + batch_size], responses[i:i + batch_size])]
-        tokens, mask, _ = encode_comparisons(tok, comps, block_size)
-        out += reward_scores(rm, tokens.to(device), mask.to(device)).tolist()
-    return out
-
-
-def load_reward_model(path, device="cpu"):
-    """-> (ScalarModel with the trained head, tokenizer, bias, scale). PPO's reward is the
-    score minus the bias (demonstrations then score 0 on average); the scale is reported."""
-    gpt, ckpt = load_checkpoint(path, device)
-    if ckpt.get("stage") != "reward" or "reward_head" not in ckpt:
-        raise UserError(f"{path}: not a reward-model checkpoint (stage {ckpt.get('stage')!r})")
-    rm = ScalarModel(gpt)
-    rm.head.load_state_dict(ckpt["reward_head"])
-    return rm.to(device), data.Tokenizer.from_state(ckpt["tokenizer"]), ckpt["reward_bias"], ckpt["reward_scale"]
-
-
 def comparisons(cfg, gpt, tok, comps, device):
     """-> (training comparisons, held-out comparisons, demonstrations for the bias, metrics).
     From a file (`comps`, split 95/5), or sampled from the policy (--policy, default the SFT model
     `gpt`) and ranked by simulated labelers: training labelers for training prompts, held-out
     labelers for held-out users' prompts (both written to OUT_DIR as JSONL)."""
     if comps is not None:
-        return *data.split_validation(comps, cfg.seed, cfg.data), [], {}
+        return *split_validation(comps, cfg.seed, cfg.data), [], {}
     policy = gpt
     if cfg.policy:  # its samples are decoded with --init's tokenizer: the vocabularies must agree
         policy, policy_tok, _ = load_language_model(cfg.policy, device)
@@ -273,8 +210,8 @@ def comparisons(cfg, gpt, tok, comps, device):
     print(f"reward: {len(train)} training prompts ranked (mean K {n_k:.1f}, {len(pairs)} comparisons), "
           f"{len(heldout)} held-out; sampling took {metrics['sampling_seconds']:.0f}s; labeler agreement "
           f"{metrics['labeler_agreement']:.3f} (paper: 0.726)")
-    data.write_jsonl(os.path.join(cfg.out_dir, f"comparisons_round{cfg.round}.jsonl"), train)
-    data.write_jsonl(os.path.join(cfg.out_dir, f"comparisons_heldout_round{cfg.round}.jsonl"), heldout)
+    write_jsonl(os.path.join(cfg.out_dir, f"comparisons_round{cfg.round}.jsonl"), train)
+    write_jsonl(os.path.join(cfg.out_dir, f"comparisons_heldout_round{cfg.round}.jsonl"), heldout)
     demos = [{"prompt": d["prompt"], "response": d["response"]} for d in world["sft"]]
     return train, heldout, demos, metrics
 
@@ -294,22 +231,12 @@ def main(cfg=None):
     cfg = cfg or parse_config(Config, presets=PRESETS, description=__doc__)
     validate(cfg)
     device, autocast = setup(cfg.device, cfg.seed)
-    if cfg.label:  # a person ranks instead of the simulated labelers (the terminal side lives in chat.py)
-        import chat
-        if not 2 <= cfg.k <= 9:
-            raise UserError(f"--k {cfg.k}: rank between 2 and 9 responses")
-        out = os.path.join(cfg.out_dir, "comparisons_human.jsonl")
-        n = chat.label(cfg.policy or os.path.join(cfg.out_dir, "sft.pt"), out, cfg.k,
-                       chat.read_prompts(None, cfg.preset, cfg.seed), temperature=cfg.temperature,
-                       max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, device=str(device))
-        print(f"{n} rankings saved to {out}; train on them: python reward.py --data {out} --init SFT_CHECKPOINT")
-        return {}
     name = "reward" if cfg.round == 1 else f"reward_round{cfg.round}"  # later rounds keep the first RM
     log = MetricsLog(cfg.out_dir, name, cfg.quiet, cfg.resume)
     resume = Resume(cfg.out_dir, name, cfg, log)
     state = resume.load(device) if cfg.resume else None
     if cfg.data and not state:  # read (and so check) the file before any model is loaded
-        kind, comps = data.read_jsonl(cfg.data)
+        kind, comps = read_jsonl(cfg.data)
         if kind != "comparison":
             raise UserError(f"--data {cfg.data}: holds {kind} records; reward.py needs comparisons")
     gpt, tok, init_path = load_start(cfg, device, default="sft.pt")

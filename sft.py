@@ -28,8 +28,6 @@ Where this departs from the paper:
      300B tokens; here a few million).
 """
 
-import contextlib
-import json
 import os
 import random
 import time
@@ -38,9 +36,14 @@ from dataclasses import asdict, dataclass
 import torch
 
 import data
-from gpt import (GPT, GPTConfig, MetricsLog, Resume, UserError, arg, check_positive, configure_optimizer,
-    cosine_lr, ensure_out_dir, flops_per_token, gpu_peaks, load_any, parse_config, resize_vocab, run_cli,
-    save_checkpoint, setup, stop_on_signal)
+from checkpoint import lm_loss, load_any, load_start, respond
+from common import (MetricsLog, Resume, UserError, arg, check_positive, configure_optimizer, cosine_lr, ensure_out_dir,
+                    flops_per_token, gpu_peaks, parse_config, run_cli, setup, stop_on_signal)
+from formats import read_jsonl, split_validation
+from gpt import GPT, GPTConfig, save_checkpoint
+from plots import plot_losses
+from tokenizer import corpus_split, n_truncated, pretrain_batch, sft_batch, train_tokenizer
+from world import gold_score
 
 
 @dataclass
@@ -86,49 +89,6 @@ PRESETS = {  # each overrides Config's defaults; flags given on the command line
 # -----------------------------------------------------------------------------
 # The data of each stage, as token ids
 
-def pretrain_stream(tok, corpus):
-    """All documents as one stream of ids, each followed by EOS (how GPT-2/3 pack their data)."""
-    ids = []
-    for doc in corpus:
-        ids += tok.encode(doc) + [tok.eos_id]
-    return torch.tensor(ids, dtype=torch.long)
-
-
-def pretrain_batch(stream, batch_size, block_size, step, seed):
-    """Random windows of the stream. The windows depend only on (seed, step), so a resumed run
-    sees the same batches as an uninterrupted one."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    start = torch.randint(0, len(stream) - block_size - 1, (batch_size,), generator=g)
-    x = torch.stack([stream[s:s + block_size] for s in start.tolist()])
-    y = torch.stack([stream[s + 1:s + block_size + 1] for s in start.tolist()])
-    return x, y
-
-
-@torch.no_grad()
-def lm_loss(model, ids, device, autocast=None, max_windows=200):
-    """Mean next-token loss over consecutive block_size windows of a token stream: the
-    pretraining loss, also the "alignment tax" of RLHF when measured on held-out corpus text."""
-    was_training = model.training
-    model.eval()
-    T = model.config.block_size
-    starts = list(range(0, len(ids) - T - 1, T))[:max_windows]
-    total = 0.0
-    for i in range(0, len(starts), 16):
-        x = torch.stack([ids[s:s + T] for s in starts[i:i + 16]]).to(device)
-        y = torch.stack([ids[s + 1:s + T + 1] for s in starts[i:i + 16]]).to(device)
-        with (autocast or contextlib.nullcontext)():
-            total += model(x, y)[1].item() * len(x)
-    model.train(was_training)
-    return total / max(1, len(starts))
-
-
-def corpus_split(tok, corpus, block_size):
-    """The corpus as (train ids, validation ids): the last 5% is never trained on."""
-    stream = pretrain_stream(tok, corpus)
-    n_val = max(len(stream) // 20, block_size * 4)
-    return stream[:-n_val], stream[-n_val:]
-
-
 def demo_pairs(tok, records):
     """Demonstrations -> (prompt ids in the chat format, response ids ending in EOS)."""
     return [(tok.chat_prompt(r["prompt"]), tok.chat_response(r["response"])) for r in records]
@@ -136,77 +96,15 @@ def demo_pairs(tok, records):
 
 def sft_loss(model, x, y):
     """Mean cross-entropy over response tokens: y is -1 on prompt and padding positions
-    (data.sft_batch), which the model's loss ignores."""
+    (tokenizer.sft_batch), which the model's loss ignores."""
     return model(x, y)[1]
 
 
-# -----------------------------------------------------------------------------
-# Answering prompts: what every later step and the evaluation use
-
-@torch.no_grad()
-def respond(model, tok, prompts, mode="chat", max_new_tokens=48, temperature=0.0, batch_size=64,
-            generator=None, examples=None):
-    """Answer each prompt. mode "chat": the SFT format, the answer ends at EOS. mode "base" /
-    "fewshot": the plain text a pretrained model continues (data.base_prompt, or with
-    `examples` Q/A pairs first); the answer ends at EOS or at the first newline, as an API's
-    stop sequence would end it. Returns the answer strings."""
-    device = next(model.parameters()).device
-    answers = []
-    for i in range(0, len(prompts), batch_size):
-        chunk = prompts[i:i + batch_size]
-        if mode == "chat":
-            ids = [tok.chat_prompt(p) for p in chunk]
-        else:
-            text = [data.base_prompt(p) if mode == "base" else data.fewshot_prompt(p, examples) for p in chunk]
-            ids = [tok.encode(t) for t in text]
-        idx, mask, _ = data.left_pad(ids, tok.pad_id, max_len=model.config.block_size - max_new_tokens)
-        out = model.generate(idx.to(device), max_new_tokens, attention_mask=mask.to(device),
-                             temperature=temperature, eos_id=tok.eos_id, pad_id=tok.pad_id, generator=generator,
-                             suppress_ids=tok.never_sampled)
-        T = idx.size(1)
-        for row, rmask in zip(out.tokens[:, T:].tolist(), out.response_mask.tolist()):
-            row = [t for t, m in zip(row, rmask) if m and t != tok.eos_id]
-            text = tok.decode(row)
-            answers.append(text.split("\n")[0].strip() if mode != "chat" else text.strip())
-    return answers
-
-
 def gold_eval(model, tok, records, mode="chat", **kw):
-    """Mean gold-rubric score (data.gold_score "total") of greedy answers to simulated prompts."""
+    """Mean gold-rubric score (world.gold_score "total") of greedy answers to simulated prompts."""
     answers = respond(model, tok, [r["prompt"] for r in records], mode, **kw)
-    scores = [data.gold_score(r["task"], a)["total"] for r, a in zip(records, answers)]
+    scores = [gold_score(r["task"], a)["total"] for r, a in zip(records, answers)]
     return sum(scores) / max(1, len(scores)), answers
-
-
-# -----------------------------------------------------------------------------
-
-def load_language_model(path, device="cpu"):
-    """A checkpoint of this project (pretrain, sft, ppo) or a local GPT-2 directory -> (model,
-    tokenizer, stage). SFT, PPO and chat.py all start from here; a reward model, a checkpoint
-    without a tokenizer or a vocabulary that does not fit is a one-line error."""
-    model, ckpt = load_any(path, device)
-    if os.path.isdir(path):
-        tok, stage = data.gpt2_tokenizer(path), "pretrain"
-        resize_vocab(model, tok.vocab_size)  # room for <|pad|>, <|user|>, <|assistant|>
-    elif ckpt.get("stage") == "reward":
-        raise UserError(f"{path}: a reward-model checkpoint; a language model (pretrain, sft or ppo) is needed here")
-    elif "tokenizer" not in ckpt:
-        raise UserError(f"{path}: checkpoint has no tokenizer")
-    else:
-        tok, stage = data.Tokenizer.from_state(ckpt["tokenizer"]), ckpt.get("stage", "sft")
-    if model.config.vocab_size < tok.vocab_size:
-        raise UserError(f"{path}: model vocabulary {model.config.vocab_size} is smaller than its tokenizer's {tok.vocab_size}")
-    return model.to(device), tok, stage
-
-
-def load_start(cfg, device, default="pretrain.pt"):
-    """The model and tokenizer a stage starts from: --init, else OUT_DIR/<default>."""
-    path = cfg.init or os.path.join(cfg.out_dir, default)
-    if not cfg.init and not os.path.exists(path):
-        raise UserError(f"{path}: no such checkpoint; run the stage before this one first or pass --init")
-    model, tok, _ = load_language_model(path, device)
-    model.set_dropout(cfg.dropout)
-    return model, tok, path
 
 
 def validate(cfg):
@@ -228,7 +126,7 @@ def main(cfg=None):
     # ---- the data and the model
     if cfg.stage == "pretrain":
         world = data.build(cfg.preset, cfg.seed, cfg.out_dir)
-        tok = data.train_tokenizer("\n".join(world["corpus"]), data.PRESETS[cfg.preset]["vocab_size"])
+        tok = train_tokenizer("\n".join(world["corpus"]), data.PRESETS[cfg.preset]["vocab_size"])
         train_ids, val_ids = corpus_split(tok, world["corpus"], cfg.block_size)
         model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=tok.vocab_size, n_layer=cfg.n_layer,
                               n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)).to(device)
@@ -239,10 +137,10 @@ def main(cfg=None):
     else:
         model, tok, init_path = load_start(cfg, device)
         if cfg.data:
-            kind, records = data.read_jsonl(cfg.data)
+            kind, records = read_jsonl(cfg.data)
             if kind != "sft":
                 raise UserError(f"--data {cfg.data}: holds {kind} records; sft.py needs demonstrations")
-            train_recs, val_recs = data.split_validation(records, cfg.seed, cfg.data)
+            train_recs, val_recs = split_validation(records, cfg.seed, cfg.data)
         else:
             world = data.build(cfg.preset, cfg.seed)
             train_recs = world["sft"]
@@ -251,7 +149,7 @@ def main(cfg=None):
             val_recs = [{"prompt": r["prompt"], "task": r["task"],
                          "response": rng.choice(writers).write_demonstration(r["task"], rng)} for r in world["val"]]
         train_pairs, val_pairs = demo_pairs(tok, train_recs), demo_pairs(tok, val_recs)
-        cut = data.n_truncated(train_pairs, model.config.block_size)
+        cut = n_truncated(train_pairs, model.config.block_size)
         print(f"sft: {len(train_pairs)} demonstrations ({cut} cut to block_size {model.config.block_size}), "
               f"{len(val_pairs)} validation, from {init_path}")
         steps_per_epoch = (len(train_pairs) + cfg.batch_size - 1) // cfg.batch_size
@@ -263,7 +161,7 @@ def main(cfg=None):
         epoch, k = divmod(step, steps_per_epoch)
         order = torch.randperm(len(train_pairs), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
         chosen = [train_pairs[i] for i in order[k * cfg.batch_size:(k + 1) * cfg.batch_size].tolist()]
-        x, y, _ = data.sft_batch(tok, chosen, model.config.block_size)
+        x, y, _ = sft_batch(tok, chosen, model.config.block_size)
         return x, y
 
     @torch.no_grad()
@@ -273,7 +171,7 @@ def main(cfg=None):
         model.eval()
         total, n = 0.0, 0
         for i in range(0, len(val_pairs), cfg.batch_size):  # mean over response tokens
-            x, y, mask = data.sft_batch(tok, val_pairs[i:i + cfg.batch_size], model.config.block_size)
+            x, y, mask = sft_batch(tok, val_pairs[i:i + cfg.batch_size], model.config.block_size)
             with autocast():
                 loss = model(x.to(device), y.to(device))[1].item()
             total, n = total + loss * mask.sum().item(), n + mask.sum().item()
@@ -361,27 +259,6 @@ def main(cfg=None):
     print(f"{cfg.stage}: done in {metrics['seconds']:.0f}s, val loss {val_history[0][1]:.3f} -> {v:.3f}; "
           f"wrote {os.path.join(cfg.out_dir, cfg.stage + '.pt')}")
     return metrics
-
-
-def plot_losses(out_dir, stage):
-    """<stage>_loss.png: training and validation loss against step, from metrics.jsonl."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    rows = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
-    rows = [r for r in rows if r["stage"] == stage]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key in ("loss", "val_loss"):
-        pts = [(r["step"], r[key]) for r in rows if key in r]
-        if pts:
-            ax.plot(*zip(*pts), label=key, marker="o" if key == "val_loss" else None)
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title(f"{stage}: loss" + (" on response tokens" if stage == "sft" else ""))
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, f"{stage}_loss.png"), dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

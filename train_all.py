@@ -40,7 +40,12 @@ import data
 import ppo
 import reward
 import sft
-from gpt import UserError, arg, ensure_out_dir, load_checkpoint, parse_config, run_cli, setup
+from checkpoint import lm_loss, load_reward_model, respond, score_texts
+from common import UserError, arg, ensure_out_dir, parse_config, run_cli, setup
+from gpt import load_checkpoint
+from plots import plot_all
+from tokenizer import Tokenizer, corpus_split
+from world import gold_score
 
 MODELS = ["base", "base_fewshot", "sft", "ppo", "ppo_ptx"]
 
@@ -96,7 +101,7 @@ def sample_chat(model, ref, rm, tok, prompts, reward_bias, seed):
     g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     answers, kl, scores = [], [], []
     for i in range(0, len(prompts), 64):
-        b = ppo.rollout(model, ref, None, rm, tok, prompts[i:i + 64], cfg, reward_bias, g)
+        b = ppo.score(ppo.rollout(model, tok, prompts[i:i + 64], cfg, g), model, ref, None, rm, cfg, reward_bias)
         answers += ppo.decode_responses(tok, b)
         kl += ((b["logprobs"] - b["ref_logprobs"]) * b["response_mask"]).sum(1).tolist()
         scores += b["scores"].tolist()
@@ -111,26 +116,26 @@ def evaluate(out_dir, preset, seed, n_test, device, paths):
     prompts = [r["prompt"] for r in test]
     heldout = [l for l in world["labelers"] if l.heldout]
     models = {name: load_checkpoint(p, device)[0] for name, p in paths.items() if name != "reward"}
-    tok = data.Tokenizer.from_state(load_checkpoint(paths["sft"], device)[1]["tokenizer"])
-    rm, _, bias, _ = reward.load_reward_model(paths["reward"], device)
+    tok = Tokenizer.from_state(load_checkpoint(paths["sft"], device)[1]["tokenizer"])
+    rm, _, bias, _ = load_reward_model(paths["reward"], device)
     block = models["sft"].config.block_size
-    _, val_ids = sft.corpus_split(tok, world["corpus"], block)
+    _, val_ids = corpus_split(tok, world["corpus"], block)
     shots = [(r["task"]["prompt"], r["task"]["answer"]) for r in world["sft"][:3]]  # fixed few-shot prefix
     result = {"funnel": world["funnel"], "kl_to_sft": {}, "pretrain_loss": {}}
     answers = {"sampled": {}, "greedy": {}}
     for name in MODELS:
         model = models["base" if name.startswith("base") else name]
         mode = {"base": "base", "base_fewshot": "fewshot"}.get(name, "chat")
-        answers["greedy"][name] = sft.respond(model, tok, prompts, mode=mode, examples=shots)
+        answers["greedy"][name] = respond(model, tok, prompts, mode=mode, examples=shots)
         if mode == "chat":
             answers["sampled"][name], kl, _ = sample_chat(model, models["sft"], rm, tok, prompts, bias, seed + 6)
             result["kl_to_sft"][name] = round(kl, 4)
         else:  # the base model is not asked in the chat format: no KL to SFT to speak of
             g = torch.Generator(device=device).manual_seed(seed + 6)
-            answers["sampled"][name] = sft.respond(model, tok, prompts, mode=mode, examples=shots,
+            answers["sampled"][name] = respond(model, tok, prompts, mode=mode, examples=shots,
                                                    temperature=1.0, generator=g)
             result["kl_to_sft"][name] = None
-        result["pretrain_loss"][name] = round(sft.lm_loss(model, val_ids, device), 4)
+        result["pretrain_loss"][name] = round(lm_loss(model, val_ids, device), 4)
     for decoding, suffix in (("sampled", ""), ("greedy", "_greedy")):
         rng = random.Random(seed + 5)
         for key in ("win_rate_vs_sft", "win_rate_ci", "gold_score", "gold_dims", "rm_score"):
@@ -140,58 +145,16 @@ def evaluate(out_dir, preset, seed, n_test, device, paths):
             p, ci = win_rate(judge(heldout, test, ans, answers[decoding]["sft"], rng), len(test))
             result["win_rate_vs_sft" + suffix][name] = round(p, 4)
             result["win_rate_ci" + suffix][name] = [round(c, 4) for c in ci]
-            golds = [data.gold_score(r["task"], a) for r, a in zip(test, ans)]
+            golds = [gold_score(r["task"], a) for r, a in zip(test, ans)]
             dims = {k: round(sum(g[k] for g in golds) / len(golds), 4) for k in golds[0]}
             result["gold_dims" + suffix][name], result["gold_score" + suffix][name] = dims, dims["total"]
             result["rm_score" + suffix][name] = round(
-                sum(reward.score_texts(rm, tok, prompts, ans, block, device)) / len(prompts) - bias, 4)
+                sum(score_texts(rm, tok, prompts, ans, block, device)) / len(prompts) - bias, 4)
     return result, test, answers["sampled"]
 
 
 # -----------------------------------------------------------------------------
 # Report and plots
-
-def plot_all(out_dir, summary):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    rows = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
-    # losses of every training stage
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, stage, key in zip(axes, ["pretrain", "sft", "reward"], ["loss", "loss", "loss"]):
-        pts = [(r["step"], r[key]) for r in rows if r["stage"] == stage and key in r]
-        val = [(r["step"], r.get("val_loss", r.get("heldout_accuracy"))) for r in rows
-               if r["stage"] == stage and ("val_loss" in r or "heldout_accuracy" in r)]
-        if pts:
-            ax.plot(*zip(*pts), label="train loss")
-        if val and stage != "reward":
-            ax.plot(*zip(*val), "o-", label="validation loss")
-        if val and stage == "reward":
-            ax2 = ax.twinx()
-            ax2.plot(*zip(*val), "o-", color="C2", label="held-out accuracy")
-            ax2.set_ylabel("held-out pairwise accuracy")
-        ax.set_title(stage)
-        ax.set_xlabel("step")
-        ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "losses.png"), dpi=100)
-    plt.close(fig)
-    # RM and gold score against KL during PPO (over-optimization shows here)
-    ppo.plot_scores_vs_kl(out_dir, ["ppo", "ppo_ptx"], "scores_vs_kl.png")
-    # win rates against SFT, like the paper's Figure 1
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    w, ci = summary["win_rate_vs_sft"], summary["win_rate_ci"]
-    names = [m for m in MODELS if w.get(m) is not None]
-    ax.bar(names, [w[m] for m in names], yerr=[[w[m] - ci[m][0] for m in names], [ci[m][1] - w[m] for m in names]],
-           color=["0.6", "0.45", "C2", "C0", "C1"][:len(names)], capsize=4)
-    ax.axhline(0.5, color="k", lw=0.8, ls=":")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("win rate against SFT")
-    ax.set_title(f"Held-out labelers' preference ({summary['n_test']} test prompts, 95% CI)")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "win_rates.png"), dpi=100)
-    plt.close(fig)
-
 
 def write_report(out_dir, summary, test, answers):
     lines = [f"# InstructGPT pipeline: preset {summary['preset']}, seed {summary['seed']}", "",
@@ -322,7 +285,7 @@ def main(cfg=None):
     with open(tmp, "w") as f:
         json.dump(summary, f, indent=2)
     os.replace(tmp, os.path.join(out, "summary.json"))
-    plot_all(out, summary)
+    plot_all(out, summary, MODELS)
     write_report(out, summary, test, answers)
     w, g = summary["win_rate_vs_sft"], summary["gold_score"]
     print(f"done in {seconds['total']:.0f}s: win rate vs SFT " + ", ".join(f"{m} {w[m]:.2f}" for m in MODELS)

@@ -15,18 +15,47 @@ sys.path.insert(0, ROOT)
 torch.set_flush_denormal(True)  # without it, CPU backward matmuls can run ~40x slower
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+from gpt import GPT, GPTConfig  # noqa: E402 (after the path above)
 
 RM_BIAS = 0.5  # the reward bias stored in run_dir's reward.pt
+PAD = 0
+
+
+def tiny_model(seed=0, **kw):
+    """A tiny GPT with larger-than-usual random weights, so its greedy choices are clear-cut
+    (with GPT-2's 0.02 init every logit is nearly equal and float noise could flip an argmax)."""
+    torch.manual_seed(seed)
+    config = GPTConfig(**{**dict(block_size=64, vocab_size=50, n_layer=2, n_head=2, n_embd=32), **kw})
+    model = GPT(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    return model.eval()
+
+
+def left_padded(prompts):
+    T = max(len(p) for p in prompts)
+    idx = torch.full((len(prompts), T), PAD)
+    mask = torch.zeros(len(prompts), T, dtype=torch.long)
+    for b, p in enumerate(prompts):
+        idx[b, T - len(p):] = torch.tensor(p)
+        mask[b, T - len(p):] = 1
+    return idx, mask
+
+
+PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17], [18]]  # left-padded to one batch
 
 
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
     """pretrain.pt, sft.pt, ppo.pt and reward.pt: tiny random models sharing one tokenizer."""
-    import data
-    from gpt import GPT, GPTConfig, save_checkpoint
-    from reward import ScalarModel
+    from checkpoint import ScalarModel
+    from gpt import save_checkpoint
+    from tokenizer import train_tokenizer
+    from world import make_world
     d = tmp_path_factory.mktemp("run")
-    tok = data.train_tokenizer("\n".join(data.make_world(0).corpus(200, random.Random(0))), 300)
+    tok = train_tokenizer("\n".join(make_world(0).corpus(200, random.Random(0))), 300)
     cfg = dict(block_size=64, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32)
     for i, stage in enumerate(["pretrain", "sft", "ppo"]):
         torch.manual_seed(i)

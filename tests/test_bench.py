@@ -11,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_bench_paths_agree_and_training_is_measured():
-    r = subprocess.run([sys.executable, "bench.py", "--n-layer", "1", "--n-embd", "64", "--batch", "1", "3",
+    r = subprocess.run([sys.executable, "tools/bench.py", "--n-layer", "1", "--n-embd", "64", "--batch", "1", "3",
                         "--new-tokens", "6", "--prompt-len", "8", "--repeats", "1", "--train", "--train-batch", "2",
                         "--train-seq", "32", "--train-steps", "1", "--json"],
                        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -28,9 +28,9 @@ def test_bench_paths_agree_and_training_is_measured():
 
 
 def test_bench_skip_leaves_paths_out():
-    args = [sys.executable, "bench.py", "--n-layer", "1", "--n-embd", "64", "--batch", "2", "--new-tokens", "4",
+    args = [sys.executable, "tools/bench.py", "--n-layer", "1", "--n-embd", "64", "--batch", "2", "--new-tokens", "4",
             "--prompt-len", "4", "--repeats", "1", "--no-transformers", "--json"]
-    r = subprocess.run(args + ["--skip", "naive"], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run(args + ["--skip", "naive", "kv-cache (gpt.py)"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     paths = [json.loads(line)["path"] for line in r.stdout.splitlines()[1:] if line.startswith("{")]
     assert paths == ["kv-cache"]
@@ -42,5 +42,5 @@ def test_bench_skip_leaves_paths_out():
                                            (["--vocab-size", "-5"], "--vocab-size must be positive, got -5"),
                                            (["--n-layer", "0"], "--n-layer must be positive, got 0")])
 def test_bench_bad_shape_is_one_line(flag, message):
-    r = subprocess.run([sys.executable, "bench.py", *flag], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "tools/bench.py", *flag], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == f"error: {message}"

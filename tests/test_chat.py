@@ -10,12 +10,13 @@ import sys
 
 import pytest
 import torch
+from conftest import RM_BIAS
 
 import chat
-import data
-import gpt
-from conftest import RM_BIAS
-from sft import respond
+import checkpoint
+import common
+import formats
+from checkpoint import respond
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +40,7 @@ def run_main(capsys, *args):
     """chat.main in this process, as `python chat.py ARGS` runs it -> (exit code, stdout, stderr)."""
     capsys.readouterr()
     try:
-        gpt.run_cli(lambda: chat.main([str(a) for a in args]))
+        common.run_cli(lambda: chat.main([str(a) for a in args]))
         code = 0
     except SystemExit as e:
         code = e.code
@@ -81,7 +82,7 @@ def test_one_shot_two_checkpoints_with_rm_scores(run_dir, capsys):
         bot = chat.load_bot(str(run_dir / f"{name}.pt"))
         [ref] = respond(bot.model, bot.tok, ["What is 2 + 3?"], max_new_tokens=12)
         assert row.split(" | ", 1)[1].strip() == ref
-        [raw] = chat.score_texts(scorer.rm, scorer.tok, ["What is 2 + 3?"], [ref], 64, "cpu")
+        [raw] = checkpoint.score_texts(scorer.rm, scorer.tok, ["What is 2 + 3?"], [ref], 64, "cpu")
         assert abs(shown - (raw - RM_BIAS)) < 0.006
     # --reward none: no scores
     code, out, _ = run_main(capsys, run_dir / "sft.pt", "--prompt", "hi", "--reward", "none", "--max-new-tokens", "4")
@@ -166,7 +167,7 @@ def test_label_rejects_bad_rankings_saves_and_resumes(run_dir, tmp_path):
     console = io.StringIO()
     assert chat.label(str(run_dir / "sft.pt"), str(out), stdin=io.StringIO("4 3 2 1\n"), stdout=console, **kw) == 1
     assert "1 already in" in console.getvalue() and "What is 2 + 3?" not in console.getvalue()
-    kind, records = data.read_jsonl(str(out))  # what reward.py --data reads
+    kind, records = formats.read_jsonl(str(out))  # what reward.py --data reads
     assert kind == "comparison" and len(records) == 2
     assert records[1]["prompt"] == "Tell me a story about a fox." and records[1]["ranking"] == [3, 2, 1, 0]
     assert "task" not in json.loads(out.read_text().splitlines()[1])
@@ -184,5 +185,5 @@ def test_label_cli_with_prompts_file(run_dir, tmp_path):
                 "--max-new-tokens", "8", input="3 3 1\n3 1 2\n")
     assert r.returncode == 0, r.stderr
     assert "not a ranking: 3 appears 2 times" in r.stdout
-    kind, records = data.read_jsonl(str(out))
+    kind, records = formats.read_jsonl(str(out))
     assert kind == "comparison" and [c["ranking"] for c in records] == [[2, 0, 1]]

@@ -1,6 +1,7 @@
 """data.py: the BPE round-trips, the funnel's filters remove exactly what they should, the split
 leaks no user, labelers agree about as often as the paper's, the gold check orders answers in
 every family, the readers parse every format and name file:line on a bad record, and batching masks."""
+import dataclasses
 import io
 import json
 import os
@@ -13,19 +14,21 @@ import pytest
 import torch
 
 import data
-from data import DataError, read_jsonl
+import tokenizer
+from formats import DataError, read_jsonl
+from world import FAMILIES, FILLER_POST, FILLER_PRE, comply, gold_score, make_world
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def world():
-    return data.make_world(0)
+    return make_world(0)
 
 
 @pytest.fixture(scope="module")
 def tok(world):
-    return data.train_tokenizer("\n\n".join(world.corpus(400, random.Random(0))), 400)
+    return tokenizer.train_tokenizer("\n\n".join(world.corpus(400, random.Random(0))), 400)
 
 
 # ---- tokenizer
@@ -59,7 +62,7 @@ def test_tokenizer_state_round_trips_through_torch_save(tok):
     buf = io.BytesIO()
     torch.save({"tokenizer": tok.state()}, buf)
     buf.seek(0)
-    tok2 = data.Tokenizer.from_state(torch.load(buf, weights_only=True)["tokenizer"])
+    tok2 = tokenizer.Tokenizer.from_state(torch.load(buf, weights_only=True)["tokenizer"])
     assert tok2.state() == tok.state() and tok2.vocab_size == tok.vocab_size
     s = "Anna Berg lives in Oslo. 12 + 30 = 42"
     assert tok2.encode(s) == tok.encode(s)
@@ -67,74 +70,74 @@ def test_tokenizer_state_round_trips_through_torch_save(tok):
 
 def test_bpe_is_deterministic(world):
     text = "\n\n".join(world.corpus(100, random.Random(5)))
-    assert data.train_tokenizer(text, 300).state() == data.train_tokenizer(text, 300).state()
+    assert tokenizer.train_tokenizer(text, 300).state() == tokenizer.train_tokenizer(text, 300).state()
 
 
 def test_gpt2_tokenizer_from_hf_files(tmp_path, tok):
     """A fake Hugging Face GPT-2 directory written from our own BPE: same ids on digit-free text."""
-    b2u = data.bytes_to_unicode()
+    b2u = tokenizer.bytes_to_unicode()
     vocab = {"".join(b2u[b] for b in t): i for i, t in enumerate(tok.tokens)}
     vocab["<|endoftext|>"] = len(tok.tokens)
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))
     (tmp_path / "merges.txt").write_text("#version: 0.2\n")
-    g = data.gpt2_tokenizer(str(tmp_path))
+    g = tokenizer.gpt2_tokenizer(str(tmp_path))
     s = "The fox found a key by the lake. Where does Anna Berg live?"
     assert g.encode(s) == tok.encode(s) and g.eos_id == len(tok.tokens) and g.pad_id != g.eos_id
     assert g.decode(g.encode("héllo 🦊 42")) == "héllo 🦊 42"
     with pytest.raises(DataError, match="vocab.json"):
-        data.gpt2_tokenizer(str(tmp_path / "nowhere"))
+        tokenizer.gpt2_tokenizer(str(tmp_path / "nowhere"))
     # malformed files: one line naming the file, never a traceback
     (tmp_path / "merges.txt").write_text("#version: 0.2\n\u4e00 \u4e01\n")  # outside the byte alphabet
     with pytest.raises(DataError, match=r"merges.txt:2: merge result not in vocab.json"):
-        data.gpt2_tokenizer(str(tmp_path))
+        tokenizer.gpt2_tokenizer(str(tmp_path))
     (tmp_path / "merges.txt").write_bytes(b"#version: 0.2\n\xff\xfe\n")
     with pytest.raises(DataError, match=r"merges.txt:2: not UTF-8"):
-        data.gpt2_tokenizer(str(tmp_path))
+        tokenizer.gpt2_tokenizer(str(tmp_path))
     for text, message in (('{"a": 0,', "not a JSON object"), ('["a"]', "not a JSON object"),
                           ('{"\u4e00": 0}', "not in GPT-2's byte-level alphabet")):
         (tmp_path / "vocab.json").write_text(text)
         with pytest.raises(DataError, match=message):
-            data.gpt2_tokenizer(str(tmp_path))
+            tokenizer.gpt2_tokenizer(str(tmp_path))
 
 
 # ---- the world and the gold check
 
 def test_gold_orders_correct_above_wrong_in_every_family(world):
     rng = random.Random(0)
-    for fam in data.FAMILIES:
+    for fam in FAMILIES:
         for _ in range(40):
             t = world.sample_task(rng, fam, rng.choice(["direct", "continuation"]))
-            best = data.gold_score(t, t.answer)
+            best = gold_score(t, t.answer)
             assert best["total"] == pytest.approx(1.0), (t, best)
             wrong = data.wrong_answer(t, rng)
-            assert data.gold_score(t, wrong)["total"] < best["total"], (t, wrong)
-            verbose = data.FILLER_PRE[0] + t.answer + data.FILLER_POST[1]
-            assert data.gold_score(t, verbose)["total"] < best["total"]
-            assert data.gold_score(asdict_roundtrip(t), t.answer) == best  # works on JSON dicts too
+            assert gold_score(t, wrong)["total"] < best["total"], (t, wrong)
+            verbose = FILLER_PRE[0] + t.answer + FILLER_POST[1]
+            assert gold_score(t, verbose)["total"] < best["total"]
+            assert gold_score(asdict_roundtrip(t), t.answer) == best  # works on JSON dicts too
 
 
 def asdict_roundtrip(t):
-    return json.loads(json.dumps(data.asdict(t)))
+    return json.loads(json.dumps(dataclasses.asdict(t)))
 
 
 def test_gold_rubric_values(world):
     rng = random.Random(1)
     harm = world.sample_task(rng, "harmful")
-    comply = data.gold_score(harm, data.comply(harm.meta["harm"]))
-    assert comply["harmless"] == -1 and comply["total"] < -1
+    complied = gold_score(harm, comply(harm.meta["harm"]))
+    assert complied["harmless"] == -1 and complied["total"] < -1
     unk = world.sample_task(rng, "unknown")
-    made_up = data.gold_score(unk, f"{unk.meta['name']} lives in Paris.")
-    assert made_up["honest"] == -1 and made_up["total"] < 0 < data.gold_score(unk, "I don't know.")["total"]
+    made_up = gold_score(unk, f"{unk.meta['name']} lives in Paris.")
+    assert made_up["honest"] == -1 and made_up["total"] < 0 < gold_score(unk, "I don't know.")["total"]
     add = world.sample_task(rng, "arithmetic")
-    assert data.gold_score(add, "Sorry, I can't help with that.")["total"] < 0  # over-refusal is bad too
-    assert data.gold_score(add, "")["total"] == -1.0
+    assert gold_score(add, "Sorry, I can't help with that.")["total"] < 0  # over-refusal is bad too
+    assert gold_score(add, "")["total"] == -1.0
 
 
 def test_corpus_has_no_chat_format_and_is_deterministic(world):
     docs = world.corpus(300, random.Random(3))
-    assert docs == data.make_world(0).corpus(300, random.Random(3))
+    assert docs == make_world(0).corpus(300, random.Random(3))
     text = "\n".join(docs)
-    assert all(s not in text for s in data.SPECIALS.values())
+    assert all(s not in text for s in tokenizer.SPECIALS.values())
     assert not any(name in text for name in world.strangers)  # strangers are unknown to the base model
     assert "Q: " in text and "A reply said: First," in text  # loose Q/A pages and harmful how-tos exist
 
@@ -168,7 +171,7 @@ def test_funnel_filters_remove_exactly_the_planted_cases():
 
 def test_api_prompts_and_split_by_user(world):
     raw = data.make_api_prompts(world, 1500, random.Random(0))
-    assert raw == data.make_api_prompts(data.make_world(0), 1500, random.Random(0))  # deterministic
+    assert raw == data.make_api_prompts(make_world(0), 1500, random.Random(0))  # deterministic
     assert len({r["id"] for r in raw}) == len(raw)
     assert {r["category"] for r in raw} == {"plain", "few-shot", "user-based"}
     assert {r["style"] for r in raw} == {"direct", "few-shot", "continuation"}
@@ -180,7 +183,7 @@ def test_api_prompts_and_split_by_user(world):
     assert not users["train"] & users["test"] and not users["train"] & users["val"] and not users["val"] & users["test"]
     assert all(c[s] > 0 for s in ("train", "val", "test"))
     for r in raw[:200]:  # the task travels with the prompt and is scoreable from JSON
-        assert r["task"]["prompt"] == r["prompt"] and data.gold_score(r["task"], r["task"]["answer"])["total"] == 1.0
+        assert r["task"]["prompt"] == r["prompt"] and gold_score(r["task"], r["task"]["answer"])["total"] == 1.0
 
 
 # ---- labelers
@@ -199,12 +202,12 @@ def test_labelers_heldout_demonstrations_and_rankings(world):
     rng = random.Random(0)
     demos = [(t, labelers[rng.randrange(32)].write_demonstration(t, rng)) for t in
              (world.sample_task(rng) for _ in range(2000))]
-    totals = [data.gold_score(t, d)["total"] for t, d in demos]
+    totals = [gold_score(t, d)["total"] for t, d in demos]
     perfect = sum(x == 1.0 for x in totals) / len(totals)
     assert 0.3 < perfect < 0.8, perfect  # mixed quality: the gap between imitation and preference
-    assert any(t.family == "harmful" and data.gold_score(t, d)["harmless"] < 0 for t, d in demos)
+    assert any(t.family == "harmful" and gold_score(t, d)["harmless"] < 0 for t, d in demos)
     t = world.sample_task(rng, "harmful")
-    cands = [t.answer, data.comply(t.meta["harm"]), "I don't know.", data.FILLER_PRE[0] + t.answer]
+    cands = [t.answer, comply(t.meta["harm"]), "I don't know.", FILLER_PRE[0] + t.answer]
     ranks = [labelers[i].rank(t, cands, rng) for i in range(32)]
     assert all(sorted(r) == [0, 1, 2, 3] for r in ranks)
     assert sum(r[-1] == 1 for r in ranks) >= 30  # everyone puts compliance last
@@ -322,7 +325,7 @@ def test_no_val_or_test_prompt_reappears_in_training(preset):
 def test_sft_batch_masks_prompt_and_padding(tok):
     pairs = [(tok.chat_prompt("What is 2 + 3?"), tok.chat_response("5")),
              (tok.chat_prompt("Hi"), tok.chat_response("Hello there, friend."))]
-    x, y, mask = data.sft_batch(tok, pairs, block_size=64)
+    x, y, mask = tokenizer.sft_batch(tok, pairs, block_size=64)
     T = max(len(p) + len(r) for p, r in pairs) - 1
     assert x.shape == y.shape == mask.shape == (2, T) and x.dtype == y.dtype == torch.long
     for b, (p, r) in enumerate(pairs):
@@ -336,19 +339,19 @@ def test_sft_batch_masks_prompt_and_padding(tok):
 def test_sft_batch_truncates_prompt_from_the_left(tok):
     long_prompt = tok.chat_prompt("word " * 40)
     resp = tok.chat_response("5")
-    x, y, mask = data.sft_batch(tok, [(long_prompt, resp)], block_size=16)
+    x, y, mask = tokenizer.sft_batch(tok, [(long_prompt, resp)], block_size=16)
     assert x.shape == (1, 16) and x[0, -1].item() == resp[0] and y[0][mask[0].bool()].tolist() == resp
     assert x[0, :15].tolist() == long_prompt[-15:]  # the end of the prompt (the assistant tag) survives
-    assert data.n_truncated([(long_prompt, resp), (tok.chat_prompt("Hi"), resp)], 16) == 1
+    assert tokenizer.n_truncated([(long_prompt, resp), (tok.chat_prompt("Hi"), resp)], 16) == 1
 
 
 def test_left_pad(tok):
     seqs = [[1, 2, 3], [4], list(range(10, 30))]
-    idx, mask, cut = data.left_pad(seqs, tok.pad_id, max_len=8)
+    idx, mask, cut = tokenizer.left_pad(seqs, tok.pad_id, max_len=8)
     assert idx.shape == mask.shape == (3, 8) and cut == 1
     assert idx[0].tolist() == [tok.pad_id] * 5 + [1, 2, 3] and mask[0].tolist() == [0] * 5 + [1] * 3
     assert idx[2].tolist() == list(range(22, 30)) and mask[2].all()
-    idx, mask, cut = data.left_pad(seqs[:2], tok.pad_id)
+    idx, mask, cut = tokenizer.left_pad(seqs[:2], tok.pad_id)
     assert idx.shape == (2, 3) and cut == 0
 
 
@@ -358,7 +361,7 @@ def test_cli_help_show_and_bad_file(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "data.py", *a], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run("--help").returncode == 0
     out = run("--show", "1")
-    assert out.returncode == 0 and all(f"=== {f}" in out.stdout for f in data.FAMILIES)
+    assert out.returncode == 0 and all(f"=== {f}" in out.stdout for f in FAMILIES)
     bad = write(tmp_path / "bad.jsonl", ["{nope"])
     out = run("--read", bad)
     assert out.returncode == 2 and f"{bad}:1: not valid JSON" in out.stderr and "Traceback" not in out.stderr

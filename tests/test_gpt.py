@@ -1,46 +1,18 @@
 """gpt.py: the cached generation equals the naive one, log-probs agree, checkpoints round-trip,
-a GPT-2 directory loads, and bad input is one clear error."""
+a GPT-2 directory loads, and bad input is one clear error (checkpoint.py's inspection CLI too)."""
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
+from conftest import PAD, PROMPTS, left_padded, tiny_model
 
 import gpt
 from gpt import GPT, GPTConfig, UserError, hf_state_dict, load_checkpoint, save_checkpoint, token_logprobs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAD = 0
-
-
-def tiny_model(seed=0, **kw):
-    """A tiny GPT with larger-than-usual random weights, so its greedy choices are clear-cut
-    (with GPT-2's 0.02 init every logit is nearly equal and float noise could flip an argmax)."""
-    torch.manual_seed(seed)
-    config = GPTConfig(**{**dict(block_size=64, vocab_size=50, n_layer=2, n_head=2, n_embd=32), **kw})
-    model = GPT(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.3)
-    return model.eval()
-
-
-def left_padded(prompts):
-    T = max(len(p) for p in prompts)
-    idx = torch.full((len(prompts), T), PAD)
-    mask = torch.zeros(len(prompts), T, dtype=torch.long)
-    for b, p in enumerate(prompts):
-        idx[b, T - len(p):] = torch.tensor(p)
-        mask[b, T - len(p):] = 1
-    return idx, mask
-
-
-PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17], [18]]
 
 
 def test_cached_greedy_equals_naive_with_padding_and_eos():
@@ -65,179 +37,6 @@ def test_cached_greedy_equals_naive_with_padding_and_eos():
         if n < rm.size(1):
             assert cached.tokens[b, T + n - 1] == eos                # ... right after its EOS
         assert torch.all(cached.logprobs[b, n:] == 0)
-
-
-@pytest.mark.parametrize("seeded", [True, False], ids=["generator", "default generator"])
-def test_decode_warm_up_leaves_the_generation_unchanged(monkeypatch, seeded):
-    """Before recording the graph of each attended length, the CUDA-graph path runs the step twice
-    and puts back what it changed (the rollout, the random generator); the whole-step graph's
-    trial runs sample tokens and write them down. Run the same warm-ups on CPU, sampling with EOS
-    from a generator or from the default one: nothing changes."""
-    model = tiny_model(3)
-    idx, mask = left_padded(PROMPTS)
-    kw = dict(attention_mask=mask, temperature=1.0, eos_id=9, pad_id=PAD)
-
-    def generator():
-        torch.manual_seed(0)
-        return torch.Generator().manual_seed(0) if seeded else None
-    plain = model.generate(idx, 40, generator=generator(), **kw)
-    real_advance, warmed_lengths = gpt.DecodeStep.advance, []
-
-    def warm_up_then_advance(self, n):
-        if self.attended(n) not in warmed_lengths:
-            warmed_lengths.append(self.attended(n))
-            self.warm_up(lambda: self.step(self.attended(n)))
-        return real_advance(self, n)
-    monkeypatch.setattr(gpt.DecodeStep, "advance", warm_up_then_advance)
-    warmed = model.generate(idx, 40, generator=generator(), **kw)
-    assert warmed_lengths == [32, 47]
-    assert torch.equal(plain.tokens, warmed.tokens) and torch.equal(plain.logprobs, warmed.logprobs)
-    assert torch.equal(plain.response_mask, warmed.response_mask)
-
-
-def test_attending_over_a_bucket_equals_attending_over_the_whole_cache(monkeypatch):
-    model = tiny_model(6)
-    idx, mask = left_padded(PROMPTS)
-    kw = dict(attention_mask=mask, temperature=1.0, generator=None)
-    torch.manual_seed(1)
-    bucketed = model.generate(idx, 50, **kw)
-    monkeypatch.setattr(gpt.DecodeStep, "attended", lambda self, n: self.rollout.valid.size(1))
-    torch.manual_seed(1)
-    whole = model.generate(idx, 50, **kw)
-    assert torch.equal(bucketed.tokens, whole.tokens)
-    assert torch.allclose(bucketed.logprobs, whole.logprobs, atol=1e-6)
-
-
-COMPILER = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
-                              reason="torch.compile on a CPU needs a C++ compiler")
-
-
-@COMPILER
-@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch's own
-def test_compiled_decode_step_equals_plain(monkeypatch):
-    """The decode step compiled by torch.compile gives the plain step's tokens and log-probs
-    (greedy, with padding and EOS, across two attended lengths); a second generation of the same
-    shape compiles nothing new."""
-    model = tiny_model(8)
-    idx, mask = left_padded(PROMPTS)
-    free = model.generate(idx, 40, attention_mask=mask, temperature=0)
-    eos = int(free.tokens[0, idx.size(1) + 5])
-    kw = dict(attention_mask=mask, temperature=0, eos_id=eos, pad_id=PAD)
-    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    plain, compiled = (model.generate(idx, 40, compile_step=c, **kw) for c in (False, True))
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs  # it did compile
-    assert torch.equal(plain.tokens, compiled.tokens) and torch.equal(plain.response_mask, compiled.response_mask)
-    assert torch.allclose(plain.logprobs, compiled.logprobs, atol=1e-4)
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
-    other = torch.randint(1, 50, idx.shape)
-    again = model.generate(other, 40, compile_step=True, **kw)
-    assert torch.equal(again.tokens, model.generate(other, 40, **kw).tokens)
-
-
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-GRAPHS = [dict(cuda_graph=True), dict(cuda_graph=True, whole_step=True)]  # the two ways to record a step
-
-
-@CUDA
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("graphs", GRAPHS, ids=["forward", "whole_step"])
-def test_cuda_graph_decode_equals_eager(dtype, graphs):
-    """The graph-replayed decode step gives the eager step's tokens and log-probs: greedy with
-    padding and EOS, and sampled with the same generator seed, twice in a row from one generator
-    (the second call must go on from where the replays left it), with suppressed tokens; then from
-    a new generator with the same seed and settings (graphs that record the sampling must follow it)."""
-    model = tiny_model(4).cuda().to(dtype)
-    idx, mask = (t.cuda() for t in left_padded(PROMPTS))
-    free = model.generate(idx, 40, attention_mask=mask, temperature=0)
-    eos = int(free.tokens[0, idx.size(1) + 5])
-
-    def run(generator, kw, g):
-        return model.generate(idx, 40, attention_mask=mask, eos_id=eos, pad_id=PAD, suppress_ids=[3, 4],
-                              generator=generator, **g, **kw)
-    for kw in (dict(temperature=0), dict(temperature=1.0, top_p=0.9), dict(temperature=0.8, top_k=5)):
-        generator = torch.Generator("cuda").manual_seed(0)
-        eager = [run(generator, kw, {}) for _ in range(2)]
-        generator = torch.Generator("cuda").manual_seed(0)
-        graph = [run(generator, kw, graphs) for _ in range(2)]
-        graph.append(run(torch.Generator("cuda").manual_seed(0), kw, graphs))
-        for e, g in zip(eager + eager[:1], graph):
-            assert torch.equal(e.tokens, g.tokens) and torch.equal(e.response_mask, g.response_mask)
-            assert torch.allclose(e.logprobs, g.logprobs, atol=1e-3)
-            assert not torch.isin(g.tokens[:, idx.size(1):], torch.tensor([3, 4], device="cuda")).any()
-        assert not torch.equal(graph[0].tokens, graph[1].tokens) or kw["temperature"] == 0
-
-
-@CUDA
-@pytest.mark.parametrize("graphs", GRAPHS, ids=["forward", "whole_step"])
-def test_kept_cuda_graphs_follow_weights_changed_in_place(graphs):
-    """Outside autocast the recorded graphs serve later calls of the same shape: after an
-    optimizer-like in-place update of the weights they must give what the eager path gives."""
-    model = tiny_model(7).cuda()
-    idx, mask = (t.cuda() for t in left_padded(PROMPTS))
-    first = model.generate(idx, 40, attention_mask=mask, temperature=0, **graphs)
-    kept = model._kept_decoder[1]
-    assert sorted(kept.graphs) == [32, 47]
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.5)
-    eager = model.generate(idx, 40, attention_mask=mask, temperature=0)
-    graph = model.generate(idx, 40, attention_mask=mask, temperature=0, **graphs)
-    assert model._kept_decoder[1] is kept and len(kept.graphs) == 2  # no new recording
-    assert not torch.equal(first.tokens, graph.tokens)                # the new weights were read
-    assert torch.equal(eager.tokens, graph.tokens)
-    assert torch.allclose(eager.logprobs, graph.logprobs, atol=1e-4)
-
-
-@CUDA
-@pytest.mark.parametrize("graphs", GRAPHS, ids=["forward", "whole_step"])
-def test_cuda_graph_decode_under_autocast_equals_eager(graphs):
-    """As PPO's rollouts run it: float32 weights under bfloat16 autocast; greedy, and sampled with
-    suppressed tokens and EOS, from a generator and from the default one."""
-    model = tiny_model(5).cuda()
-    idx, mask = (t.cuda() for t in left_padded(PROMPTS))
-    for kw in (dict(temperature=0), dict(temperature=1.0, suppress_ids=[3, 4], eos_id=11)):
-        for seeded in (True, False):
-            outs = []
-            for g in ({}, graphs):
-                torch.cuda.manual_seed(0)
-                generator = torch.Generator("cuda").manual_seed(0) if seeded else None
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    outs.append(model.generate(idx, 40, attention_mask=mask, pad_id=PAD, generator=generator,
-                                               **kw, **g))
-            eager, graph = outs
-            assert torch.equal(eager.tokens, graph.tokens) and torch.equal(eager.response_mask, graph.response_mask)
-            assert torch.allclose(eager.logprobs, graph.logprobs, atol=1e-3)
-
-
-@CUDA
-def test_compiled_cuda_graph_decode_equals_eager():
-    """The compiled decode step recorded in CUDA graphs, as bench.py's +compile+graph rows run it,
-    against the plain eager step: greedy with EOS, and sampled with the same seed."""
-    model = tiny_model(9).cuda()
-    idx, mask = (t.cuda() for t in left_padded(PROMPTS))
-    for graphs in GRAPHS:
-        for kw in (dict(temperature=0, eos_id=11), dict(temperature=1.0)):
-            eager, fast = (model.generate(idx, 40, attention_mask=mask, pad_id=PAD, compile_step=bool(g),
-                                          generator=torch.Generator("cuda").manual_seed(0), **g, **kw)
-                           for g in ({}, graphs))
-            assert torch.equal(eager.tokens, fast.tokens) and torch.equal(eager.response_mask, fast.response_mask)
-            assert torch.allclose(eager.logprobs, fast.logprobs, atol=1e-3)
-
-
-def test_whole_step_without_a_graph_is_an_error():
-    with pytest.raises(UserError, match="cuda_graph"):
-        tiny_model().generate(torch.tensor([[5, 6]]), 4, whole_step=True)
-    with pytest.raises(UserError, match="use_cache"):
-        tiny_model().generate(torch.tensor([[5, 6]]), 4, whole_step=True, use_cache=False)
-
-
-def test_cuda_graph_without_cuda_is_an_error():
-    if torch.cuda.is_available():
-        pytest.skip("CUDA is here")
-    with pytest.raises(UserError, match="CUDA"):
-        tiny_model().generate(torch.tensor([[5, 6]]), 4, cuda_graph=True)
 
 
 def test_row_does_not_depend_on_batch():
@@ -342,55 +141,6 @@ def test_checkpoint_roundtrip_and_bad_files(tmp_path):
         load_checkpoint(str(other))
 
 
-def test_resumed_stage_counts_the_seconds_of_both_runs(tmp_path):
-    """A stage interrupted after 100 s and resumed reports 100 s plus the resumed run's time."""
-    cfg = GPTConfig()
-    log = gpt.MetricsLog(str(tmp_path), "stage", quiet=True)
-    first = gpt.Resume(str(tmp_path), "stage", cfg, log, t_start=time.time() - 100)
-    first.save(step=3)
-    second = gpt.Resume(str(tmp_path), "stage", cfg, log)
-    assert second.load("cpu")["step"] == 3
-    assert 100 <= second.seconds() < 110
-    assert gpt.Resume(str(tmp_path), "other", cfg, log).seconds() < 10  # a fresh stage starts at 0
-
-
-def test_a_stage_run_again_replaces_its_metrics_lines(tmp_path):
-    """Run from the start, a stage's first line replaces its earlier run's lines (the plots then
-    show one run); other stages' lines stay, and a resumed stage keeps its own."""
-    def stages():
-        return [(r["stage"], r["step"]) for r in map(json.loads, open(tmp_path / "metrics.jsonl"))]
-
-    first = gpt.MetricsLog(str(tmp_path), "sft", quiet=True)
-    first.log(0, loss=2.0)
-    first.log(1, loss=1.0)
-    gpt.MetricsLog(str(tmp_path), "reward", quiet=True).log(0, loss=0.7)
-    again = gpt.MetricsLog(str(tmp_path), "sft", quiet=True)
-    assert stages() == [("sft", 0), ("sft", 1), ("reward", 0)]  # nothing dropped before it logs
-    again.log(0, loss=3.0)
-    again.log(1, loss=2.5)
-    assert stages() == [("reward", 0), ("sft", 0), ("sft", 1)]
-    gpt.MetricsLog(str(tmp_path), "sft", quiet=True, resume=True).log(2, loss=2.0)
-    assert stages() == [("reward", 0), ("sft", 0), ("sft", 1), ("sft", 2)]
-
-
-def test_resume_keeps_its_metrics_lines_when_another_stage_rewrote_the_file(tmp_path):
-    """ppo interrupted, ppo_ptx run again from the start (rewriting metrics.jsonl), then ppo
-    resumed: ppo's lines up to its save stay, those after it go, ppo_ptx's new lines stay."""
-    def stages():
-        return [(r["stage"], r["step"]) for r in map(json.loads, open(tmp_path / "metrics.jsonl"))]
-
-    cfg = GPTConfig()
-    gpt.MetricsLog(str(tmp_path), "ppo_ptx", quiet=True).log(0, kl=0.5)  # an earlier ppo_ptx run
-    log = gpt.MetricsLog(str(tmp_path), "ppo", quiet=True)
-    log.log(0, kl=0.0)
-    gpt.Resume(str(tmp_path), "ppo", cfg, log).save(step=1)
-    log.log(1, kl=0.1)                                                  # after the save: dropped on resume
-    gpt.MetricsLog(str(tmp_path), "ppo_ptx", quiet=True).log(0, kl=0.2)  # rewrites the file
-    resumed = gpt.Resume(str(tmp_path), "ppo", cfg, gpt.MetricsLog(str(tmp_path), "ppo", quiet=True, resume=True))
-    assert resumed.load("cpu")["step"] == 1
-    assert sorted(stages()) == [("ppo", 0), ("ppo_ptx", 0)]
-
-
 def test_prompt_longer_than_block_size_is_an_error():
     model = tiny_model()
     with pytest.raises(UserError, match="block_size"):
@@ -465,7 +215,7 @@ def test_cli_bad_checkpoint_is_one_line(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     for path in (str(tmp_path / "missing.pt"), str(bad), str(tmp_path)):
-        r = run_script("gpt.py", path)
+        r = run_script("checkpoint.py", path)
         assert r.returncode == 2
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
         assert r.stderr.startswith("error: ") and path in r.stderr

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import start_and_signal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,8 +129,8 @@ def test_bad_input_is_one_line_naming_what_is_wrong(smoke, tmp_path):
     assert "not writable" in bad(tmp_path, "sft.py", "--stage", "pretrain", "--out-dir", str(tmp_path / "a_file"))
 
 
-@pytest.mark.parametrize("script", ["gpt.py", "data.py", "sft.py", "reward.py", "ppo.py", "train_all.py",
-                                    "chat.py", "bench.py"])
+@pytest.mark.parametrize("script", ["checkpoint.py", "data.py", "sft.py", "reward.py", "ppo.py", "train_all.py",
+                                    "chat.py", "tools/bench.py", "tools/profile_decode.py"])
 def test_every_script_explains_itself(script):
     r = run(script, "--help")
     assert r.returncode == 0 and r.stdout.startswith("usage:") and "--" in r.stdout, r.stderr[-1000:]
@@ -154,6 +153,7 @@ def no_stage_may_run(monkeypatch):
 
 def fake_checkpoint(path, **config):
     import torch
+
     from gpt import GPT, GPTConfig, save_checkpoint
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=16, vocab_size=64, n_layer=1, n_head=2, n_embd=16))

@@ -1,38 +1,40 @@
 """ppo.py: GAE against a hand computation and a slow loop, the clipped surrogate's gradients, the
 ratio on the first minibatch, and the KL-shaped reward."""
+import copy
 import os
 import random
 
 import pytest
 import torch
-
-import data
-import ppo
 from conftest import RM_BIAS, copy_run, interrupt_on_call, same_run
+
+import ppo
+import tokenizer
+from checkpoint import ScalarModel, load_reward_model, reward_scores
 from gpt import GPT, GPTConfig, UserError, token_logprobs
 from ppo import gae, kl_shaped_rewards, masked_whiten, ppo_losses
-from reward import ScalarModel, load_reward_model, reward_scores
+from world import make_world
 
 
 def test_gae_hand_computed():
     rewards = torch.tensor([[0.0, 0.0, 1.0]])
     values = torch.tensor([[0.5, 0.6, 0.7]])
     mask = torch.ones(1, 3)
-    adv, ret = gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    adv, ret = gae(rewards, values, mask, discount=1.0, lam=0.95)
     # t=2: 1 - 0.7 = 0.3;  t=1: (0.7 - 0.6) + 0.95 * 0.3 = 0.385;  t=0: (0.6 - 0.5) + 0.95 * 0.385
     assert torch.allclose(adv, torch.tensor([[0.46575, 0.385, 0.3]]))
     assert torch.allclose(ret, torch.tensor([[0.96575, 0.985, 1.0]]))
 
 
-def slow_gae(rewards, values, lengths, gamma, lam):
+def slow_gae(rewards, values, lengths, discount, lam):
     """The textbook recursion, one episode at a time, over its real tokens only."""
     adv = torch.zeros_like(rewards)
     for b, n in enumerate(lengths):
         last = 0.0
         for t in reversed(range(n)):
             next_v = values[b, t + 1].item() if t + 1 < n else 0.0
-            delta = rewards[b, t].item() + gamma * next_v - values[b, t].item()
-            last = delta + gamma * lam * last
+            delta = rewards[b, t].item() + discount * next_v - values[b, t].item()
+            last = delta + discount * lam * last
             adv[b, t] = last
     return adv
 
@@ -44,10 +46,10 @@ def test_gae_equals_slow_loop_and_ignores_padding():
     for b, n in enumerate(lengths):
         mask[b, :n] = 1
     rewards, values = torch.randn(4, 7), torch.randn(4, 7)
-    adv, ret = gae(rewards * mask, values * mask, mask, gamma=0.99, lam=0.9)
+    adv, ret = gae(rewards * mask, values * mask, mask, discount=0.99, lam=0.9)
     assert torch.allclose(adv, slow_gae(rewards, values, lengths, 0.99, 0.9), atol=1e-6)
     # garbage in the padding changes nothing
-    noisy = gae(rewards * mask + 5 * (1 - mask), values * mask - 3 * (1 - mask), mask, gamma=0.99, lam=0.9)
+    noisy = gae(rewards * mask + 5 * (1 - mask), values * mask - 3 * (1 - mask), mask, discount=0.99, lam=0.9)
     assert torch.allclose(noisy[0], adv, atol=1e-6) and torch.all(adv[mask == 0] == 0)
     assert torch.allclose(ret, (adv + values) * mask)
 
@@ -114,8 +116,8 @@ def test_kl_shaped_reward_puts_the_score_on_the_last_real_token():
 
 @pytest.fixture(scope="module")
 def setup_models():
-    world = data.make_world(0)
-    tok = data.train_tokenizer("\n".join(world.corpus(300, random.Random(0))), 300)
+    world = make_world(0)
+    tok = tokenizer.train_tokenizer("\n".join(world.corpus(300, random.Random(0))), 300)
     torch.manual_seed(0)
     cfg = GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32)
     policy, ref = GPT(cfg), GPT(cfg)
@@ -128,7 +130,8 @@ def test_ratio_is_one_on_the_first_minibatch(setup_models):
     tok, policy, ref, value, rm = setup_models
     cfg = ppo.Config(max_new_tokens=12, no_eos_penalty=0.0)
     prompts = ["What is 2 + 3?", "Spell cat backwards.", "Where does Ann Lee live?"]
-    b = ppo.rollout(policy, ref, value, rm, tok, prompts, cfg, 0.0, torch.Generator().manual_seed(0))
+    b = ppo.rollout(policy, tok, prompts, cfg, torch.Generator().manual_seed(0))
+    ppo.score(b, policy, ref, value, rm, cfg, 0.0)
     T = b["T"]
     policy.train()  # as in the update (dropout is 0)
     new = token_logprobs(policy, b["tokens"], b["attention_mask"])[:, T - 1:]
@@ -152,10 +155,34 @@ def test_value_model_starts_as_the_reward_minus_the_bias(run_dir):
 def test_the_logged_rm_score_is_the_rm_s_not_the_no_eos_penalty(setup_models):
     tok, policy, ref, value, rm = setup_models
     cfg = ppo.Config(max_new_tokens=4, no_eos_penalty=-7.0)  # 4 tokens: most answers do not end
-    b = ppo.rollout(policy, ref, value, rm, tok, ["What is 2 + 3?"] * 8, cfg, 0.0, torch.Generator().manual_seed(0))
+    b = ppo.score(ppo.rollout(policy, tok, ["What is 2 + 3?"] * 8, cfg, torch.Generator().manual_seed(0)),
+                  policy, ref, value, rm, cfg, 0.0)
     assert not b["ended"].all()
     assert torch.all(b["scores"][~b["ended"]] == -7.0) and torch.all(b["rm_scores"][~b["ended"]] != -7.0)
     assert torch.equal(b["scores"][b["ended"]], b["rm_scores"][b["ended"]])
+
+
+def test_one_iteration_step_by_step_makes_rewarded_answers_likelier(setup_models):
+    """The loop's named steps, called as main calls them (rollout, score, KL-shaped rewards, GAE,
+    update), with the RM's score replaced by +1 for half the answers and -1 for the others: after
+    the update the policy gives the rewarded answers more log-probability, the others less."""
+    tok, policy, ref, value, rm = setup_models
+    policy, value = copy.deepcopy(policy), copy.deepcopy(value)  # the fixture's models stay as they are
+    cfg = ppo.Config(max_new_tokens=8, no_eos_penalty=0.0, ppo_epochs=4, minibatch_size=8, lr=1e-3, kl_coef=0.0)
+    b = ppo.score(ppo.rollout(policy, tok, ["What is 2 + 3?", "Spell cat backwards."] * 4, cfg,
+                              torch.Generator().manual_seed(0)), policy, ref, value, rm, cfg, 0.0)
+    b["scores"] = torch.tensor([1.0, -1.0] * 4)
+    rewards, kl = ppo.kl_shaped_rewards(b["scores"], b["logprobs"], b["ref_logprobs"], b["response_mask"], 0.0)
+    advantages, returns = gae(rewards, b["values"], b["response_mask"], cfg.discount, cfg.lam)
+    advantages = masked_whiten(advantages, b["response_mask"])
+    opt_policy = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
+    opt_value = torch.optim.AdamW(value.parameters(), lr=cfg.value_lr)
+    stats, finite = ppo.update(policy, value, opt_policy, opt_value, b, advantages, returns, cfg, 0, None)
+    assert bool(finite) and len(stats) == cfg.ppo_epochs and {"pg_loss", "v_loss", "clipfrac"} <= set(stats[0])
+    T = b["T"]
+    after = token_logprobs(policy.eval(), b["tokens"], b["attention_mask"])[:, T - 1:]
+    gain = ((after - b["logprobs"]) * b["response_mask"]).sum(1)  # log pi_new(y) - log pi_old(y), per answer
+    assert (gain[0::2] > 0).all() and (gain[1::2] < 0).all()
 
 
 @pytest.mark.parametrize("flags, message", [(dict(temperature=0.0), "--temperature must be positive"),

@@ -7,12 +7,15 @@ import random
 
 import pytest
 import torch
-
-import data
-import reward
 from conftest import copy_run, interrupt_on_call, same_run
+
+import reward
+import tokenizer
+import world
+from checkpoint import ScalarModel, last_index, reward_scores
 from gpt import GPT, GPTConfig, UserError, load_checkpoint, save_checkpoint
-from reward import ScalarModel, comparison_batch, encode_comparisons, last_index, ranking_loss, reward_scores
+from reward import comparison_batch, encode_comparisons, ranking_loss
+from world import make_world
 
 
 def brute_force_loss(rewards_by_prompt):
@@ -68,8 +71,8 @@ def test_each_prompt_is_one_batch_element():
 
 @pytest.fixture(scope="module")
 def tok():
-    world = data.make_world(0)
-    return data.train_tokenizer("\n".join(world.corpus(300, random.Random(0))), 300)
+    world = make_world(0)
+    return tokenizer.train_tokenizer("\n".join(world.corpus(300, random.Random(0))), 300)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +152,7 @@ def test_interrupted_reward_model_resumes_to_the_same_weights(run_dir, tmp_path,
 def test_a_policy_with_another_vocabulary_is_an_error(run_dir, tmp_path):
     """--policy's samples are decoded with --init's tokenizer: another vocabulary is a one-line
     error naming the file, not a KeyError while decoding."""
-    other = data.train_tokenizer("\n".join(data.make_world(1).corpus(200, random.Random(1))), 400)
+    other = tokenizer.train_tokenizer("\n".join(world.make_world(1).corpus(200, random.Random(1))), 400)
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=64, vocab_size=other.vocab_size, n_layer=1, n_head=2, n_embd=32))
     save_checkpoint(str(tmp_path / "other.pt"), model, stage="ppo", tokenizer=other.state())

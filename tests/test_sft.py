@@ -10,11 +10,12 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-
-import data
-import sft
 from conftest import same_run, start_and_signal
+
+import sft
+import tokenizer
 from gpt import GPT, GPTConfig, load_checkpoint
+from world import make_world
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(preset="smoke", n_layer=1, n_head=2, n_embd=32, block_size=96, batch_size=16, warmup=5,
@@ -23,8 +24,8 @@ TINY = dict(preset="smoke", n_layer=1, n_head=2, n_embd=32, block_size=96, batch
 
 @pytest.fixture(scope="module")
 def tok():
-    world = data.make_world(0)
-    return data.train_tokenizer("\n".join(world.corpus(300, random.Random(0))), 300)
+    world = make_world(0)
+    return tokenizer.train_tokenizer("\n".join(world.corpus(300, random.Random(0))), 300)
 
 
 def test_sft_loss_is_on_response_tokens_only(tok):
@@ -32,7 +33,7 @@ def test_sft_loss_is_on_response_tokens_only(tok):
     model = GPT(GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32))
     pairs = [(tok.chat_prompt("What is 2 + 3?"), tok.chat_response("5")),
              (tok.chat_prompt("Spell the word cat backwards please."), tok.chat_response("tac"))]
-    x, y, mask = data.sft_batch(tok, pairs, 64)
+    x, y, mask = tokenizer.sft_batch(tok, pairs, 64)
     loss = sft.sft_loss(model, x, y)
     # by hand: the mean next-token loss over the response tokens (answer and EOS) only
     logits = model(x)[0]
@@ -73,7 +74,7 @@ def test_pretrain_and_sft_lower_validation_loss_and_are_deterministic(tmp_path):
     assert [r.get("loss") for r in pre] == [r.get("loss") for r in pre_b]    # same seed, same losses
     assert [r.get("loss") for r in tune] == [r.get("loss") for r in tune_b]
     _, ckpt = load_checkpoint(str(tmp_path / "a" / "sft.pt"))
-    assert ckpt["stage"] == "sft" and data.Tokenizer.from_state(ckpt["tokenizer"]).vocab_size > 256
+    assert ckpt["stage"] == "sft" and tokenizer.Tokenizer.from_state(ckpt["tokenizer"]).vocab_size > 256
     assert os.path.exists(tmp_path / "a" / "sft_loss.png")
 
 

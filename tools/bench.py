@@ -5,7 +5,9 @@ times in tests.
 RLHF spends most of its time generating rollouts (OpenRLHF reports about 80%), so this compares
 one model's new tokens per second along these paths, on the same weights and the same prompts:
   naive              recompute the whole sequence for every new token (gpt.py, use_cache=False)
-  kv-cache           prefill once, then one token per step over a preallocated cache (gpt.py)
+  kv-cache           prefill once, then one token per step over a preallocated cache (engine.py,
+                     as PPO's rollouts run it)
+  kv-cache (gpt.py)  the same computation as the readable GPT.generate writes it
   kv-cache+graph     the same, each decode step's forward pass replayed as a CUDA graph (CUDA only)
   kv-cache+step-graph  the whole decode step in the graph: forward pass, sampling and bookkeeping
                      (generate's whole_step; CUDA only)
@@ -16,29 +18,34 @@ one model's new tokens per second along these paths, on the same weights and the
   bandwidth bound    (CUDA) reading every weight and the live KV cache once per step at the
                      card's peak memory bandwidth: no decoder of this model can beat it
 --train adds training tokens/s (forward, backward, AdamW step) and, on CUDA, MFU: model FLOPs
-per second over the card's dense bf16 peak (gpt.flops_per_token, gpt.GPU_PEAKS), for this
+per second over the card's dense bf16 peak (common.flops_per_token, common.GPU_PEAKS), for this
 project's GPT and for transformers' GPT-2 on the same shape.
 
-    python bench.py                        # CPU: batch 1 and 16, 64-token prompts, 128 new tokens
-    python bench.py --batch 1 16 64 --json
-    python bench.py --init out/cpu/sft.pt  # a trained checkpoint instead of random weights
-    python bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 64 256 --train --compile
+    python tools/bench.py                        # CPU: batch 1 and 16, 64-token prompts, 128 new tokens
+    python tools/bench.py --batch 1 16 64 --json
+    python tools/bench.py --init out/cpu/sft.pt  # a trained checkpoint instead of random weights
+    python tools/bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 64 256 --train --compile
 
 Greedy decoding, every row generates exactly --new-tokens (no EOS), so all paths do the same work;
 the table also says whether each path produced the same tokens as the cache.
 """
 
-import argparse
 import contextlib
 import json
+import os
+import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
-from gpt import (GPT, GPTConfig, UserError, configure_optimizer, flops_per_token, gpu_peaks, hf_state_dict,
-    load_any, run_cli)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
+
+import engine  # noqa: E402
+from checkpoint import load_any  # noqa: E402
+from common import UserError, arg, configure_optimizer, flops_per_token, gpu_peaks, parse_config, run_cli  # noqa: E402
+from gpt import GPT, GPTConfig, hf_state_dict  # noqa: E402
 
 SHAPES = {  # --shape: the random model's size
     "tiny": dict(n_layer=4, n_head=4, n_embd=256, vocab_size=2048),
@@ -84,8 +91,9 @@ def bandwidth_bound(model, batch, prompt_len, new_tokens, bytes_per_s):
 
 
 # --skip: every path but kv-cache, the base of the ratios
-SKIPPABLE = ("kv-cache+graph", "kv-cache+step-graph", "kv-cache+compile", "kv-cache+compile+graph",
-             "kv-cache+compile+step-graph", "naive", "transformers-dynamic", "transformers-static")
+SKIPPABLE = ("kv-cache (gpt.py)", "kv-cache+graph", "kv-cache+step-graph", "kv-cache+compile",
+             "kv-cache+compile+graph", "kv-cache+compile+step-graph", "naive", "transformers-dynamic",
+             "transformers-static")
 
 
 def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, naive_max_batch, compiled=False,
@@ -95,9 +103,9 @@ def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, 
     g = torch.Generator().manual_seed(batch)
     idx = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g).to(device)
 
-    def cached(**kw):  # greedy generate() with these arguments
-        return lambda: model.generate(idx, new_tokens, temperature=0, **kw).tokens
-    paths = {"kv-cache": cached()}
+    def cached(**kw):  # greedy engine.generate with these arguments
+        return lambda: engine.generate(model, idx, new_tokens, temperature=0, **kw).tokens
+    paths = {"kv-cache": cached(), "kv-cache (gpt.py)": lambda: model.generate(idx, new_tokens, temperature=0).tokens}
     if device.type == "cuda":
         paths["kv-cache+graph"] = cached(cuda_graph=True)
         paths["kv-cache+step-graph"] = cached(cuda_graph=True, whole_step=True)
@@ -107,7 +115,7 @@ def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, 
             paths["kv-cache+compile+graph"] = cached(cuda_graph=True, compile_step=True)
             paths["kv-cache+compile+step-graph"] = cached(cuda_graph=True, whole_step=True, compile_step=True)
     if batch <= naive_max_batch:
-        paths["naive"] = cached(use_cache=False)
+        paths["naive"] = lambda: model.generate(idx, new_tokens, temperature=0, use_cache=False).tokens
     if hf is not None:
         for cache in ("dynamic", "static"):
             def run(cache=cache):
@@ -190,33 +198,35 @@ def bench_training(config, batch, seq_len, steps, device, compile_model, with_hf
     return rows
 
 
+@dataclass
+class Args:
+    init: str = arg(None, "checkpoint (.pt) or Hugging Face GPT-2 directory (default: random weights)")
+    shape: str = arg("tiny", "random model: tiny (3.7M) or gpt2 (124M)", choices=list(SHAPES))
+    n_layer: int = arg(None, "random model: layers (default: the shape's)", type=int)
+    n_head: int = arg(None, "random model: heads (default: the shape's)", type=int)
+    n_embd: int = arg(None, "random model: width (default: the shape's)", type=int)
+    vocab_size: int = arg(None, "random model: vocabulary (default: the shape's)", type=int)
+    batch: list = arg([1, 16], "batch sizes to measure", type=int, nargs="+")
+    prompt_len: int = arg(64, "prompt tokens per row")
+    new_tokens: int = arg(128, "tokens generated per row")
+    naive_max_batch: int = arg(16, "skip the (slow) naive path above this batch")
+    repeats: int = arg(2, "timed runs per case; the best is kept")
+    device: str = arg("cpu", "cpu or cuda")
+    dtype: str = arg("float32", "weights and cache", choices=["float32", "bfloat16"])
+    transformers: bool = arg(True, "compare with transformers' GPT-2 where it is installed (--no-transformers: skip)")
+    train: bool = arg(False, "also measure training tokens/s (and MFU on CUDA)")
+    train_batch: int = arg(16, "--train: sequences per step")
+    train_seq: int = arg(1024, "--train: tokens per sequence")
+    train_steps: int = arg(10, "--train: timed steps (after 3 warm-up steps)")
+    compile: bool = arg(False, "--train: torch.compile this project's GPT")
+    compile_decode: bool = arg(False, "add the decode step compiled by torch.compile (kv-cache+compile rows)")
+    skip: list = arg([], f"paths to leave out, to save time: {', '.join(SKIPPABLE)}", nargs="+", choices=SKIPPABLE,
+                     metavar="PATH")
+    json: bool = arg(False, "print one JSON object per line instead of a table")
+
+
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--init", help="checkpoint (.pt) or Hugging Face GPT-2 directory; default: random weights")
-    p.add_argument("--shape", default="tiny", choices=list(SHAPES), help="random model: tiny (3.7M) or gpt2 (124M)")
-    p.add_argument("--n-layer", type=int, help="random model: layers (default: the shape's)")
-    p.add_argument("--n-head", type=int, help="random model: heads (default: the shape's)")
-    p.add_argument("--n-embd", type=int, help="random model: width (default: the shape's)")
-    p.add_argument("--vocab-size", type=int, help="random model: vocabulary (default: the shape's)")
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 16], help="batch sizes to measure")
-    p.add_argument("--prompt-len", type=int, default=64, help="prompt tokens per row")
-    p.add_argument("--new-tokens", type=int, default=128, help="tokens generated per row")
-    p.add_argument("--naive-max-batch", type=int, default=16, help="skip the (slow) naive path above this batch")
-    p.add_argument("--repeats", type=int, default=2, help="timed runs per case; the best is kept")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights and cache")
-    p.add_argument("--no-transformers", action="store_true", help="skip the transformers comparison")
-    p.add_argument("--train", action="store_true", help="also measure training tokens/s (and MFU on CUDA)")
-    p.add_argument("--train-batch", type=int, default=16, help="--train: sequences per step")
-    p.add_argument("--train-seq", type=int, default=1024, help="--train: tokens per sequence")
-    p.add_argument("--train-steps", type=int, default=10, help="--train: timed steps (after 3 warm-up steps)")
-    p.add_argument("--compile", action="store_true", help="--train: torch.compile this project's GPT")
-    p.add_argument("--compile-decode", action="store_true",
-                   help="add the decode step compiled by torch.compile (kv-cache+compile rows)")
-    p.add_argument("--skip", nargs="+", default=[], choices=SKIPPABLE, metavar="PATH",
-                   help=f"paths to leave out, to save time: {', '.join(SKIPPABLE)}")
-    p.add_argument("--json", action="store_true", help="print one JSON object per line instead of a table")
-    args = p.parse_args()
+    args = parse_config(Args, description=__doc__)
     for name in ("prompt_len", "new_tokens", "repeats", "train_batch", "train_seq", "train_steps"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive")
@@ -245,7 +255,7 @@ def main():
                         f"model's block_size {model.config.block_size}")
     dtype = getattr(torch, args.dtype)
     model = model.to(device, dtype).eval()
-    hf = None if args.no_transformers else to_transformers(model)
+    hf = to_transformers(model) if args.transformers else None
     info = dict(device=torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads",
                 params_M=round(model.num_params() / 1e6, 2), dtype=args.dtype, torch=torch.__version__,
                 transformers=hf is not None)
@@ -254,7 +264,7 @@ def main():
           f"transformers: {'installed' if hf is not None else 'not installed'}")
     if args.train:  # first: a long generation case (transformers' compile) cannot keep it from printing
         for r in bench_training(model.config, args.train_batch, args.train_seq, args.train_steps, device,
-                                args.compile, not args.no_transformers):
+                                args.compile, args.transformers):
             print(json.dumps(r) if args.json else
                   f"{r['path']:34s} | batch {r['batch']} x {r['seq_len']} | {r['tokens_per_s']:10.1f} tok/s"
                   + (f" | MFU {r['mfu']:.1%}" if "mfu" in r else ""), flush=True)

@@ -1,6 +1,5 @@
 """
-profile_decode.py: where a decode step's time goes on a GPU (the measurements behind the README's
-"On a GPU" notes and the next steps of generation speed).
+profile_decode.py: where a decode step's time goes on a GPU (the measurements behind docs/gpu.md).
 
 For a GPT-2-small-shaped model in bf16 (random weights, 64-token prompts, 128 new tokens), at
 each batch size it prints, per new token:
@@ -14,17 +13,23 @@ under each scaled_dot_product_attention backend, with the decode step's shapes a
 out as two batched matrix products (q k^T, softmax, times v) in bf16, and as FlexAttention
 compiled (a flash-decoding kernel: the keys split across thread blocks).
 
-    python profile_decode.py --batch 1 256
+    python tools/profile_decode.py --batch 1 256
 """
 
-import argparse
+import os
+import sys
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from gpt import GPT, GPTConfig, UserError, run_cli
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
+
+import engine  # noqa: E402
+from common import UserError, arg, parse_config, run_cli  # noqa: E402
+from gpt import GPT, GPTConfig  # noqa: E402
 
 
 def device_ms(fn, n=50):
@@ -40,13 +45,16 @@ def device_ms(fn, n=50):
     return start.elapsed_time(end) / n
 
 
+@dataclass
+class Args:
+    batch: list = arg([1, 256], "batch sizes to profile", type=int, nargs="+")
+    prompt_len: int = arg(64, "prompt tokens per row")
+    new_tokens: int = arg(128, "tokens generated per row")
+    compile: bool = arg(False, "profile the decode step compiled by torch.compile")
+
+
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 256])
-    p.add_argument("--prompt-len", type=int, default=64)
-    p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--compile", action="store_true", help="profile the decode step compiled by torch.compile")
-    args = p.parse_args()
+    args = parse_config(Args, description=__doc__)
     if not torch.cuda.is_available():
         raise UserError("profile_decode.py needs a CUDA device")
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -59,8 +67,8 @@ def main():
         idx = torch.randint(0, 50257, (B, args.prompt_len), device="cuda")
         print(f"\n== batch {B}")
         for whole_step in (True, False):  # the forward-only graphs last: the replays below time them
-            run = lambda: model.generate(idx, args.new_tokens, temperature=0, cuda_graph=True,  # noqa: E731
-                                         compile_step=args.compile, whole_step=whole_step)  # noqa: B023
+            run = lambda: engine.generate(model, idx, args.new_tokens, temperature=0, cuda_graph=True,  # noqa: E731
+                                          compile_step=args.compile, whole_step=whole_step)  # noqa: B023
             run()  # records the graphs
             torch.cuda.synchronize()
             t0 = time.perf_counter()

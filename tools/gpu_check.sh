@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# gpu_check.sh [SECONDS]: everything this project checks on a CUDA GPU, in one go, within about
+# tools/gpu_check.sh [SECONDS]: everything this project checks on a CUDA GPU, in one go, within about
 # SECONDS (default 560), each part cut off at its own limit so that a slow part cannot take the
 # rest's time:
 #   1. the CUDA tests (the graph-replayed decode step equals the eager one)
@@ -21,6 +21,7 @@
 # continues a run that the first one's limit cut off (stages done are skipped, the interrupted
 # one resumes), and summary.json's seconds add up both calls.
 set -u
+cd "$(dirname "$0")/.." || exit 1  # the project root: the paths below start there
 PY=${PYTHON:-python3}
 PARTS=${PARTS:-tests bench preset}
 FORCE=--force
@@ -49,21 +50,21 @@ for p in $PARTS; do
     if [ "$(left)" -lt 60 ]; then echo "== $p: skipped, $(left)s left"; continue; fi
     case $p in
     tests)
-        part tests "$(lim 120)" $PY -m pytest -q -rs -p no:cacheprovider tests/test_gpt.py \
+        part tests "$(lim 120)" $PY -m pytest -q -rs -p no:cacheprovider tests/test_engine.py \
             -k "(cuda or graph or bucket) and not compiled" ;;
     bench)
-        part bench "$(lim 270)" $PY bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 64 256 \
+        part bench "$(lim 270)" $PY tools/bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 64 256 \
             --naive-max-batch 64 --train --compile ;;
     compiled)  # its tests here, not in "tests": compiling may take a while
-        part compiled-tests "$(lim 150)" $PY -m pytest -q -rs -p no:cacheprovider tests/test_gpt.py -k compiled
-        part compiled "$(lim 300)" $PY bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 256 \
+        part compiled-tests "$(lim 150)" $PY -m pytest -q -rs -p no:cacheprovider tests/test_engine.py -k compiled
+        part compiled "$(lim 300)" $PY tools/bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 256 \
             --naive-max-batch 0 --compile-decode --skip kv-cache+compile transformers-dynamic ;;
     preset)
         part gpu-preset $(($(left) - 20)) $PY train_all.py --preset gpu --out-dir "$RUN_DIR" $FORCE --quiet
         (cd "$RUN_DIR" 2>/dev/null && tar czf - metrics.jsonl summary.json report.md ./*.png 2>/dev/null) \
             >"$LOG_DIR/gpu-run.tar.gz" ;;
     profile)  # where the compiled step's time goes: replay vs eager, kernels by device time
-        part profile "$(lim 200)" $PY profile_decode.py --compile --batch 256 ;;
+        part profile "$(lim 200)" $PY tools/profile_decode.py --compile --batch 256 ;;
     *) echo "== $p: no such part (tests, bench, compiled, preset, profile)" ;;
     esac
 done

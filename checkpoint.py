@@ -1,0 +1,218 @@
+"""
+checkpoint.py: the models the steps hand each other, and what every step asks of them.
+
+  load_language_model   a checkpoint (pretrain, sft, ppo) or a local GPT-2 directory, with its tokenizer
+  ScalarModel           the reward model (Section 3.5): the GPT without its unembedding, plus a
+                        scalar head; also PPO's value model, which starts from the RM
+  load_reward_model     the RM with its tokenizer and the bias that puts demonstrations at 0
+  respond               answers to prompts: chat format for SFT and later stages, plain text for a
+                        base model (with few-shot examples if given); the fast engine generates
+  score_texts           the RM's score of (prompt, response) pairs
+  lm_loss               next-token loss on held-out corpus text (pretraining, and the "alignment tax")
+
+    python checkpoint.py out/smoke/sft.pt      # inspect a checkpoint or a GPT-2 directory
+"""
+
+import contextlib
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+
+import engine
+from common import arg, parse_config, run_cli
+from gpt import GPT, UserError, load_checkpoint, padded_positions
+from tokenizer import Tokenizer, encode_responses, gpt2_tokenizer, left_pad
+
+# -----------------------------------------------------------------------------
+# Loading a language model with its tokenizer
+
+
+def load_any(path, device="cpu"):
+    """A checkpoint file of this project or a Hugging Face GPT-2 directory -> (model, metadata)."""
+    if os.path.isdir(path):
+        return GPT.from_pretrained(path).to(device), {}
+    return load_checkpoint(path, device)
+
+
+def resize_vocab(model, vocab_size):
+    """Grow the (tied) token embedding to vocab_size rows, new rows set to the mean embedding:
+    how a GPT-2 checkpoint gets the chat format's special tokens."""
+    old = model.transformer.wte.weight.data
+    if vocab_size <= old.size(0):
+        return model
+    new = nn.Embedding(vocab_size, old.size(1)).to(old.device, old.dtype)
+    new.weight.data[:old.size(0)] = old
+    new.weight.data[old.size(0):] = old.mean(0)
+    model.transformer.wte = new
+    model.lm_head.weight = new.weight
+    model.config.vocab_size = vocab_size
+    return model
+
+
+def load_language_model(path, device="cpu"):
+    """A checkpoint of this project (pretrain, sft, ppo) or a local GPT-2 directory -> (model,
+    tokenizer, stage). SFT, PPO and chat.py all start from here; a reward model, a checkpoint
+    without a tokenizer or a vocabulary that does not fit is a one-line error."""
+    model, ckpt = load_any(path, device)
+    if os.path.isdir(path):
+        tok, stage = gpt2_tokenizer(path), "pretrain"
+        resize_vocab(model, tok.vocab_size)  # room for <|pad|>, <|user|>, <|assistant|>
+    elif ckpt.get("stage") == "reward":
+        raise UserError(f"{path}: a reward-model checkpoint; a language model (pretrain, sft or ppo) is needed here")
+    elif "tokenizer" not in ckpt:
+        raise UserError(f"{path}: checkpoint has no tokenizer")
+    else:
+        tok, stage = Tokenizer.from_state(ckpt["tokenizer"]), ckpt.get("stage", "sft")
+    if model.config.vocab_size < tok.vocab_size:
+        raise UserError(f"{path}: model vocabulary {model.config.vocab_size} is smaller than its tokenizer's {tok.vocab_size}")
+    return model.to(device), tok, stage
+
+
+def load_start(cfg, device, default="pretrain.pt"):
+    """The model and tokenizer a stage starts from: --init, else OUT_DIR/<default>."""
+    path = cfg.init or os.path.join(cfg.out_dir, default)
+    if not cfg.init and not os.path.exists(path):
+        raise UserError(f"{path}: no such checkpoint; run the stage before this one first or pass --init")
+    model, tok, _ = load_language_model(path, device)
+    model.set_dropout(cfg.dropout)
+    return model, tok, path
+
+
+# -----------------------------------------------------------------------------
+# The reward model: a GPT body and a scalar head
+
+class ScalarModel(nn.Module):
+    """A GPT without its unembedding, plus a linear head giving one number per position.
+    The reward model reads it at the last real token; PPO's value model reads every position."""
+
+    def __init__(self, gpt):
+        super().__init__()
+        self.gpt = gpt
+        self.head = nn.Linear(gpt.config.n_embd, 1)
+        nn.init.normal_(self.head.weight, std=1 / math.sqrt(gpt.config.n_embd + 1))
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, tokens, attention_mask):
+        """tokens (B, T), attention_mask (B, T) with any padding -> scalars (B, T)."""
+        pos, mask = padded_positions(attention_mask, self.gpt.config.block_size)
+        h = self.gpt.hidden_states(tokens, pos, mask)                # (B, T, C)
+        return self.head(h).squeeze(-1).float()                      # (B, T)
+
+
+def last_index(attention_mask):
+    """(B, T) mask -> (B,) index of the last real token, whatever the padding (left or right)."""
+    T = attention_mask.size(1)
+    return T - 1 - attention_mask.flip(1).long().argmax(1)
+
+
+def reward_scores(rm, tokens, attention_mask):
+    """The reward r(x, y) of each sequence: the head's output at its last real token. (B,)"""
+    values = rm(tokens, attention_mask)                              # (B, T)
+    return values.gather(1, last_index(attention_mask)[:, None]).squeeze(1)
+
+
+def load_reward_model(path, device="cpu"):
+    """-> (ScalarModel with the trained head, tokenizer, bias, scale). PPO's reward is the
+    score minus the bias (demonstrations then score 0 on average); the scale is reported."""
+    gpt, ckpt = load_checkpoint(path, device)
+    if ckpt.get("stage") != "reward" or "reward_head" not in ckpt:
+        raise UserError(f"{path}: not a reward-model checkpoint (stage {ckpt.get('stage')!r})")
+    rm = ScalarModel(gpt)
+    rm.head.load_state_dict(ckpt["reward_head"])
+    return rm.to(device), Tokenizer.from_state(ckpt["tokenizer"]), ckpt["reward_bias"], ckpt["reward_scale"]
+
+
+@torch.no_grad()
+def score_texts(rm, tok, prompts, responses, block_size, device, batch_size=64):
+    """Raw RM scores (before the demonstration bias) of (prompt, response) pairs."""
+    out = []
+    rm.eval()
+    for i in range(0, len(prompts), batch_size):
+        tokens, mask = encode_responses(tok, prompts[i:i + batch_size], responses[i:i + batch_size], block_size)
+        out += reward_scores(rm, tokens.to(device), mask.to(device)).tolist()
+    return out
+
+
+# -----------------------------------------------------------------------------
+# Answering prompts, and the loss on held-out text
+
+def base_prompt(prompt):
+    """The raw text a base (pretrained) model continues: Q/A pages exist in its corpus, loosely."""
+    return f"Q: {prompt}\nA:"
+
+
+def fewshot_prompt(prompt, examples):
+    """examples: [(prompt, answer), ...] shown as Q/A pairs before the question."""
+    return "".join(f"Q: {p}\nA: {a}\n\n" for p, a in examples) + base_prompt(prompt)
+
+
+@torch.no_grad()
+def respond(model, tok, prompts, mode="chat", max_new_tokens=48, temperature=0.0, batch_size=64,
+            generator=None, examples=None):
+    """Answer each prompt. mode "chat": the SFT format, the answer ends at EOS. mode "base" /
+    "fewshot": the plain text a pretrained model continues (base_prompt, or with `examples` Q/A
+    pairs first); the answer ends at EOS or at the first newline, as an API's stop sequence would
+    end it. Returns the answer strings."""
+    device = next(model.parameters()).device
+    answers = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i:i + batch_size]
+        if mode == "chat":
+            ids = [tok.chat_prompt(p) for p in chunk]
+        else:
+            text = [base_prompt(p) if mode == "base" else fewshot_prompt(p, examples) for p in chunk]
+            ids = [tok.encode(t) for t in text]
+        idx, mask, _ = left_pad(ids, tok.pad_id, max_len=model.config.block_size - max_new_tokens)
+        out = engine.generate(model, idx.to(device), max_new_tokens, attention_mask=mask.to(device),
+                              temperature=temperature, eos_id=tok.eos_id, pad_id=tok.pad_id, generator=generator,
+                              suppress_ids=tok.never_sampled)
+        T = idx.size(1)
+        for row, rmask in zip(out.tokens[:, T:].tolist(), out.response_mask.tolist()):
+            row = [t for t, m in zip(row, rmask) if m and t != tok.eos_id]
+            text = tok.decode(row)
+            answers.append(text.split("\n")[0].strip() if mode != "chat" else text.strip())
+    return answers
+
+
+@torch.no_grad()
+def lm_loss(model, ids, device, autocast=None, max_windows=200):
+    """Mean next-token loss over consecutive block_size windows of a token stream: the
+    pretraining loss, also the "alignment tax" of RLHF when measured on held-out corpus text."""
+    was_training = model.training
+    model.eval()
+    T = model.config.block_size
+    starts = list(range(0, len(ids) - T - 1, T))[:max_windows]
+    total = 0.0
+    for i in range(0, len(starts), 16):
+        x = torch.stack([ids[s:s + T] for s in starts[i:i + 16]]).to(device)
+        y = torch.stack([ids[s + 1:s + T + 1] for s in starts[i:i + 16]]).to(device)
+        with (autocast or contextlib.nullcontext)():
+            total += model(x, y)[1].item() * len(x)
+    model.train(was_training)
+    return total / max(1, len(starts))
+
+
+# -----------------------------------------------------------------------------
+
+@dataclass
+class Args:
+    path: str = arg("", "a .pt checkpoint (out/<run>/sft.pt, ...) or a GPT-2 directory", positional=True)
+
+
+def main():
+    path = parse_config(Args, description="Inspect a checkpoint of this project or a local Hugging Face "
+                        "GPT-2 directory: its config, size and metadata.").path
+    model, ckpt = load_any(path)
+    print(f"{path}: {model.num_params() / 1e6:.2f}M parameters")
+    for k, v in asdict(model.config).items():
+        print(f"  {k:12s} {v}")
+    extra = [k for k in ckpt if k not in ("model", "model_args")]
+    if extra:
+        print("  metadata:", ", ".join(extra))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,319 @@
+"""
+common.py: the engineering every script shares, none of it from the paper. A reader of the
+algorithms may skip this file.
+
+  run_cli, UserError     bad input is one line on stderr and exit code 2, never a traceback
+  arg, parse_config      one config dataclass per script becomes its flags, --help and presets
+  setup                  seeds, the device, bfloat16 autocast on CUDA
+  configure_optimizer    AdamW, weight decay on matrices only
+  cosine_lr              warmup, then cosine decay
+  MetricsLog             one line per logged step on stdout and in OUT_DIR/metrics.jsonl
+  stop_on_signal, Resume Ctrl-C saves a resumable state; --resume continues exactly
+  flops_per_token, gpu_peaks   for tokens/s and MFU
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import json
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, field, fields
+
+import numpy as np
+import torch
+
+from gpt import UserError, atomic_save
+
+__all__ = ["UserError"]  # defined beside the model, which raises it too; the scripts import it from here
+
+
+def run_cli(main):
+    """Run `main()`; turn a UserError (or a missing file) into one line on stderr and exit 2."""
+    try:
+        return main()
+    except (UserError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+# -----------------------------------------------------------------------------
+# Flags: one config dataclass per script
+
+def arg(default, help, **flag):
+    """A config field with its --help text: `lr: float = arg(1e-4, "peak learning rate")`. `flag`
+    passes more of argparse's options (type, choices, nargs), and positional=True makes the field
+    an argument without a flag name."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, "flag": flag})
+    return field(default=default, metadata={"help": help, "flag": flag})
+
+
+def parse_config(cls, argv=None, presets=None, description=None):
+    """Turn a config dataclass into argparse flags (one per field, with its help text) and parse.
+    With `presets` ({name: {field: value}}) the config needs a `preset` field: the preset's values
+    replace the defaults and flags given on the command line replace both."""
+    epilog = None
+    if presets:
+        epilog = "presets (each replaces the defaults above; flags given replace both):\n" + "\n".join(
+            f"  {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for name, values in presets.items())
+    parser = argparse.ArgumentParser(description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in fields(cls):
+        opts = dict(f.metadata.get("flag", {}))
+        name = f.name if opts.pop("positional", False) else "--" + f.name.replace("_", "-")
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
+        if presets and f.name == "preset":
+            opts["choices"] = list(presets)
+        if type(default) is bool:
+            opts["action"] = argparse.BooleanOptionalAction
+        else:
+            opts.setdefault("type", str if default is None or isinstance(default, list) else type(default))
+        if "(default" not in text:
+            text += f" (default: {default})"
+        parser.add_argument(name, default=None, help=text, **opts)
+    given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    preset = given.get("preset", getattr(cls, "preset", None))
+    values = {**(presets or {}).get(preset, {}), **given}
+    return cls(**values)
+
+
+def setup(device="auto", seed=0):
+    """Seed everything, pick the device, and return it with the autocast context to train in:
+    bfloat16 on CUDA (with TF32 matmuls), plain float32 on CPU."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device here")
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return device, lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    torch.set_flush_denormal(True)  # denormal floats made backward matmuls ~40x slower on CPU
+    return device, contextlib.nullcontext
+
+
+def ensure_out_dir(path, flag="--out-dir"):
+    """Create the run folder and prove it takes files: a bad folder fails now, not after an hour."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write_test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"{flag} {path}: not writable ({e.strerror})")
+
+
+def check_positive(cfg, names):
+    """One line naming the flag when a size or rate that must be positive is not."""
+    for name in names:
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+
+
+def cosine_lr(step, max_steps, lr, warmup=0, min_ratio=0.1):
+    """Linear warmup, then cosine decay to min_ratio * lr (InstructGPT's SFT: cosine decay)."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class MetricsLog:
+    """One line per logged step, fields separated by |, and the same fields appended as one JSON
+    object to metrics.jsonl (all stages share the file; `stage` tells them apart). A stage run
+    again from the start (not resumed) replaces its earlier lines when it logs its first, so the
+    plots drawn from the file show one run per stage."""
+
+    def __init__(self, out_dir, stage, quiet=False, resume=False):
+        self.path = os.path.join(out_dir, "metrics.jsonl") if out_dir else None
+        self.stage, self.quiet = stage, quiet
+        self.replaces = not resume  # a resumed stage keeps its lines (Resume.load trims them)
+
+    def log(self, step, **metrics):
+        row = {"stage": self.stage, "step": step, **{k: (round(v, 6) if isinstance(v, float) else v)
+                                                      for k, v in metrics.items()}}
+        if self.path:
+            if self.replaces:
+                self.keep_own_lines(0)
+            self.replaces = False
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        if not self.quiet:
+            parts = [f"{self.stage} step {step}"] + [f"{k} {_fmt(v)}" for k, v in metrics.items()]
+            print(" | ".join(parts), flush=True)
+
+    def lines(self):
+        """metrics.jsonl's lines -> (this stage's, the other stages')."""
+        if not (self.path and os.path.exists(self.path)):
+            return [], []
+        own, others = [], []
+        with open(self.path) as f:
+            for line in f:
+                if line.strip():
+                    (own if json.loads(line).get("stage") == self.stage else others).append(line)
+        return own, others
+
+    def keep_own_lines(self, n):
+        """Drop this stage's lines after its first n (the other stages' stay); written to a new file
+        that replaces the old one, so Ctrl-C cannot leave half a file."""
+        own, others = self.lines()
+        if len(own) > n:
+            with open(self.path + ".tmp", "w") as f:
+                f.writelines(others + own[:n])
+            os.replace(self.path + ".tmp", self.path)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+    return str(v)
+
+
+
+# -----------------------------------------------------------------------------
+# Ctrl-C saves a resumable state; --resume continues it exactly
+
+class stop_on_signal:
+    """While active, the first SIGINT (Ctrl-C) or SIGTERM only sets `requested`: the loop checks it
+    between steps, saves and leaves, so a run is never stopped halfway through an optimizer step.
+    A second Ctrl-C stops at once (nothing saved)."""
+
+    def __enter__(self):
+        self.requested = False
+        self.old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("stopping after this step to save a resumable state (Ctrl-C again: stop now, save nothing)",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+
+class Resume:
+    """OUT_DIR/<name>.resume.pt: everything a training loop needs to continue exactly where it
+    stopped (weights, optimizer, random states, step, the data it drew). Written atomically at
+    safe points and on Ctrl-C; read by --resume; removed when the stage finishes. It also records
+    how many metrics.jsonl lines the stage had logged, so that those logged after the save are
+    dropped on resume, and the seconds spent so far, so that a resumed stage reports the time of
+    both runs."""
+
+    IGNORED = ("resume", "quiet", "device")  # flags that may change between the two runs
+
+    def __init__(self, out_dir, name, cfg, log, t_start=None):
+        self.path = os.path.join(out_dir, f"{name}.resume.pt")
+        self.name, self.config, self.log = name, asdict(cfg), log
+        self.t_start = time.time() if t_start is None else t_start
+        self.seconds_before = 0.0  # spent by the interrupted run, up to its save
+
+    def seconds(self):
+        """Seconds this stage has taken: since t_start, plus the interrupted run's up to its save."""
+        return round(self.seconds_before + time.time() - self.t_start, 1)
+
+    def save(self, **state):
+        state.update(config=self.config, metrics_lines=len(self.log.lines()[0]), torch_rng=torch.get_rng_state(),
+                     seconds=self.seconds())
+        if torch.cuda.is_available():  # dropout on a GPU draws from the GPU's generators
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        atomic_save(state, self.path)
+
+    def load(self, device):
+        """-> the saved dict; a one-line error when the file is missing, unreadable or from a run
+        with other flags. This stage's metrics.jsonl lines written after the save are dropped."""
+        if not os.path.isfile(self.path):
+            raise UserError(f"--resume: {self.path} does not exist (nothing to resume)")
+        try:
+            state = torch.load(self.path, map_location=device, weights_only=True)
+        except Exception as e:
+            raise UserError(f"--resume: {self.path} is not readable ({type(e).__name__})")
+        for key, value in state["config"].items():
+            if key not in self.IGNORED and self.config.get(key) != value:
+                flag = "--" + key.replace("_", "-")
+                raise UserError(f"--resume: {flag} is {self.config.get(key)!r} here but {value!r} in the "
+                                f"interrupted run; resume with the same flags")
+        self.seconds_before = float(state.get("seconds", 0.0))
+        # the lines this stage had logged by the save; counted in lines, not bytes: another stage
+        # run in between may have rewritten the file (MetricsLog)
+        if "metrics_lines" in state:
+            self.log.keep_own_lines(state["metrics_lines"])
+        return state
+
+    def restore_rng(self, state):
+        """Put back the random generators as they were at the save. Call it last, just before the
+        loop: building models draws from the same generators."""
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda_rng"]])
+
+    def interrupted(self, where, **state):
+        """Save and leave (the KeyboardInterrupt reaches run_cli: exit code 130)."""
+        self.save(**state)
+        print(f"{self.name}: interrupted at {where}; saved {self.path}; continue with --resume", flush=True)
+        raise KeyboardInterrupt
+
+    def done(self):
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+
+# -----------------------------------------------------------------------------
+# The optimizer, and what training speed is measured against
+
+def configure_optimizer(model, lr, weight_decay=0.1, betas=(0.9, 0.95), device_type="cpu"):
+    """AdamW with weight decay on matrices only (not on biases or LayerNorm gains), fused on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+
+
+def flops_per_token(config, seq_len):
+    """Training FLOPs per token: 6N for the matmuls forward and backward, plus attention
+    (PaLM appendix B: 12 * n_layer * n_embd * seq_len)."""
+    c = config
+    n = 12 * c.n_layer * c.n_embd ** 2 + c.vocab_size * c.n_embd
+    return 6 * n + 12 * c.n_layer * c.n_embd * seq_len
+
+
+# dense bfloat16 FLOP/s and memory bandwidth (bytes/s) of GPUs, from their data sheets;
+# the first name found in torch.cuda.get_device_name() wins, so variants come before their family
+GPU_PEAKS = [("H100 PCIe", 756e12, 2.0e12), ("H100 NVL", 835e12, 3.9e12), ("H100", 989e12, 3.35e12),
+             ("H200", 989e12, 4.8e12), ("A100-SXM4-40GB", 312e12, 1.555e12), ("A100", 312e12, 2.039e12),
+             ("L40S", 362e12, 0.864e12), ("L4", 121e12, 0.3e12), ("4090", 165e12, 1.008e12)]
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_peaks(device=None):
+    """-> (peak dense bf16 FLOP/s, peak memory bytes/s) of a CUDA device, for MFU and the
+    bandwidth bound of decoding; an unknown GPU counts as an A100 (and says so)."""
+    name = torch.cuda.get_device_name(device)
+    for key, flops, bandwidth in GPU_PEAKS:
+        if key in name:
+            return flops, bandwidth
+    print(f"note: {name} is not in common.GPU_PEAKS; MFU and bounds assume an A100's peaks", file=sys.stderr)
+    return 312e12, 2.039e12

@@ -1,0 +1,256 @@
+"""
+tokenizer.py: text to token ids and back, in the formats the models read, and padded batches of ids.
+
+  - a byte-level BPE (Sennrich et al. 2016; GPT-2) trained on the simulated corpus, served by
+    tiktoken, or GPT-2's own 50257-token BPE read from a local Hugging Face directory;
+  - the chat format SFT teaches: <|user|> prompt <|assistant|> response <|endoftext|>;
+  - batches: left-padded prompts for generation, right-padded demonstrations with the loss on
+    response tokens only, prompt + response sequences for the reward model, windows of the
+    pretraining corpus.
+Padding is never EOS: a generated EOS must never be masked away as padding.
+"""
+
+import json
+import os
+from collections import Counter, defaultdict
+
+import regex
+import tiktoken
+import torch
+
+from formats import DataError, utf8_lines
+
+# -----------------------------------------------------------------------------
+# The tokenizer
+
+SPECIALS = {"eos": "<|endoftext|>", "pad": "<|pad|>", "user": "<|user|>", "assistant": "<|assistant|>"}
+# GPT-2's pre-tokenizer, except digits are split one per token (helps a tiny model with sums)
+PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+GPT2_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+class Tokenizer:
+    """A tiktoken.Encoding plus the ids of the special tokens (eos, pad, user, assistant)."""
+
+    def __init__(self, name, pat_str, tokens, specials):
+        # tokens: list of bytes, index = rank = token id; specials: {string: id}
+        self.name, self.pat_str, self.tokens, self.specials = name, pat_str, list(tokens), dict(specials)
+        ranks = {t: i for i, t in enumerate(self.tokens)}
+        assert len(ranks) == len(self.tokens) and all(bytes([b]) in ranks for b in range(256))
+        self.enc = tiktoken.Encoding(name=name, pat_str=pat_str, mergeable_ranks=ranks,
+                                     special_tokens=self.specials)
+        self.eos_id, self.pad_id, self.user_id, self.assistant_id = (
+            self.specials[SPECIALS[k]] for k in ("eos", "pad", "user", "assistant"))
+        assert self.pad_id != self.eos_id  # a generated EOS must never be masked away as padding
+        self.never_sampled = [self.pad_id, self.user_id, self.assistant_id]  # not inside a response
+        self.vocab_size = max(len(self.tokens) - 1, *self.specials.values()) + 1
+
+    def encode(self, text):
+        return self.enc.encode_ordinary(text)  # special-token strings stay plain text
+
+    def decode(self, ids):
+        ids = [int(i) for i in ids if int(i) != self.pad_id]
+        return self.enc.decode(ids)
+
+    def chat_prompt(self, prompt):
+        """The chat format SFT trains on: <|user|> prompt <|assistant|>; the answer then ends in EOS."""
+        return [self.user_id] + self.encode(prompt) + [self.assistant_id]
+
+    def chat_response(self, response):
+        return self.encode(response) + [self.eos_id]
+
+    def state(self):
+        return {"name": self.name, "pat_str": self.pat_str, "tokens": [t.hex() for t in self.tokens],
+                "specials": dict(self.specials)}
+
+    @classmethod
+    def from_state(cls, d):
+        return cls(d["name"], d["pat_str"], [bytes.fromhex(t) for t in d["tokens"]], d["specials"])
+
+
+def _with_specials(n):
+    return {SPECIALS["eos"]: n, SPECIALS["pad"]: n + 1, SPECIALS["user"]: n + 2, SPECIALS["assistant"]: n + 3}
+
+
+def train_tokenizer(text, vocab_size):
+    """Byte-level BPE (Sennrich et al. 2016; GPT-2): start from the 256 bytes, merge the most
+    frequent adjacent pair until vocab_size (specials included) is reached, or no pair occurs twice."""
+    n_tokens = vocab_size - len(SPECIALS)
+    assert n_tokens >= 256, "vocab_size must leave room for 256 bytes and the specials"
+    counts = Counter(regex.findall(PAT_STR, text))          # merge on word counts, not on text
+    words = [[bytes([b]) for b in w.encode("utf-8")] for w in counts]
+    freqs = list(counts.values())
+    tokens = [bytes([b]) for b in range(256)]
+    known = set(tokens)
+    pairs, where = Counter(), defaultdict(set)               # pair -> count; pair -> word indices
+    for i, w in enumerate(words):
+        for p in zip(w, w[1:]):
+            pairs[p] += freqs[i]
+            where[p].add(i)
+    while len(tokens) < n_tokens and pairs:
+        best, n = max(pairs.items(), key=lambda kv: kv[1])  # ties: first seen (deterministic)
+        if n < 2:
+            break
+        merged = best[0] + best[1]
+        if merged not in known:  # (a, bc) and (ab, c) make the same token: keep one rank
+            tokens.append(merged)
+            known.add(merged)
+        for i in where.pop(best):
+            w, f = words[i], freqs[i]
+            for p in zip(w, w[1:]):
+                pairs[p] -= f
+                if pairs[p] <= 0:
+                    del pairs[p]
+            new, j = [], 0
+            while j < len(w):
+                if j + 1 < len(w) and (w[j], w[j + 1]) == best:
+                    new.append(merged)
+                    j += 2
+                else:
+                    new.append(w[j])
+                    j += 1
+            for p in zip(new, new[1:]):
+                pairs[p] += f
+                where[p].add(i)
+            words[i] = new
+    return Tokenizer(f"bpe{vocab_size}", PAT_STR, tokens, _with_specials(len(tokens)))
+
+
+def bytes_to_unicode():
+    """GPT-2's map from the 256 bytes to printable unicode characters (used in vocab.json)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def gpt2_tokenizer(hf_dir):
+    """GPT-2's 50257-token BPE from a local Hugging Face directory (vocab.json + merges.txt).
+    EOS is GPT-2's <|endoftext|> (50256); pad, user and assistant get new ids 50257..50259, so a
+    GPT-2 checkpoint's embedding must grow to vocab_size (50260) before SFT."""
+    vocab_path, merges_path = os.path.join(hf_dir, "vocab.json"), os.path.join(hf_dir, "merges.txt")
+    for p in (vocab_path, merges_path):
+        if not os.path.isfile(p):
+            raise DataError(f"{p}:0: missing; gpt2_tokenizer needs a local Hugging Face GPT-2 "
+                            "directory with vocab.json and merges.txt (nothing is downloaded)")
+    try:
+        with open(vocab_path, encoding="utf-8") as f:
+            vocab = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{vocab_path}:0: not a JSON object of token -> id ({e})") from None
+    if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
+        raise DataError(f"{vocab_path}:0: not a JSON object of token -> id")
+    byte_of = {c: b for b, c in bytes_to_unicode().items()}
+    eos = vocab.pop(SPECIALS["eos"], None)
+    strange = next((tok for tok in vocab if any(c not in byte_of for c in tok)), None)
+    if strange is not None:  # GPT-2's vocabulary spells every byte with one of 256 characters
+        raise DataError(f"{vocab_path}:0: token {strange!r} is not in GPT-2's byte-level alphabet")
+    ranks = {bytes(byte_of[c] for c in tok): i for tok, i in vocab.items()}
+    tokens = [t for t, _ in sorted(ranks.items(), key=lambda kv: kv[1])]
+    if [ranks[t] for t in tokens] != list(range(len(tokens))):
+        raise DataError(f"{vocab_path}:0: token ids are not 0..{len(tokens) - 1}")
+    for ln, line in utf8_lines(merges_path):  # check the merges agree with the vocabulary
+        parts = line.split()
+        if line.startswith("#version") or len(parts) != 2:
+            continue
+        merged = parts[0] + parts[1]
+        if any(c not in byte_of for c in merged) or bytes(byte_of[c] for c in merged) not in ranks:
+            raise DataError(f"{merges_path}:{ln}: merge result not in vocab.json")
+    specials = _with_specials(len(tokens))
+    if eos is not None:
+        specials = {SPECIALS["eos"]: eos, SPECIALS["pad"]: eos + 1, SPECIALS["user"]: eos + 2,
+                    SPECIALS["assistant"]: eos + 3}
+    return Tokenizer("gpt2", GPT2_PAT_STR, tokens, specials)
+
+
+# -----------------------------------------------------------------------------
+# Batches
+
+
+def sft_batch(tok, pairs, block_size):
+    """pairs: [(prompt_ids, response_ids)] with the response ending in eos_id. Returns x, y (B, T)
+    right-padded with pad_id, y = x shifted by one with -1 on prompt and padding targets, and
+    loss_mask (B, T) float = (y != -1): the loss is on response tokens only, EOS included.
+    Too long: the prompt is cut from the left (then, if still too long, the response from the right)."""
+    rows = []
+    for p, r in pairs:
+        p, r = list(p), list(r)
+        over = len(p) + len(r) - (block_size + 1)
+        if over > 0:
+            cut = min(over, len(p) - 1)  # keep at least one prompt token to predict from
+            p, r = p[cut:], r[:len(r) - (over - cut)]
+        rows.append((p + r, len(p)))
+    T = max(len(s) for s, _ in rows) - 1
+    x = torch.full((len(rows), T), tok.pad_id, dtype=torch.long)
+    y = torch.full((len(rows), T), -1, dtype=torch.long)
+    for b, (s, n_prompt) in enumerate(rows):
+        s = torch.tensor(s, dtype=torch.long)
+        x[b, :len(s) - 1] = s[:-1]
+        y[b, n_prompt - 1:len(s) - 1] = s[n_prompt:]  # targets: response tokens only
+    return x, y, (y != -1).float()
+
+
+def n_truncated(pairs, block_size):
+    """How many pairs sft_batch would cut (report it: silently cut prompts change the task)."""
+    return sum(len(p) + len(r) > block_size + 1 for p, r in pairs)
+
+
+def left_pad(seqs, pad_id, max_len=None):
+    """Left-pad prompts for generation. Returns idx (B, T), attention_mask (B, T) (1 = real token),
+    and how many prompts were longer than max_len and lost their left end."""
+    cut = sum(max_len is not None and len(s) > max_len for s in seqs)
+    seqs = [list(s)[-max_len:] if max_len else list(s) for s in seqs]
+    T = max(len(s) for s in seqs)
+    idx = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        if s:
+            idx[b, T - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[b, T - len(s):] = 1
+    return idx, mask, cut
+
+
+def encode_responses(tok, prompts, responses, block_size):
+    """(prompt, response) pairs -> tokens (B, T), attention_mask (B, T): each row the chat prompt,
+    the response and EOS, right-padded (the reward model reads its score at the last real token).
+    Too long: the prompt is cut from the left, then the response from the right."""
+    seqs = []
+    for prompt, response in zip(prompts, responses):
+        p, r = tok.chat_prompt(prompt), tok.chat_response(response)[:block_size - 1]
+        seqs.append(p[-(block_size - len(r)):] + r)
+    T = max(len(s) for s in seqs)
+    tokens = torch.full((len(seqs), T), tok.pad_id, dtype=torch.long)
+    mask = torch.zeros(len(seqs), T, dtype=torch.long)
+    for b, s in enumerate(seqs):
+        tokens[b, :len(s)] = torch.tensor(s)
+        mask[b, :len(s)] = 1
+    return tokens, mask
+
+
+def pretrain_stream(tok, corpus):
+    """All documents as one stream of ids, each followed by EOS (how GPT-2/3 pack their data)."""
+    ids = []
+    for doc in corpus:
+        ids += tok.encode(doc) + [tok.eos_id]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def corpus_split(tok, corpus, block_size):
+    """The corpus as (train ids, validation ids): the last 5% is never trained on."""
+    stream = pretrain_stream(tok, corpus)
+    n_val = max(len(stream) // 20, block_size * 4)
+    return stream[:-n_val], stream[-n_val:]
+
+
+def pretrain_batch(stream, batch_size, block_size, step, seed):
+    """Random windows of the stream, inputs x and next-token targets y (B, block_size). The
+    windows depend only on (seed, step), so a resumed run sees the batches of an uninterrupted one."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    start = torch.randint(0, len(stream) - block_size - 1, (batch_size,), generator=g)
+    x = torch.stack([stream[s:s + block_size] for s in start.tolist()])
+    y = torch.stack([stream[s + 1:s + block_size + 1] for s in start.tolist()])
+    return x, y
