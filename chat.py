@@ -9,7 +9,7 @@ InstructGPT (Ouyang et al. 2022, arXiv 2203.02155):
   - Section 3.4 and Appendix B: labelers see one prompt and K = 4..9 outputs of the policy and
     rank them best to worst; `--label` is that interface in a terminal. It writes rankings in the
     very format of the simulated labelers (data.py), so reward.py trains on them unchanged.
-A pretrain checkpoint is a base model: it is asked in plain text (data.base_prompt, "Q: ...\\nA:")
+A pretrain checkpoint is a base model: it is asked in plain text (checkpoint.base_prompt, "Q: ...\\nA:")
 and its answer ends at the first newline, as an API stop sequence would end it. Every other
 stage (sft, ppo, ...) gets the chat format <|user|> prompt <|assistant|> and stops at EOS.
 
@@ -109,7 +109,7 @@ def prompt_ids(bot, prompt, max_new_tokens):
 
 
 def finish(text, base):
-    """The answer as sft.respond returns it: a base model's ends at the first newline."""
+    """The answer as checkpoint.respond returns it: a base model's ends at the first newline."""
     return text.split("\n")[0].strip() if base else text.strip()
 
 
@@ -121,7 +121,7 @@ def stream_reply(bot, prompt, max_new_tokens=48, temperature=0.7, top_k=None, to
     sequence so far (B = 1, T grows by one) and samples the next token with gpt.sample. After each
     token, on_text(new_text) gets the part of the answer not shown yet (leading spaces dropped; the
     bytes of a partial UTF-8 character are held back until it is complete). Stops at EOS, after
-    max_new_tokens, or for a base model at the first newline. Returns the answer, as sft.respond
+    max_new_tokens, or for a base model at the first newline. Returns the answer, as checkpoint.respond
     would return it for the same draws.
     """
     model, tok = bot.model, bot.tok
@@ -234,7 +234,7 @@ def parse_ranking(text, k):
 
 
 def sample_distinct(bot, prompt, k, temperature=1.0, max_new_tokens=48, generator=None, rounds=4):
-    """Up to k distinct, non-empty answers of the policy (sft.respond), drawing k + 2 at a time
+    """Up to k distinct, non-empty answers of the policy (checkpoint.respond), drawing k + 2 at a time
     for at most `rounds` rounds. May return fewer than k when the policy keeps repeating itself."""
     found = []
     for _ in range(rounds):

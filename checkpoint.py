@@ -67,7 +67,8 @@ def load_language_model(path, device="cpu"):
     else:
         tok, stage = Tokenizer.from_state(ckpt["tokenizer"]), ckpt.get("stage", "sft")
     if model.config.vocab_size < tok.vocab_size:
-        raise UserError(f"{path}: model vocabulary {model.config.vocab_size} is smaller than its tokenizer's {tok.vocab_size}")
+        raise UserError(f"{path}: model vocabulary {model.config.vocab_size} is smaller than its tokenizer's "
+                        f"{tok.vocab_size}")
     return model.to(device), tok, stage
 
 

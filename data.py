@@ -14,17 +14,13 @@ Run on CPU:  python data.py --show 2            (a few tasks of each family, gol
              python data.py --out-dir out/data --preset smoke    (write the JSONL files)
 
 Where this departs from the paper:
- 1. Prompts, facts and labelers are generated from a seed, so every stage can be scored against a
-    known truth (`gold_score`); the paper has people and no ground truth.
- 2. The world is tiny (a few hundred words; six task families with short answers) so that a
-    few-million-parameter GPT learns it on 2 CPU cores in minutes.
- 3. The BPE is trained here on the simulated corpus (a few hundred to a few thousand tokens), with
-    digits split one per token; the paper uses GPT-2/GPT-3's 50257-token BPE (tokenizer.py).
- 4. Labelers are a utility = weights . rubric + Gaussian noise; the paper's labelers rank by the
+ 1. Prompts and labelers are generated from a seed, over the world of world.py, whose gold
+    rubric (`world.gold_score`) is the truth the paper could not measure.
+ 2. Labelers are a utility = weights . rubric + Gaussian noise; the paper's labelers rank by the
     same rubric (helpful first in training, truthful and harmless first in evaluation).
- 5. Rankings are strict: ties (identical responses) are broken at random by each labeler's noise.
- 6. Prompts with PII are dropped from every split, before splitting (paper: the training split).
- 7. Demonstrations are of deliberately mixed quality (verbose, wrong, unsafe), so that imitation
+ 3. Rankings are strict: ties (identical responses) are broken at random by each labeler's noise.
+ 4. Prompts with PII are dropped from every split, before splitting (paper: the training split).
+ 5. Demonstrations are of deliberately mixed quality (verbose, wrong, unsafe), so that imitation
     (SFT) and preference (RM + PPO) differ, which is the gap the paper's RLHF closes.
 """
 

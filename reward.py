@@ -58,12 +58,11 @@ class Config:
     policy: str = arg("", "the model whose samples labelers rank (default: --init; later rounds: the PPO policy)")
     data: str = arg("", "a JSONL file of comparisons instead of sampling and simulated labelers")
     seed: int = arg(0, "seed")
-    device: str = arg("auto", "auto, cpu or cuda")
+    # the comparisons (Section 3.4) and the RM's training (Section 3.5)
     k_min: int = arg(4, "fewest responses ranked per prompt (paper: 4)")
     k_max: int = arg(9, "most responses ranked per prompt (paper: 9)")
     temperature: float = arg(1.0, "sampling temperature for the K responses")
     max_new_tokens: int = arg(48, "longest sampled response")
-    sample_batch: int = arg(64, "responses sampled per generate call for the labelers (a GPU wants more)")
     batch_size: int = arg(16, "prompts per step, each with all its K responses (paper: 64)")
     lr: float = arg(1e-4, "peak learning rate, cosine decay (paper: 9e-6 for the 6B RM)")
     epochs: int = arg(1, "passes over the comparisons (paper: 1; more overfits)")
@@ -72,6 +71,9 @@ class Config:
     dropout: float = arg(0.0, "dropout while training the RM")
     round: int = arg(1, "which round of comparisons (steps 2 and 3 repeat): names the output files "
                          "(round R > 1 writes reward_roundR.pt)")
+    # engineering
+    sample_batch: int = arg(64, "responses sampled per generate call for the labelers (a GPU wants more)")
+    device: str = arg("auto", "auto, cpu or cuda")
     resume: bool = arg(False, "continue an interrupted run from its OUT_DIR/reward[_roundR].resume.pt")
     quiet: bool = arg(False, "no per-step log lines")
 
@@ -79,8 +81,7 @@ class Config:
 PRESETS = {
     "smoke": dict(batch_size=8, lr=3e-4, epochs=2, max_new_tokens=32),
     "cpu": dict(batch_size=16, lr=1e-4, epochs=2),
-    # sampling 38k responses in calls of 64 took 172 s of an H100 run: at 64 rows a 6-layer
-    # model's decode step waits on kernel launches, so fewer calls of more rows
+    # at 64 rows a GPU's decode step waits on kernel launches: fewer generate calls of more rows
     "gpu": dict(batch_size=32, lr=5e-5, epochs=1, sample_batch=512),
 }
 
@@ -181,6 +182,19 @@ def accuracy(rm, tok, comps, block_size, device, batch_size=32):
     return right / max(total, 1)
 
 
+def demonstration_bias(rm, tok, demos, train, block_size, device):
+    """Section 3.5: "we normalize the reward model using a bias so that the labeler demonstrations
+    achieve a mean score of 0". -> (bias, scale): the mean and the spread of the RM's scores of the
+    demonstrations. Real data has none: the best-ranked response of each training prompt stands in."""
+    if demos:
+        prompts, responses = [d["prompt"] for d in demos], [d["response"] for d in demos]
+    else:
+        prompts, responses = [c["prompt"] for c in train], [c["completions"][c["ranking"][0]] for c in train]
+    scores = score_texts(rm, tok, prompts, responses, block_size, device)
+    bias = sum(scores) / len(scores)
+    return bias, (sum((s - bias) ** 2 for s in scores) / len(scores)) ** 0.5
+
+
 def comparisons(cfg, gpt, tok, comps, device):
     """-> (training comparisons, held-out comparisons, demonstrations for the bias, metrics).
     From a file (`comps`, split 95/5), or sampled from the policy (--policy, default the SFT model
@@ -242,6 +256,7 @@ def main(cfg=None):
     gpt, tok, init_path = load_start(cfg, device, default="sft.pt")
     block = gpt.config.block_size
     with stop_on_signal() as stop:  # Ctrl-C while sampling: the comparisons are kept, training resumes
+        # 1) the comparisons: K samples per prompt ranked by labelers (or a file's), held-out ones aside
         if state:
             train, heldout, demos, metrics = state["train"], state["heldout"], state["demos"], state["metrics"]
             print(f"resumed {name} at step {state['step']}: {len(train)} ranked prompts from the interrupted run")
@@ -250,7 +265,7 @@ def main(cfg=None):
         if not train:
             raise UserError("reward: no prompt gave two distinct responses to compare")
 
-        # ---- the reward model: the SFT model plus a scalar head; one epoch over prompts
+        # 2) the reward model: the SFT model plus a scalar head
         gpt.set_dropout(cfg.dropout)
         rm = ScalarModel(gpt).to(device)
         optimizer = configure_optimizer(rm, cfg.lr, cfg.weight_decay, device_type=device.type)
@@ -271,6 +286,7 @@ def main(cfg=None):
             log.log(0, heldout_accuracy=metrics["heldout_accuracy_before"])
             step = 0
             resume.save(**resumable())  # the sampled comparisons are safe from here on
+        # 3) the loop: each batch element one prompt with all its K ranked responses (eq. 1)
         while step < steps:
             if stop.requested:
                 resume.interrupted(f"step {step} of {steps}", **resumable())
@@ -297,16 +313,10 @@ def main(cfg=None):
                         reward_gap=float((rewards[:, 0] - rewards[:, 1]).mean().detach()))
             step += 1
 
-    # ---- held-out accuracy, the bias that puts demonstrations at 0, the scale
+    # 4) held-out accuracy; the bias that puts demonstrations at 0, and the scale
     metrics["heldout_accuracy"] = accuracy(rm, tok, heldout, block, device)
     log.log(steps, heldout_accuracy=metrics["heldout_accuracy"])
-    if demos:
-        demo_scores = score_texts(rm, tok, [d["prompt"] for d in demos], [d["response"] for d in demos], block, device)
-    else:  # real data: the best-ranked response of each training prompt stands in for a demonstration
-        demo_scores = score_texts(rm, tok, [c["prompt"] for c in train],
-                                  [c["completions"][c["ranking"][0]] for c in train], block, device)
-    bias = sum(demo_scores) / len(demo_scores)
-    scale = (sum((s - bias) ** 2 for s in demo_scores) / len(demo_scores)) ** 0.5
+    bias, scale = demonstration_bias(rm, tok, demos, train, block, device)
     metrics.update(reward_bias=bias, reward_scale=scale, n_train_prompts=len(train), n_heldout_prompts=len(heldout),
                    seconds=resume.seconds())
     print(f"reward: held-out accuracy {metrics['heldout_accuracy']:.3f} (before training "

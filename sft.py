@@ -54,7 +54,6 @@ class Config:
     init: str = arg("", "sft: checkpoint or GPT-2 directory to start from (default OUT_DIR/pretrain.pt)")
     data: str = arg("", "sft: a JSONL file of demonstrations instead of the simulated labelers")
     seed: int = arg(0, "seed for the world, the data order and the initialisation")
-    device: str = arg("auto", "auto (cuda if available), cpu or cuda")
     # the model (pretrain only; sft keeps the model it starts from)
     n_layer: int = arg(4, "transformer blocks")
     n_head: int = arg(4, "attention heads")
@@ -71,7 +70,9 @@ class Config:
     epochs: int = arg(4, "sft: passes over the demonstrations (paper: 16)")
     eval_every: int = arg(200, "steps between validation losses and resumable checkpoints")
     eval_gold: int = arg(100, "sft: at the end, answer this many validation prompts greedily and report the gold score")
+    # engineering
     compile: bool = arg(False, "torch.compile the model (CUDA)")
+    device: str = arg("auto", "auto (cuda if available), cpu or cuda")
     resume: bool = arg(False, "continue from OUT_DIR/<stage>.resume.pt")
     quiet: bool = arg(False, "no per-step log lines")
 
@@ -100,6 +101,30 @@ def sft_loss(model, x, y):
     return model(x, y)[1]
 
 
+def epoch_batch(tok, pairs, batch_size, block_size, step, seed):
+    """SFT's batch number `step`: epochs of the demonstrations, each in its own shuffled order
+    (fixed by seed and epoch, so a resumed run sees the same batches). -> x, y (B, T)."""
+    steps_per_epoch = (len(pairs) + batch_size - 1) // batch_size
+    epoch, k = divmod(step, steps_per_epoch)
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+    x, y, _ = sft_batch(tok, [pairs[i] for i in order[k * batch_size:(k + 1) * batch_size].tolist()], block_size)
+    return x, y
+
+
+@torch.no_grad()
+def response_loss(model, tok, pairs, batch_size, device, autocast):
+    """The SFT loss on validation demonstrations: the mean over all their response tokens."""
+    model.eval()
+    total, n = 0.0, 0
+    for i in range(0, len(pairs), batch_size):
+        x, y, mask = sft_batch(tok, pairs[i:i + batch_size], model.config.block_size)
+        with autocast():
+            loss = model(x.to(device), y.to(device))[1].item()
+        total, n = total + loss * mask.sum().item(), n + mask.sum().item()
+    model.train()
+    return total / max(n, 1)
+
+
 def gold_eval(model, tok, records, mode="chat", **kw):
     """Mean gold-rubric score (world.gold_score "total") of greedy answers to simulated prompts."""
     answers = respond(model, tok, [r["prompt"] for r in records], mode, **kw)
@@ -123,7 +148,7 @@ def main(cfg=None):
     log = MetricsLog(cfg.out_dir, cfg.stage, cfg.quiet, cfg.resume)
     t_start = time.time()
 
-    # ---- the data and the model
+    # 1) the data and the model
     if cfg.stage == "pretrain":
         world = data.build(cfg.preset, cfg.seed, cfg.out_dir)
         tok = train_tokenizer("\n".join(world["corpus"]), data.PRESETS[cfg.preset]["vocab_size"])
@@ -152,32 +177,19 @@ def main(cfg=None):
         cut = n_truncated(train_pairs, model.config.block_size)
         print(f"sft: {len(train_pairs)} demonstrations ({cut} cut to block_size {model.config.block_size}), "
               f"{len(val_pairs)} validation, from {init_path}")
-        steps_per_epoch = (len(train_pairs) + cfg.batch_size - 1) // cfg.batch_size
-        steps = cfg.epochs * steps_per_epoch
+        steps = cfg.epochs * ((len(train_pairs) + cfg.batch_size - 1) // cfg.batch_size)
 
-    def get_batch(step):
+    def get_batch(step):  # pretraining: random windows of the corpus; SFT: epochs of demonstrations
         if cfg.stage == "pretrain":
             return pretrain_batch(train_ids, cfg.batch_size, model.config.block_size, step, cfg.seed)
-        epoch, k = divmod(step, steps_per_epoch)
-        order = torch.randperm(len(train_pairs), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
-        chosen = [train_pairs[i] for i in order[k * cfg.batch_size:(k + 1) * cfg.batch_size].tolist()]
-        x, y, _ = sft_batch(tok, chosen, model.config.block_size)
-        return x, y
+        return epoch_batch(tok, train_pairs, cfg.batch_size, model.config.block_size, step, cfg.seed)
 
-    @torch.no_grad()
-    def val_loss():
+    def val_loss():  # held-out corpus text; held-out users' demonstrations (their response tokens)
         if cfg.stage == "pretrain":
             return lm_loss(raw_model, val_ids, device, autocast)
-        model.eval()
-        total, n = 0.0, 0
-        for i in range(0, len(val_pairs), cfg.batch_size):  # mean over response tokens
-            x, y, mask = sft_batch(tok, val_pairs[i:i + cfg.batch_size], model.config.block_size)
-            with autocast():
-                loss = model(x.to(device), y.to(device))[1].item()
-            total, n = total + loss * mask.sum().item(), n + mask.sum().item()
-        model.train()
-        return total / max(n, 1)
+        return response_loss(model, tok, val_pairs, cfg.batch_size, device, autocast)
 
+    # 2) the optimizer; an interrupted run's state (--resume)
     raw_model = model
     optimizer = configure_optimizer(model, cfg.lr, cfg.weight_decay, device_type=device.type)
     resume = Resume(cfg.out_dir, cfg.stage, cfg, log, t_start)
@@ -196,7 +208,7 @@ def main(cfg=None):
         return dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), step=step,
                     val_history=val_history)
 
-    # ---- the loop: lr, eval and checkpoint, forward/backward, one log line
+    # 3) the loop: lr, eval and checkpoint, forward/backward, one log line
     model.train()
     flops = flops_per_token(raw_model.config, raw_model.config.block_size)
     with stop_on_signal() as stop:
@@ -234,7 +246,7 @@ def main(cfg=None):
                 log.log(step, **fields)
             step += 1
 
-    # ---- the end: validation, the checkpoint, an example or two
+    # 4) the end: validation, the checkpoint, an example or two
     if not val_history or val_history[-1][0] != step:
         val_history.append((step, val_loss()))
         log.log(step, val_loss=val_history[-1][1])

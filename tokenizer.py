@@ -8,6 +8,10 @@ tokenizer.py: text to token ids and back, in the formats the models read, and pa
     response tokens only, prompt + response sequences for the reward model, windows of the
     pretraining corpus.
 Padding is never EOS: a generated EOS must never be masked away as padding.
+
+Where this departs from the paper: the BPE is trained here on the simulated corpus (a few hundred
+to a few thousand tokens), with digits split one per token; the paper uses GPT-2/GPT-3's
+50257-token BPE (`gpt2_tokenizer` reads it from a local directory).
 """
 
 import json

@@ -246,7 +246,7 @@ def main(cfg=None):
         print(f"== {name}" + (" (resumed where it was interrupted)" if resume else ""))
         t0 = time.time()
         metrics = script.main(replace(config, resume=resume))
-        # a resumed stage reports its seconds over both runs (gpt.Resume); else this run's
+        # a resumed stage reports its seconds over both runs (common.Resume); else this run's
         seconds[name] = metrics.get("seconds", 0.0) if resume else round(time.time() - t0, 1)
         earlier += seconds[name] - (time.time() - t0)
         return metrics

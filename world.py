@@ -12,6 +12,12 @@ response on InstructGPT's criteria (Section 3.3: helpful, honest, harmless).
                       its weighted total, the truth every model is measured against
 
 data.py builds the paper's datasets on top of it: API prompts, the funnel, labelers, demonstrations.
+
+Where this departs from the paper:
+  1. The paper has people and no ground truth; here every response to every prompt has a gold
+     score, so each stage can be measured against the truth.
+  2. The world is tiny (a few hundred words; six task families with short answers), so that a
+     model of a million parameters learns it on 2 CPU cores in minutes.
 """
 import random
 import re
