@@ -23,7 +23,7 @@ import torch.nn as nn
 
 import engine
 from common import arg, parse_config, run_cli
-from gpt import GPT, UserError, load_checkpoint, padded_positions
+from gpt import GPT, HF_CONV1D, UserError, load_checkpoint, padded_positions
 from tokenizer import Tokenizer, encode_responses, gpt2_tokenizer, left_pad
 
 # -----------------------------------------------------------------------------
@@ -35,6 +35,13 @@ def load_any(path, device="cpu"):
     if os.path.isdir(path):
         return GPT.from_pretrained(path).to(device), {}
     return load_checkpoint(path, device)
+
+
+def hf_state_dict(model):
+    """Our weights under Hugging Face GPT-2 names and layout (the inverse of GPT.from_pretrained), so
+    transformers can run the very same model (tools/bench.py, tests)."""
+    return {key: (w.t() if key.endswith(HF_CONV1D) else w).contiguous().clone()
+            for key, w in model.state_dict().items() if key != "lm_head.weight"}  # lm_head is tied to wte
 
 
 def resize_vocab(model, vocab_size):

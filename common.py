@@ -29,9 +29,7 @@ from dataclasses import asdict, field, fields
 import numpy as np
 import torch
 
-from gpt import UserError, atomic_save
-
-__all__ = ["UserError"]  # defined beside the model, which raises it too; the scripts import it from here
+from gpt import UserError, atomic_save  # noqa: F401 (UserError: defined beside the model, which raises it too)
 
 
 def run_cli(main):
@@ -70,7 +68,8 @@ def parse_config(cls, argv=None, presets=None, description=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in fields(cls):
         opts = dict(f.metadata.get("flag", {}))
-        name = f.name if opts.pop("positional", False) else "--" + f.name.replace("_", "-")
+        positional = opts.pop("positional", False)
+        name = f.name if positional else "--" + f.name.replace("_", "-")
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         if presets and f.name == "preset":
@@ -79,7 +78,7 @@ def parse_config(cls, argv=None, presets=None, description=None):
             opts["action"] = argparse.BooleanOptionalAction
         else:
             opts.setdefault("type", str if default is None or isinstance(default, list) else type(default))
-        if "(default" not in text:
+        if "(default" not in text and not positional:
             text += f" (default: {default})"
         parser.add_argument(name, default=None, help=text, **opts)
     given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
@@ -185,7 +184,6 @@ def _fmt(v):
     return str(v)
 
 
-
 # -----------------------------------------------------------------------------
 # Ctrl-C saves a resumable state; --resume continues it exactly
 
@@ -250,8 +248,8 @@ class Resume:
             state = torch.load(self.path, map_location=device, weights_only=True)
         except Exception as e:
             raise UserError(f"--resume: {self.path} is not readable ({type(e).__name__})")
-        for key, value in state["config"].items():
-            if key not in self.IGNORED and self.config.get(key) != value:
+        for key, value in state["config"].items():  # a flag this version no longer has is not compared
+            if key not in self.IGNORED and key in self.config and self.config[key] != value:
                 flag = "--" + key.replace("_", "-")
                 raise UserError(f"--resume: {flag} is {self.config.get(key)!r} here but {value!r} in the "
                                 f"interrupted run; resume with the same flags")

@@ -6,7 +6,7 @@ Ouyang et al. 2022, "Training language models to follow instructions with human 
                               funnel: long-common-prefix dedupe, 200 prompts per user id, PII
                               filter, train/val/test split by user id
   Section 3.2, Appendix A.1   labeler-written prompts (here: topping up what the funnel leaves)
-  Section 3.3                 tasks, judged on helpful, honest and harmless (world.py: the gold rubric)
+  Sections 3.3, 3.6           tasks, judged on helpful, honest and harmless (world.py: the gold rubric)
   Section 3.4, Appendix B     labelers: write demonstrations, rank K = 4..9 outputs, agree with each
                               other 72.6 +- 1.5% of the time; held-out labelers judge the evaluation
   Appendix A.3, Table 6       dataset sizes (PRESETS)

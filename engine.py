@@ -81,7 +81,7 @@ class Rollout:
         for t in (self.logprobs, self.response_mask, self.finished, self.i, self.banned):
             t.zero_()
         if suppress_ids is not None:
-            self.banned[torch.as_tensor(suppress_ids, dtype=torch.long, device=self.banned.device)] = True
+            self.banned[torch.as_tensor(list(suppress_ids), dtype=torch.long, device=self.banned.device)] = True
         self.pos.copy_(self.valid.sum(1, keepdim=True) - 1)               # the last prompt token's
         self.slot.fill_(T - 1)
         self.sampling = sampling
@@ -127,7 +127,6 @@ class Rollout:
         if self.sampling.generator is not None:
             return self.sampling.generator
         return torch.cuda.default_generators[device.index] if device.type == "cuda" else torch.default_generator
-
 
 
 DECODE_BUCKET = 32  # a decode step attends over the cache's first multiple of this many slots
@@ -271,8 +270,6 @@ class DecodeStep:
             self.rollout.pick(logits)
 
 
-
-
 def decoder(model, batch_size, length, cuda_graph=False, compile=False, whole_step=False):
     """The DecodeStep of a generation of this shape. A CUDA-graph step made outside autocast is
     kept on the model and serves the next call of the same shape too, so its graphs are recorded
@@ -309,7 +306,9 @@ def generate(model, idx, max_new_tokens, attention_mask=None, temperature=1.0, t
     whole_step: record the sampling and its bookkeeping in the same graph; compile_step: the
     decode step compiled by torch.compile (see DecodeStep for all three). On CUDA, whether every
     row has finished is checked every 16 steps (a check is a host-device sync), so the result may
-    carry a few more columns of padding than gpt.py's.
+    carry a few more columns of padding than gpt.py's, and a sampling generator may have drawn the
+    noise of those steps too (a later call that shares it then draws other numbers than after
+    gpt.py's). On a CPU both check at every step.
     """
     B, T = idx.shape
     N = max_new_tokens

@@ -26,7 +26,11 @@ class DataError(UserError):
 def utf8_lines(path):
     """(line number, line) of a text file, decoded one line at a time, so that a bad byte is
     reported as DataError("path:line: not UTF-8") instead of a traceback."""
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except OSError as e:  # a folder, no permission
+        raise DataError(f"{path}:0: cannot be read ({e.strerror})") from None
+    with f:
         for ln, raw in enumerate(f, 1):
             try:
                 yield ln, raw.decode("utf-8")

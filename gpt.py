@@ -26,10 +26,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-class UserError(ValueError):
-    """Bad input (a flag, a file, a length): scripts print it as one line and exit 2 (common.run_cli)."""
-
-
 # -----------------------------------------------------------------------------
 # The model, in the order of the diagram: attention, MLP, block, config, model
 
@@ -185,7 +181,8 @@ class GPT(nn.Module):
         it samples eos_id and emits pad_id from then on, masked out of `response_mask`. suppress_ids:
         token ids never sampled (padding, the chat format's role tokens). use_cache=False recomputes
         the whole sequence at every step: the naive path. Returns Generation: tokens (B, T+N),
-        response_mask (B, N), logprobs (B, N) under the distribution sampled from."""
+        response_mask (B, N), logprobs (B, N) under the distribution sampled from (after temperature,
+        top-k, top-p; with temperature 0, the model's own log-probs)."""
         (B, T), N = idx.shape, max_new_tokens
         if N <= 0:
             raise UserError(f"max_new_tokens must be positive, got {N}")
@@ -199,7 +196,7 @@ class GPT(nn.Module):
         logprobs, response_mask = torch.zeros(B, N, device=device), torch.zeros(B, N, dtype=torch.long, device=device)
         finished = torch.zeros(B, dtype=torch.bool, device=device)        # rows that sampled EOS
         banned = torch.zeros(self.config.vocab_size, dtype=torch.bool, device=device)
-        banned[list(suppress_ids or [])] = True
+        banned[torch.as_tensor(list(suppress_ids or []), dtype=torch.long)] = True
 
         # 1) prefill: the whole prompt in one pass (its keys and values into cache slots 0..T-1)
         pos, mask = padded_positions(attention_mask, self.config.block_size)
@@ -209,7 +206,7 @@ class GPT(nn.Module):
             logits = self.lm_head(self.hidden_states(idx, pos, causal_mask(valid, slots), cache, slots)[:, -1])
         else:
             logits = self(idx, attention_mask=attention_mask)[0][:, -1]  # (B, V)
-        pos = pos[:, -1:]                                                # (B, 1) the last prompt token's
+        pos = attention_mask.long().sum(1, keepdim=True) - 1              # (B, 1) the last prompt token's
 
         for i in range(N):
             # 2) sample the next token of every row; a finished row emits padding
@@ -237,6 +234,10 @@ class GPT(nn.Module):
 
 # -----------------------------------------------------------------------------
 # Generation helpers: padded batches, the KV cache, sampling, log-probs
+
+class UserError(ValueError):
+    """Bad input (a flag, a file, a length): scripts print it as one line and exit 2 (common.run_cli)."""
+
 
 @dataclass
 class Generation:
@@ -373,7 +374,10 @@ def load_hf_gpt2(hf_dir):
     if not (os.path.isfile(st) or os.path.isfile(pt)):
         raise UserError(f"{hf_dir}: no model.safetensors or pytorch_model.bin")
     if os.path.isfile(st):
-        from safetensors.torch import load_file  # here alone: the model itself needs torch only
+        try:  # here alone: the model itself needs torch only
+            from safetensors.torch import load_file
+        except ImportError:
+            raise UserError(f"{st}: reading safetensors needs the package: pip install safetensors")
         sd = load_file(st)
     else:
         sd = torch.load(pt, map_location="cpu", weights_only=True)
@@ -392,9 +396,3 @@ def load_hf_gpt2(hf_dir):
         with torch.no_grad():
             param.copy_(w)
     return model
-
-
-def hf_state_dict(model):
-    """Our weights under GPT-2's names and layout (from_pretrained's inverse), for transformers to run."""
-    return {key: (w.t() if key.endswith(HF_CONV1D) else w).contiguous().clone()
-            for key, w in model.state_dict().items() if key != "lm_head.weight"}  # lm_head is tied to wte

@@ -5,10 +5,14 @@ plots.py: the PNG files of a run, drawn from OUT_DIR/metrics.jsonl and summary.j
 import json
 import os
 
-import matplotlib
 
-matplotlib.use("Agg")  # files only, no window
-import matplotlib.pyplot as plt  # noqa: E402
+def pyplot():
+    """matplotlib's pyplot, drawing to files only; imported when a plot is drawn, so that importing
+    a script that plots (sft, ppo, train_all) leaves matplotlib alone."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def metrics_rows(out_dir):
@@ -18,8 +22,8 @@ def metrics_rows(out_dir):
 
 def plot_losses(out_dir, stage):
     """<stage>_loss.png: training and validation loss against step, from metrics.jsonl."""
-    rows = metrics_rows(out_dir)
-    rows = [r for r in rows if r["stage"] == stage]
+    plt = pyplot()
+    rows = [r for r in metrics_rows(out_dir) if r["stage"] == stage]
     fig, ax = plt.subplots(figsize=(6, 4))
     for key in ("loss", "val_loss"):
         pts = [(r["step"], r[key]) for r in rows if key in r]
@@ -38,6 +42,7 @@ def plot_scores_vs_kl(out_dir, names, filename):
     """RM score and gold score of each iteration's rollouts against their KL to SFT, one colour per
     run in `names` (metrics.jsonl stages). Where the RM score keeps rising and the gold score does
     not, the policy over-optimizes the RM."""
+    plt = pyplot()
     rows = metrics_rows(out_dir)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name, color in zip(names, ("C0", "C1", "C2", "C3")):
@@ -58,6 +63,7 @@ def plot_scores_vs_kl(out_dir, names, filename):
 def plot_all(out_dir, summary, models):
     """losses.png (every training stage), scores_vs_kl.png (PPO and PPO-ptx), win_rates.png (like
     the paper's Figure 1): the pictures of a train_all.py run."""
+    plt = pyplot()
     rows = metrics_rows(out_dir)
     # losses of every training stage
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))

@@ -14,7 +14,7 @@ InstructGPT, Section 3.5 "Reinforcement learning (RL)" (arXiv 2203.02155):
   performance regressions on public NLP data (the "alignment tax").
 
 One iteration of the loop in `main`, each step a function of its own:
-  1. rollout         the policy answers a batch of prompts (engine.py, the fast batched generation)
+  1. rollout         the policy answers a batch of prompts (engine.py: GPT.generate of gpt.py, made fast)
   2. score           the RM scores each answer at its last token; the frozen SFT model gives the
                      reference log-probs; the value model gives V(s_t) for every response token
   3. kl_shaped_rewards   r_t = -beta * (log pi(y_t) - log pi_SFT(y_t)) at every token, + the RM
@@ -42,6 +42,7 @@ Where this departs from the paper:
   5. GAE's discount is 1 by default (the episode is one response); it is called `discount`
      here because eq. 2's gamma is the pretraining coefficient.
 """
+
 import contextlib
 import os
 import random
@@ -209,7 +210,8 @@ class AdaptiveKL:
 
 @torch.no_grad()
 def rollout(policy, tok, prompts, cfg, generator, autocast=contextlib.nullcontext):
-    """Step 1: the policy answers `prompts` (sampled at cfg.temperature). Returns a dict of (B, ...)
+    """Step 1: the policy answers `prompts`, sampled at cfg.temperature by engine.generate (the
+    computation of gpt.GPT.generate, made fast). Returns a dict of (B, ...)
     tensors: tokens (prompt + response), attention_mask, response_mask (float), ended (the answer
     reached EOS), the prompt length T (responses are tokens[:, T:]), and t_gen (seconds)."""
     device = next(policy.parameters()).device
@@ -431,7 +433,8 @@ def main(cfg=None):
             if stop.requested:  # Ctrl-C / SIGTERM between iterations: save, leave
                 resume.interrupted(f"iteration {it} of {cfg.iterations}", **resumable())
             records = rng.sample(prompts, min(cfg.batch_size, len(prompts)))
-            # 1-2. rollout and score
+            # 1-2. rollout and score, without dropout (so that the update's first ratio is 1)
+            policy.eval()
             batch = rollout(policy, tok, [r["prompt"] for r in records], cfg, generator, autocast)
             score(batch, policy, ref, value_model, rm, cfg, reward_bias, autocast)
             if not torch.isfinite(batch["scores"]).all():

@@ -133,7 +133,7 @@ def evaluate(out_dir, preset, seed, n_test, device, paths):
         else:  # the base model is not asked in the chat format: no KL to SFT to speak of
             g = torch.Generator(device=device).manual_seed(seed + 6)
             answers["sampled"][name] = respond(model, tok, prompts, mode=mode, examples=shots,
-                                                   temperature=1.0, generator=g)
+                                               temperature=1.0, generator=g)
             result["kl_to_sft"][name] = None
         result["pretrain_loss"][name] = round(lm_loss(model, val_ids, device), 4)
     for decoding, suffix in (("sampled", ""), ("greedy", "_greedy")):

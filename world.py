@@ -1,7 +1,7 @@
 """
 world.py: the truth behind the simulation, which the paper cannot have: a small world of people,
 places and words; six task families with a gold answer each; and the gold rubric that scores any
-response on InstructGPT's criteria (Section 3.3: helpful, honest, harmless).
+response on InstructGPT's criteria (Sections 3.4 and 3.6: helpful, honest, harmless).
 
   World.corpus        the pretraining documents ("the internet"): facts and skills, never the chat
                       format, so a base model continues text but does not follow instructions
@@ -19,12 +19,13 @@ Where this departs from the paper:
   2. The world is tiny (a few hundred words; six task families with short answers), so that a
      model of a million parameters learns it on 2 CPU cores in minutes.
 """
+
 import random
 import re
 from dataclasses import asdict, dataclass, field
 
 # -----------------------------------------------------------------------------
-# The world: people, places, words; six task families, each with a gold check (Section 3.3)
+# The world: people, places, words; six task families (Section 3.3), each with a gold check
 
 FIRST = ("Anna Ben Cara Dan Eva Finn Gina Hugo Ida Jon Kai Lea Max Nora Omar Pia Quin Rosa Sam Tara "
          "Uma Vic Wes Yara Zoe Alan Bea Cole Dora Emil Faye Gus Hana Ivo Juno Kim Liam Mia Ned Olga").split()

@@ -1,5 +1,6 @@
 """tools/bench.py: every generation path it times makes the same tokens, and --train reports a row per
 model; on CPU there is no CUDA-graph path, bound or MFU."""
+
 import json
 import os
 import subprocess

@@ -1,6 +1,7 @@
 """chat.py: the streamed answer equals checkpoint.respond's, one prompt is answered by several checkpoints
 with their RM scores, the chat reads stdin until an empty line or /quit, bad checkpoints are one
 line, and labeling re-asks on a bad ranking, saves each ranking at once and resumes."""
+
 import io
 import json
 import os

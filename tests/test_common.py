@@ -1,7 +1,11 @@
 """common.py: a resumed stage counts the seconds of both runs, metrics.jsonl keeps one run per
 stage, and one dataclass becomes a script's flags."""
+
 import json
 import time
+from dataclasses import dataclass
+
+import pytest
 
 import common
 from gpt import GPTConfig
@@ -54,3 +58,32 @@ def test_resume_keeps_its_metrics_lines_when_another_stage_rewrote_the_file(tmp_
     resumed = common.Resume(str(tmp_path), "ppo", cfg, common.MetricsLog(str(tmp_path), "ppo", quiet=True, resume=True))
     assert resumed.load("cpu")["step"] == 1
     assert sorted(stages()) == [("ppo", 0), ("ppo_ptx", 0)]
+
+
+@dataclass
+class Flags:
+    paths: list = common.arg([], "positional files", positional=True, nargs="*")
+    preset: str = common.arg("small", "a preset")
+    lr: float = common.arg(1e-3, "learning rate")
+    temperature: float = common.arg(None, "optional, typed", type=float)
+    batch: list = common.arg([1, 16], "sizes", type=int, nargs="+")
+    shape: str = common.arg("tiny", "one of two", choices=["tiny", "gpt2"])
+    quiet: bool = common.arg(False, "a switch")
+
+
+PRESETS = {"small": dict(lr=0.5), "big": dict(lr=0.1, batch=[64])}
+
+
+def test_one_dataclass_becomes_the_flags():
+    """Defaults, then the preset's values, then the flags given; positional, typed, list and
+    boolean fields; a bad choice is argparse's usage error (exit 2)."""
+    assert common.parse_config(Flags, [], PRESETS) == Flags(lr=0.5)
+    cfg = common.parse_config(Flags, ["a.pt", "b.pt", "--preset", "big", "--temperature", "0.7", "--quiet"], PRESETS)
+    assert cfg == Flags(paths=["a.pt", "b.pt"], preset="big", lr=0.1, temperature=0.7, batch=[64], quiet=True)
+    cfg = common.parse_config(Flags, ["--preset", "big", "--lr", "2", "--batch", "2", "3", "--no-quiet"], PRESETS)
+    assert (cfg.lr, cfg.batch, cfg.quiet) == (2.0, [2, 3], False)
+    assert Flags().batch is not Flags().batch                             # no list shared between configs
+    for bad in (["--shape", "huge"], ["--preset", "huge"], ["--lr", "fast"]):
+        with pytest.raises(SystemExit) as e:
+            common.parse_config(Flags, bad, PRESETS)
+        assert e.value.code == 2

@@ -1,6 +1,7 @@
 """data.py: the BPE round-trips, the funnel's filters remove exactly what they should, the split
 leaks no user, labelers agree about as often as the paper's, the gold check orders answers in
 every family, the readers parse every format and name file:line on a bad record, and batching masks."""
+
 import dataclasses
 import io
 import json

@@ -1,6 +1,7 @@
 """engine.py: the fast rollout engine gives gpt.generate's tokens, response masks and log-probs
 (greedy and sampled from one generator), whatever it attends over, compiled or not, and on CUDA
 with the decode step recorded in graphs."""
+
 import shutil
 
 import pytest
@@ -31,6 +32,22 @@ def test_engine_equals_the_readable_generate(sampling):
     rm = fast.response_mask
     assert rm.sum(1).min() < rm.sum(1).max() or sampling["temperature"] > 0  # greedy rows stop apart
     assert not torch.isin(fast.tokens[:, idx.size(1):], torch.tensor([3, 4])).any()
+
+
+@pytest.mark.parametrize("sampling", [SAMPLINGS["greedy"], SAMPLINGS["sampled"]], ids=["greedy", "sampled"])
+def test_a_row_without_prompt_tokens_starts_at_position_0_in_every_path(sampling):
+    """A row that is all padding: its first new token sits at position 0 in the cached, the naive
+    and the fast path alike (positions count real tokens only)."""
+    model = tiny_model(13)
+    with torch.no_grad():
+        model.transformer.wpe.weight.normal_(0, 1.0)                 # positions that matter
+    idx, mask = left_padded(PROMPTS + [[]])
+    outs = [generate(idx, 12, attention_mask=mask, pad_id=PAD, generator=torch.Generator().manual_seed(0), **sampling)
+            for generate in (model.generate, lambda *a, **k: model.generate(*a, use_cache=False, **k),
+                             lambda *a, **k: engine.generate(model, *a, **k))]
+    for out in outs[1:]:
+        assert torch.equal(outs[0].tokens, out.tokens)
+        assert torch.allclose(outs[0].logprobs, out.logprobs, atol=1e-5)
 
 
 def test_engine_equals_the_naive_path_at_every_length():

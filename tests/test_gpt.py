@@ -1,5 +1,6 @@
 """gpt.py: the cached generation equals the naive one, log-probs agree, checkpoints round-trip,
 a GPT-2 directory loads, and bad input is one clear error (checkpoint.py's inspection CLI too)."""
+
 import json
 import os
 import subprocess
@@ -10,7 +11,8 @@ import torch
 from conftest import PAD, PROMPTS, left_padded, tiny_model
 
 import gpt
-from gpt import GPT, GPTConfig, UserError, hf_state_dict, load_checkpoint, save_checkpoint, token_logprobs
+from checkpoint import hf_state_dict
+from gpt import GPT, GPTConfig, UserError, load_checkpoint, save_checkpoint, token_logprobs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

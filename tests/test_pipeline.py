@@ -1,4 +1,5 @@
 """train_all.py: the smoke preset end to end, then bad input to every script (one line, exit 2)."""
+
 import json
 import os
 import signal

@@ -1,5 +1,6 @@
 """ppo.py: GAE against a hand computation and a slow loop, the clipped surrogate's gradients, the
 ratio on the first minibatch, and the KL-shaped reward."""
+
 import copy
 import os
 import random

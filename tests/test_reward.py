@@ -1,5 +1,6 @@
 """reward.py: the K-wise loss is the mean over all C(K,2) pairs, the score is read at the last real
 token whatever the padding, a ranking's K responses form one batch element."""
+
 import itertools
 import math
 import os

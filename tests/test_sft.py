@@ -1,5 +1,6 @@
 """sft.py: the loss is on response tokens only, a short run lowers the validation loss, the same
 seed gives the same losses, and --data / --resume work."""
+
 import json
 import os
 import random

@@ -7,12 +7,12 @@ one model's new tokens per second along these paths, on the same weights and the
   naive              recompute the whole sequence for every new token (gpt.py, use_cache=False)
   kv-cache           prefill once, then one token per step over a preallocated cache (engine.py,
                      as PPO's rollouts run it)
-  kv-cache (gpt.py)  the same computation as the readable GPT.generate writes it
   kv-cache+graph     the same, each decode step's forward pass replayed as a CUDA graph (CUDA only)
   kv-cache+step-graph  the whole decode step in the graph: forward pass, sampling and bookkeeping
-                     (generate's whole_step; CUDA only)
+                     (engine.generate's whole_step; CUDA only)
   kv-cache+compile   (--compile-decode) the decode step compiled by torch.compile; +graph, +step-graph:
                      and replayed as CUDA graphs (CUDA only). The first call's compiling is not timed
+  kv-cache (gpt.py)  the cached computation as the readable GPT.generate writes it
   transformers-*     Hugging Face GPT2LMHeadModel.generate with the same weights (when installed),
                      with its dynamic and its static cache
   bandwidth bound    (CUDA) reading every weight and the live KV cache once per step at the
@@ -43,9 +43,9 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
 
 import engine  # noqa: E402
-from checkpoint import load_any  # noqa: E402
+from checkpoint import hf_state_dict, load_any  # noqa: E402
 from common import UserError, arg, configure_optimizer, flops_per_token, gpu_peaks, parse_config, run_cli  # noqa: E402
-from gpt import GPT, GPTConfig, hf_state_dict  # noqa: E402
+from gpt import GPT, GPTConfig  # noqa: E402
 
 SHAPES = {  # --shape: the random model's size
     "tiny": dict(n_layer=4, n_head=4, n_embd=256, vocab_size=2048),
