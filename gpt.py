@@ -199,7 +199,7 @@ class GPT(nn.Module):
         banned[torch.as_tensor(list(suppress_ids or []), dtype=torch.long)] = True
 
         # 1) prefill: the whole prompt in one pass (its keys and values into cache slots 0..T-1)
-        pos, mask = padded_positions(attention_mask, self.config.block_size)
+        pos, _ = padded_positions(attention_mask, self.config.block_size)
         if use_cache:
             cache = KVCache(self.config, B, T + N, device, self.transformer.wte.weight.dtype)
             slots = torch.arange(T, device=device)

@@ -14,15 +14,13 @@ InstructGPT, Section 3.5 "Reinforcement learning (RL)" (arXiv 2203.02155):
   performance regressions on public NLP data (the "alignment tax").
 
 One iteration of the loop in `main`, each step a function of its own:
-  1. rollout         the policy answers a batch of prompts (engine.py: GPT.generate of gpt.py, made fast)
-  2. score           the RM scores each answer at its last token; the frozen SFT model gives the
-                     reference log-probs; the value model gives V(s_t) for every response token
-  3. kl_shaped_rewards   r_t = -beta * (log pi(y_t) - log pi_SFT(y_t)) at every token, + the RM
-                     score at the last
-  4. gae             advantages and returns (Schulman et al. 2016), whitened over the response mask
-  5. update          several epochs of minibatches: ppo_losses, the clipped surrogate (Schulman et
-                     al. 2017) and the clipped value loss, + gamma * the LM loss on a pretraining
-                     batch (PPO-ptx)
+  1. rollout    the policy answers a batch of prompts (engine.py: gpt.py's GPT.generate, made fast)
+  2. score      the RM scores each answer at its last token; the frozen SFT model gives reference
+                log-probs; the value model gives V(s_t) for every response token
+  3. kl_shaped_rewards: r_t = -beta * (log pi(y_t) - log pi_SFT(y_t)), + the RM score at the last
+  4. gae        advantages and returns (Schulman et al. 2016), whitened over the response mask
+  5. update     epochs of minibatches on ppo_losses, the clipped surrogate (Schulman et al. 2017)
+                and clipped value loss, + gamma * a pretraining batch's LM loss (PPO-ptx)
 
 Run on CPU (after sft.py and reward.py):
     python ppo.py --preset smoke --out-dir out/smoke
@@ -302,11 +300,9 @@ def update(policy, value_model, opt_policy, opt_value, batch, advantages, return
 
 
 def decode_responses(tok, batch):
-    T = batch["T"]
-    out = []
-    for row, m in zip(batch["tokens"][:, T:].tolist(), batch["response_mask"].tolist()):
-        out.append(tok.decode([t for t, keep in zip(row, m) if keep and t != tok.eos_id]).strip())
-    return out
+    """The rollout's answers as text, EOS and padding left out."""
+    rows, masks = batch["tokens"][:, batch["T"]:].tolist(), batch["response_mask"].tolist()
+    return [tok.decode([t for t, k in zip(row, m) if k and t != tok.eos_id]).strip() for row, m in zip(rows, masks)]
 
 
 def iteration_metrics(tok, records, batch, kl, returns, kl_coef, stats, t_train):
@@ -384,6 +380,22 @@ def load_models(cfg, device):
     return policy, ref, rm, value_model, tok, reward_bias
 
 
+def load_data(cfg, tok, block_size):
+    """The environment's prompts (PPO's training prompts), the held-out users' prompts for the
+    evaluations, and PPO-ptx's D_pretrain (the corpus's training part, as token ids)."""
+    world = data.build(cfg.preset, cfg.seed)
+    prompts, eval_records = world["ppo"], world["val"][:cfg.n_eval]
+    room = block_size - cfg.max_new_tokens
+    cut = sum(len(tok.chat_prompt(r["prompt"])) > room for r in prompts)
+    if cut:  # rollout keeps the last `room` tokens of a longer prompt, as respond's samples do
+        print(f"{cfg.name}: {cut} of {len(prompts)} prompts are longer than {room} tokens (block_size - "
+              f"--max-new-tokens) and lose their left end")
+    ptx_ids, _ = corpus_split(tok, world["corpus"], block_size)
+    print(f"{cfg.name}: {len(prompts)} prompts, {cfg.iterations} iterations of {cfg.batch_size} episodes, "
+          f"beta {cfg.kl_coef}, ptx {cfg.ptx_coef}")
+    return prompts, eval_records, ptx_ids
+
+
 def main(cfg=None):
     cfg = cfg or parse_config(Config, presets=PRESETS, description=__doc__)
     validate(cfg)
@@ -391,16 +403,7 @@ def main(cfg=None):
     log = MetricsLog(cfg.out_dir, cfg.name, cfg.quiet, cfg.resume)
     resume = Resume(cfg.out_dir, cfg.name, cfg, log)
     policy, ref, rm, value_model, tok, reward_bias = load_models(cfg, device)
-    world = data.build(cfg.preset, cfg.seed)
-    prompts, eval_records = world["ppo"], world["val"][:cfg.n_eval]
-    room = policy.config.block_size - cfg.max_new_tokens
-    cut = sum(len(tok.chat_prompt(r["prompt"])) > room for r in prompts)
-    if cut:  # rollout keeps the last `room` tokens of a longer prompt, as respond's samples do
-        print(f"{cfg.name}: {cut} of {len(prompts)} prompts are longer than {room} tokens (block_size - "
-              f"--max-new-tokens) and lose their left end")
-    ptx_ids, _ = corpus_split(tok, world["corpus"], policy.config.block_size)  # PPO-ptx's D_pretrain
-    print(f"{cfg.name}: {len(prompts)} prompts, {cfg.iterations} iterations of {cfg.batch_size} episodes, "
-          f"beta {cfg.kl_coef}, ptx {cfg.ptx_coef}")
+    prompts, eval_records, ptx_ids = load_data(cfg, tok, policy.config.block_size)
     if cfg.cuda_graph and device.type != "cuda":
         print(f"{cfg.name}: --cuda-graph needs a CUDA device; rollouts decode without graphs on {device.type}")
     opt_policy = configure_optimizer(policy, cfg.lr, weight_decay=0.0, device_type=device.type)
@@ -482,10 +485,8 @@ def resume_state(resume, cfg, device, policy, value_model, opt_policy, opt_value
     if was != device.type:  # the sampling generator's state belongs to one kind of device
         raise UserError(f"--resume: {cfg.name} was interrupted on {was} and this run is on {device.type}; "
                         f"resume it with --device {was}")
-    policy.load_state_dict(state["policy"])
-    value_model.load_state_dict(state["value"])
-    opt_policy.load_state_dict(state["opt_policy"])
-    opt_value.load_state_dict(state["opt_value"])
+    for part, key in ((policy, "policy"), (value_model, "value"), (opt_policy, "opt_policy"), (opt_value, "opt_value")):
+        part.load_state_dict(state[key])
     kl_ctl.value = state["kl_coef"]
     rng.setstate(state["rng"])
     generator.set_state(state["generator"].cpu())
