@@ -98,6 +98,8 @@ def sample_chat(model, ref, rm, tok, prompts, reward_bias, seed):
     """Answers sampled at temperature 1 (the distribution PPO optimizes), with each answer's KL to
     SFT (the sum over its tokens of log pi - log pi_SFT) and its RM score minus the bias."""
     cfg = ppo.Config(max_new_tokens=48, no_eos_penalty=0.0)
+    model.eval()  # no dropout in the log-probs: an SFT checkpoint may carry some (the gpu preset's)
+    ref.eval()
     g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     answers, kl, scores = [], [], []
     for i in range(0, len(prompts), 64):

@@ -208,3 +208,19 @@ def test_sft_on_a_file_too_small_to_split_is_an_error(run_dir, tmp_path):
     with pytest.raises(UserError, match=r"one.jsonl: too few records \(1\)"):
         sft.main(cfg)
     assert not os.path.exists(tmp_path / "o" / "sft.pt")
+
+
+def test_a_model_s_kl_to_itself_is_zero_even_with_dropout(run_dir):
+    """The evaluation's KL to SFT reads log-probs without dropout: SFT against itself is 0 even when
+    its checkpoint carries dropout (as the gpu preset's does) and it was loaded in training mode."""
+    import train_all
+    from checkpoint import load_reward_model
+    from gpt import load_checkpoint
+    from tokenizer import Tokenizer
+    sft, ckpt = load_checkpoint(str(run_dir / "sft.pt"))
+    sft.set_dropout(0.5)
+    sft.train()
+    rm, _, bias, _ = load_reward_model(str(run_dir / "reward.pt"))
+    answers, kl, _ = train_all.sample_chat(sft, sft, rm, Tokenizer.from_state(ckpt["tokenizer"]),
+                                           ["What is 2 + 3?", "Spell cat backwards."] * 4, bias, seed=0)
+    assert len(answers) == 8 and kl == 0.0
