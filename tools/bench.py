@@ -44,7 +44,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import engine  # noqa: E402
 from checkpoint import hf_state_dict, load_any  # noqa: E402
-from common import UserError, arg, configure_optimizer, flops_per_token, gpu_peaks, parse_config, run_cli  # noqa: E402
+from common import (UserError, arg, check_positive, configure_optimizer, flops_per_token, gpu_peaks,  # noqa: E402
+                    parse_config, run_cli, setup)
 from gpt import GPT, GPTConfig  # noqa: E402
 
 SHAPES = {  # --shape: the random model's size
@@ -227,19 +228,10 @@ class Args:
 
 def main():
     args = parse_config(Args, description=__doc__)
-    for name in ("prompt_len", "new_tokens", "repeats", "train_batch", "train_seq", "train_steps"):
-        if getattr(args, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive")
+    check_positive(args, ("prompt_len", "new_tokens", "repeats", "train_batch", "train_seq", "train_steps"))
     if min(args.batch) <= 0:
         raise UserError("--batch sizes must be positive")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device here")
-    device = torch.device(args.device)
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = True
-    torch.manual_seed(0)
+    device, _ = setup(args.device, seed=0)  # seeds; TF32 on CUDA, no denormals on the CPU
     if args.init:
         model, _ = load_any(args.init)
     else:
