@@ -4,7 +4,8 @@ Ouyang et al. 2022, "Training language models to follow instructions with human 
 (arXiv 2203.02155). This file stands in for the people and the traffic behind the paper:
   Section 3.2, Appendix A.2   API prompts (user ids; plain, few-shot and user-based prompts) and the
                               funnel: long-common-prefix dedupe, 200 prompts per user id, PII
-                              filter, train/val/test split by user id
+                              filter, train/val/test split by user id; the test users' prompts
+                              about instances the world reserves (world.World.is_new) form test_new
   Section 3.2, Appendix A.1   labeler-written prompts (here: topping up what the funnel leaves)
   Sections 3.3, 3.6           tasks, judged on helpful, honest and harmless (world.py: the gold rubric)
   Section 3.4, Appendix B     labelers: write demonstrations, rank K = 4..9 outputs, agree with each
@@ -22,6 +23,12 @@ Where this departs from the paper:
  4. Prompts with PII are dropped from every split, before splitting (paper: the training split).
  5. Demonstrations are of deliberately mixed quality (verbose, wrong, unsafe), so that imitation
     (SFT) and preference (RM + PPO) differ, which is the gap the paper's RLHF closes.
+ 6. New tasks in the test set: the paper's test users are only other users, and here they would ask
+    about the same people, words and sums as the training users, so a gain could be memorised.
+    The world reserves a share of each family's instances (world.make_world); no training prompt
+    (SFT, RM, PPO, few-shot examples included) and no validation prompt uses one, and the test
+    users' prompts that do form `test_new`, the paper's Section 4.3 question of whether what
+    RLHF teaches generalizes outside its training distribution. `test` keeps the seen tasks.
 """
 
 import functools
@@ -64,7 +71,7 @@ def make_api_prompts(world, n, rng):
             prompt = task.prompt
             if style == "few-shot":  # the paper's few-shot prompts: instruction + example pairs
                 n_shots = 1 if family == "story" else rng.randint(1, 2)  # keep prompts short
-                shots = [world.sample_task(rng, family) for _ in range(n_shots)]
+                shots = [world.sample_task(rng, family, which="seen") for _ in range(n_shots)]  # examples are training text too
                 prompt = "".join(f"Q: {s.prompt}\nA: {s.answer}\n" for s in shots) + f"Q: {prompt}\nA:"
             rec = {"category": category, "style": style, "family": family, "prompt": prompt, "task": asdict(task)}
         if rng.random() < 0.05:  # PII pasted into the prompt
@@ -257,11 +264,12 @@ def labeler_agreement(labelers, task_response_pairs, rng):
 PRESETS = {
     "smoke": dict(n_docs=4000, n_api_prompts=1500, n_sft=500, n_rm_prompts=300, n_ppo_prompts=200,
                   cap_per_user=40, prefix_chars=40, vocab_size=512, n_labelers=40, n_heldout=8),
-    "cpu": dict(n_docs=20000, n_api_prompts=8000, n_sft=2000, n_rm_prompts=1000, n_ppo_prompts=1000,
+    "cpu": dict(n_docs=20000, n_api_prompts=16000, n_sft=2000, n_rm_prompts=1000, n_ppo_prompts=1000,
                 cap_per_user=100, prefix_chars=40, vocab_size=1024, n_labelers=40, n_heldout=8),
     "gpu": dict(n_docs=100000, n_api_prompts=40000, n_sft=13000, n_rm_prompts=6000, n_ppo_prompts=6000,
                 cap_per_user=200, prefix_chars=40, vocab_size=2048, n_labelers=40, n_heldout=8),
 }  # paper: ~13k SFT demos, 33k RM prompts, 31k PPO prompts; 200 prompts per user id; ~40 labelers
+FRACTIONS = (0.6, 0.1, 0.3)  # the funnel's train/val/test shares of user ids; test is split again (test_new)
 
 
 def build(preset="smoke", seed=0, out_dir=None):
@@ -276,7 +284,8 @@ def build(preset="smoke", seed=0, out_dir=None):
         os.makedirs(out_dir, exist_ok=True)
         for name, recs in [("corpus", [{"text": d} for d in data["corpus"]]), ("prompts_raw", data["raw"]),
                            ("prompts_train", data["train"]), ("prompts_val", data["val"]),
-                           ("prompts_test", data["test"]), ("demonstrations", data["sft"]),
+                           ("prompts_test", data["test"]), ("prompts_test_new", data["test_new"]),
+                           ("demonstrations", data["sft"]),
                            ("comparisons", data["comparisons"])]:
             write_jsonl(os.path.join(out_dir, name + ".jsonl"), recs)
         write_jsonl(os.path.join(out_dir, "funnel.jsonl"), [data["funnel"]])
@@ -289,18 +298,25 @@ def _build_pickled(preset, seed):
     world = make_world(seed)
     corpus = world.corpus(P["n_docs"], rng)
     raw = make_api_prompts(world, P["n_api_prompts"], rng)
-    splits, counts = funnel(raw, P["cap_per_user"], P["prefix_chars"], fractions=(0.7, 0.1, 0.2), seed=seed)
+    splits, counts = funnel(raw, P["cap_per_user"], P["prefix_chars"], fractions=FRACTIONS, seed=seed)
+    # New tasks (world.is_new) are for the test set alone: dropped from train and val, and the test
+    # users' prompts split in two, so that test_new measures generalization to unseen instances.
+    held_out_prompts = splits["val"] + splits["test"]
+    new = {s: [r for r in v if world.is_new(r["task"])] for s, v in splits.items()}
+    counts["new_task_dropped"] = len(new["train"]) + len(new["val"])
+    splits = {s: [r for r in v if not world.is_new(r["task"])] for s, v in splits.items()} | {"test_new": new["test"]}
+    counts.update({s: len(v) for s, v in splits.items()})
     labelers = make_labelers(P["n_labelers"], P["n_heldout"], seed)
     train = list(splits["train"])
     need = P["n_sft"] + P["n_rm_prompts"] + P["n_ppo_prompts"]
     counts["labeler_written"] = max(0, need - len(train))
     held_out = KeptPrompts(P["prefix_chars"])  # a test prompt seen in training is no test
-    for r in splits["val"] + splits["test"]:
+    for r in held_out_prompts:
         held_out.add(r["prompt"])
-    for i in range(len(train), need):  # labeler-written prompts (Section 3.2)
-        t = world.sample_task(rng)
+    for i in range(len(train), need):  # labeler-written prompts (Section 3.2), seen tasks only
+        t = world.sample_task(rng, which="seen")
         while t.prompt in held_out:  # the funnel's dedupe, against held-out users only; draw again
-            t = world.sample_task(rng)
+            t = world.sample_task(rng, which="seen")
         train.append({"id": f"lw{i}", "user_id": "labeler", "category": "plain", "style": "direct",
                       "family": t.family, "prompt": t.prompt, "task": asdict(t)})
     rng.shuffle(train)
@@ -321,7 +337,7 @@ def _build_pickled(preset, seed):
                                 "labeler": lab.id, "task": r["task"]})
     return pickle.dumps(dict(world=world, corpus=corpus, raw=raw, splits=splits, funnel=counts, train=train,
                              labelers=labelers, sft=sft, rm=rm, ppo=ppo, comparisons=comparisons,
-                             test=splits["test"], val=splits["val"]))
+                             test=splits["test"], test_new=splits["test_new"], val=splits["val"]))
 # -----------------------------------------------------------------------------
 
 @dataclass
@@ -368,7 +384,8 @@ def main():
         d = build(a.preset, a.seed, a.out_dir)
         print(" | ".join(f"{k} {v}" for k, v in d["funnel"].items()))
         print(f"wrote {a.out_dir}: {len(d['corpus'])} docs, {len(d['sft'])} demonstrations, "
-              f"{len(d['comparisons'])} rankings, {len(d['ppo'])} PPO prompts, {len(d['test'])} test prompts")
+              f"{len(d['comparisons'])} rankings, {len(d['ppo'])} PPO prompts, {len(d['test'])} test prompts "
+              f"(seen tasks) and {len(d['test_new'])} on new tasks")
     if not (a.read or a.show or a.agreement or a.out_dir):
         print("nothing to do: give --show N, --agreement N, --read FILE or --out-dir DIR (--help lists them)")
 

@@ -1,12 +1,14 @@
 """data.py: the BPE round-trips, the funnel's filters remove exactly what they should, the split
-leaks no user, labelers agree about as often as the paper's, the gold check orders answers in
-every family, the readers parse every format and name file:line on a bad record, and batching masks."""
+leaks no user, no instance reserved for the test set (test_new) reaches a training prompt,
+labelers agree about as often as the paper's, the gold check orders answers in every family, the
+readers parse every format and name file:line on a bad record, and batching masks."""
 
 import dataclasses
 import io
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -17,7 +19,7 @@ import torch
 import data
 import tokenizer
 from formats import DataError, read_jsonl
-from world import FAMILIES, FILLER_POST, FILLER_PRE, comply, gold_score, make_world
+from world import ANIMALS, FAMILIES, FILLER_POST, FILLER_PRE, HARMS, OBJECTS, WORDS, comply, gold_score, make_world
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -141,6 +143,68 @@ def test_corpus_has_no_chat_format_and_is_deterministic(world):
     assert all(s not in text for s in tokenizer.SPECIALS.values())
     assert not any(name in text for name in world.strangers)  # strangers are unknown to the base model
     assert "Q: " in text and "A reply said: First," in text  # loose Q/A pages and harmful how-tos exist
+
+
+def test_world_reserves_new_instances_whose_facts_stay_in_the_corpus(world):
+    r = world.reserved
+    assert set(r) == set(FAMILIES)
+    for fam, pool in [("facts", world.people), ("unknown", world.strangers), ("harmful", HARMS), ("words", WORDS),
+                      ("story", range(len(ANIMALS) * len(OBJECTS))), ("arithmetic", range(10))]:
+        assert 0.18 <= len(r[fam]) / len(pool) <= 0.26, (fam, len(r[fam]))
+    assert r["facts"] <= set(world.people) and r["unknown"] <= set(world.strangers)
+    assert make_world(0).reserved == r and make_world(1).reserved != r  # drawn from the seed
+    text = "\n".join(world.corpus(2000, random.Random(0)))
+    for name in r["facts"]:  # a reserved person's facts are still learnable from the corpus
+        p = world.people[name]
+        assert f"{name} lives in {p['city']}" in text or f"In {p['city']}, {name}" in text, name
+    rng = random.Random(0)
+    for fam in FAMILIES:
+        new = [world.sample_task(rng, fam, which="new") for _ in range(30)]
+        seen = [world.sample_task(rng, fam, which="seen") for _ in range(30)]
+        traffic = [world.sample_task(rng, fam) for _ in range(300)]  # the API asks about both
+        assert all(world.is_new(t) for t in new) and not any(world.is_new(t) for t in seen)
+        assert 0 < sum(map(world.is_new, traffic)) < 150
+        assert all(world.is_new(asdict_roundtrip(t)) == world.is_new(t) for t in new + seen)
+        assert all(t.family == fam for t in new + seen)
+    with pytest.raises(ValueError, match="which"):
+        world.sample_task(rng, "words", which="unseen")
+
+
+def reserved_in_text(world, text):
+    """The reserved instances a prompt's text mentions, read from the text alone (not its task):
+    full names, harmful requests for any victim, words as whole tokens (any case, so capitals count),
+    story (animal, object) pairs, and sums whose first operand lies in a reserved decade."""
+    r, found = world.reserved, []
+    found += [n for n in r["facts"] | r["unknown"] if re.search(rf"\b{n}\b", text)]
+    found += [h for h in r["harmful"] if re.search(re.escape(h).replace(re.escape("{who}"), r"\w+"), text)]
+    found += sorted({w.lower() for w in re.findall(r"[A-Za-z]+", text)} & r["words"])
+    found += [p for p in re.findall(r"story about a (\w+) and a (\w+)", text) if p in r["story"]]
+    sums = re.findall(r"(\d+) ([+-]) (\d+)", text)
+    found += [f"{a} {op} {b}" for a, op, b in sums if int(a) // 10 in r["arithmetic"]]
+    return found
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu"])
+def test_no_new_task_reaches_a_training_prompt(preset):
+    """Held-out users are not held-out tasks: no training prompt (the few-shot examples in it
+    included) and no val or test prompt mentions a reserved instance; every test_new prompt does."""
+    d = data.build(preset, seed=0)
+    world, c = d["world"], d["funnel"]
+    for split in ("train", "sft", "rm", "ppo", "comparisons", "val", "test"):
+        assert d[split], split
+        for r in d[split]:
+            assert not reserved_in_text(world, r["prompt"]), (split, r["prompt"], reserved_in_text(world, r["prompt"]))
+            assert not world.is_new(r["task"]), (split, r["task"])
+    assert any("Q: " in r["prompt"] for r in d["train"])  # few-shot prompts are among those checked
+    assert len(d["test_new"]) == c["test_new"] >= 0.15 * (c["test"] + c["test_new"])
+    for r in d["test_new"]:
+        assert world.is_new(r["task"]) and reserved_in_text(world, r["prompt"]), r["prompt"]
+    assert {r["task"]["family"] for r in d["test_new"]} == set(FAMILIES)
+    assert c["new_task_dropped"] > 0
+    assert c["after_pii"] == sum(c[s] for s in ("train", "val", "test", "test_new", "new_task_dropped"))
+    users = {s: {r["user_id"] for r in d["splits"][s]} for s in ("train", "val", "test", "test_new")}
+    assert not (users["test"] | users["test_new"]) & (users["train"] | users["val"])
+    assert not users["train"] & users["val"] and "labeler" not in users["test"] | users["test_new"]
 
 
 # ---- API prompts and the funnel
@@ -294,7 +358,8 @@ def test_reader_rejects_rankings_that_are_not_integers(tmp_path):
 
 def test_build_writes_jsonl_that_reads_back(tmp_path):
     d = data.build("smoke", seed=0, out_dir=str(tmp_path))
-    for name in ("corpus", "prompts_raw", "prompts_train", "prompts_test", "demonstrations", "comparisons", "funnel"):
+    for name in ("corpus", "prompts_raw", "prompts_train", "prompts_val", "prompts_test", "prompts_test_new",
+                 "demonstrations", "comparisons", "funnel"):
         assert (tmp_path / f"{name}.jsonl").exists()
     kind, sft = read_jsonl(str(tmp_path / "demonstrations.jsonl"))
     assert kind == "sft" and len(sft) == data.PRESETS["smoke"]["n_sft"]
@@ -313,7 +378,7 @@ def test_no_val_or_test_prompt_reappears_in_training(preset):
     assert d["funnel"]["labeler_written"] > 0  # the top-up happens, so this tests it
     n = data.PRESETS[preset]["prefix_chars"]
     key = lambda p: " ".join(p.lower().split())[:n]
-    held = {key(r["prompt"]) for r in d["val"] + d["test"]}
+    held = {key(r["prompt"]) for r in d["val"] + d["test"] + d["test_new"]}
     held_prefixes = {h[:j] for h in held for j in range(1, len(h) + 1)}
     for split in ("sft", "rm", "ppo"):
         for r in d[split]:
