@@ -21,11 +21,17 @@ Ctrl-C saves OUT_DIR/<stage>.resume.pt; the same command with --resume continues
 
 Where this departs from the paper:
   1. The base model is a few-million-parameter GPT pretrained here for minutes, not GPT-3.
-  2. SFT runs a few epochs (paper: 16 epochs, cosine lr decay, residual dropout 0.2; it chose the
-     final SFT model by the reward model's score on validation, we take the last epoch).
+  2. SFT's learning rate, epochs and dropout are chosen by the gold score of sampled answers to
+     validation prompts (tools/sweep.py; the cpu preset runs 16 epochs, as the paper, without
+     dropout: the paper used 0.2, which here lost gold and language); the paper chose its final
+     SFT model by the RM's score on validation, we take the last epoch.
   3. ~2k simulated demonstrations on the cpu preset (paper: ~13k from labelers).
   4. Pretraining packs documents into fixed windows separated by EOS (GPT-3 did the same on
      300B tokens; here a few million).
+  5. SFT mixes a pretraining batch's LM loss into every step (--ptx-coef, as PPO-ptx does in
+     step 3; the paper's SFT does not). Without it, a model this small learns to end every
+     sentence with EOS and its pretraining loss grows 5x; with it, the loss stays at the base
+     model's and the validation gold score rises too.
 """
 
 import os
@@ -68,8 +74,12 @@ class Config:
     grad_clip: float = arg(1.0, "clip the gradient norm to this (after backward)")
     max_steps: int = arg(2000, "pretrain: optimisation steps")
     epochs: int = arg(4, "sft: passes over the demonstrations (paper: 16)")
+    ptx_coef: float = arg(0.0, "sft: gamma times a pretraining batch's LM loss added to every step, as PPO-ptx does "
+                               "in step 3 (not in the paper's SFT; keeps a tiny model's language)")
+    ptx_batch: int = arg(8, "sft: pretraining windows per step when --ptx-coef > 0")
     eval_every: int = arg(200, "steps between validation losses and resumable checkpoints")
-    eval_gold: int = arg(100, "sft: at the end, answer this many validation prompts greedily and report the gold score")
+    eval_gold: int = arg(400, "sft: at the end, answer this many validation prompts (sampled and greedy) and report "
+                              "their gold score and the pretraining loss: what tools/sweep.py chooses by")
     # engineering
     compile: bool = arg(False, "torch.compile the model (CUDA)")
     device: str = arg("auto", "auto (cuda if available), cpu or cuda")
@@ -79,11 +89,12 @@ class Config:
 
 PRESETS = {  # each overrides Config's defaults; flags given on the command line override both
     "smoke": dict(n_layer=3, n_head=4, n_embd=128, block_size=64, batch_size=32, max_steps=300,
-                  lr=2e-3, warmup=20, epochs=8, eval_every=100, eval_gold=40),
+                  lr=2e-3, warmup=20, epochs=8, ptx_coef=1.0, eval_every=100, eval_gold=40),
+    # SFT's lr, epochs and ptx_coef: chosen on validation prompts by tools/sweep.py (docs/results.md)
     "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=32, max_steps=800,
-                lr=1e-3, warmup=50, epochs=8, eval_every=200),
+                lr=3e-3, warmup=50, epochs=16, ptx_coef=1.0, eval_every=200),
     "gpu": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, max_steps=4000,
-                lr=6e-4, warmup=100, epochs=6, eval_every=500, dropout=0.1),
+                lr=6e-4, warmup=100, epochs=6, ptx_coef=1.0, eval_every=500, dropout=0.1),
 }
 
 
@@ -126,10 +137,26 @@ def response_loss(model, tok, pairs, batch_size, device, autocast):
 
 
 def gold_eval(model, tok, records, mode="chat", **kw):
-    """Mean gold-rubric score (world.gold_score "total") of greedy answers to simulated prompts."""
+    """Mean gold-rubric score (world.gold_score "total") of answers to simulated prompts (greedy unless
+    `kw` gives a temperature)."""
     answers = respond(model, tok, [r["prompt"] for r in records], mode, **kw)
     scores = [gold_score(r["task"], a)["total"] for r, a in zip(records, answers)]
     return sum(scores) / max(1, len(scores)), answers
+
+
+def validation_metrics(model, tok, records, init_path, world, seed, device):
+    """What SFT's hyperparameters are chosen by (the paper chose its SFT checkpoint on validation):
+    the gold score of answers to held-out users' validation prompts, sampled at temperature 1 (as
+    RLHF samples and as the evaluation judges) and greedy, and the pretraining loss on held-out
+    corpus text beside the starting model's (how much of its language SFT keeps)."""
+    g = torch.Generator(device=device).manual_seed(seed + 11)
+    out = {"val_gold": gold_eval(model, tok, records, temperature=1.0, generator=g)[0],
+           "val_gold_greedy": gold_eval(model, tok, records)[0]}
+    _, val_ids = corpus_split(tok, world["corpus"], model.config.block_size)
+    out["pretrain_loss"] = lm_loss(model, val_ids, device)
+    if init_path and not os.path.isdir(init_path):
+        out["pretrain_loss_init"] = lm_loss(load_any(init_path, device)[0], val_ids, device)
+    return out
 
 
 def validate(cfg):
@@ -138,6 +165,8 @@ def validate(cfg):
     check_positive(cfg, ("batch_size", "lr", "max_steps", "epochs", "eval_every", "block_size"))
     if cfg.data and not os.path.isfile(cfg.data):
         raise UserError(f"--data {cfg.data}: no such file")
+    if cfg.ptx_coef < 0 or (cfg.ptx_coef and cfg.data):
+        raise UserError(f"--ptx-coef {cfg.ptx_coef}: give 0 or more, and 0 with --data (it mixes in the simulated corpus)")
     ensure_out_dir(cfg.out_dir)
 
 
@@ -169,6 +198,7 @@ def main(cfg=None):
         else:
             world = data.build(cfg.preset, cfg.seed)
             train_recs = world["sft"]
+            ptx_ids, _ = corpus_split(tok, world["corpus"], model.config.block_size)
             rng = random.Random(cfg.seed + 1)  # held-out users' prompts, answered by training labelers
             writers = [l for l in world["labelers"] if not l.heldout]
             val_recs = [{"prompt": r["prompt"], "task": r["task"],
@@ -228,10 +258,15 @@ def main(cfg=None):
             x, y = x.to(device), y.to(device)
             with autocast():
                 _, loss = model(x, y)
-            if not torch.isfinite(loss):
-                raise UserError(f"{cfg.stage}: loss is {loss.item()} at step {step}; last good checkpoint kept")
+                total = loss
+                if cfg.stage == "sft" and cfg.ptx_coef:  # the corpus's LM loss beside the demonstrations'
+                    xp, yp = pretrain_batch(ptx_ids, cfg.ptx_batch, model.config.block_size, step, cfg.seed + 7)
+                    ptx_loss = model(xp.to(device), yp.to(device))[1]
+                    total = loss + cfg.ptx_coef * ptx_loss
+            if not torch.isfinite(total):
+                raise UserError(f"{cfg.stage}: loss is {total.item()} at step {step}; last good checkpoint kept")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            total.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)  # after backward
             optimizer.step()
             if device.type == "cuda":
@@ -242,6 +277,8 @@ def main(cfg=None):
             if device.type == "cuda":
                 fields["mfu"] = round(flops * x.numel() / dt / gpu_peaks(device)[0], 4)
             fields["train_tokens"] = tokens
+            if total is not loss:
+                fields["ptx_loss"] = ptx_loss.item()
             if step % 10 == 0 or step == steps - 1:
                 log.log(step, **fields)
             step += 1
@@ -254,16 +291,10 @@ def main(cfg=None):
     metrics = {"val_loss": v, "first_val_loss": val_history[0][1], "steps": steps,
                "seconds": resume.seconds()}
     if cfg.stage == "sft" and cfg.eval_gold and not cfg.data:
-        recs = [r for r in val_recs if "task" in r][:cfg.eval_gold]
-        metrics["gold_score"], answers = gold_eval(raw_model, tok, recs)
-        msg = f"sft: gold score on {len(recs)} validation prompts {metrics['gold_score']:+.3f}"
-        if init_path and not os.path.isdir(init_path):
-            base, _ = load_any(init_path, device)
-            metrics["gold_score_init"], _ = gold_eval(base, tok, recs, mode="base")
-            msg += f" (the model it started from, prompted as a base model: {metrics['gold_score_init']:+.3f})"
-        print(msg)
-        for r, a in list(zip(recs, answers))[:3]:
-            print(f"  {r['prompt']!r} -> {a!r}")
+        metrics.update(validation_metrics(raw_model, tok, val_recs[:cfg.eval_gold], init_path, world, cfg.seed, device))
+        print(f"sft: on {min(len(val_recs), cfg.eval_gold)} validation prompts, gold score sampled "
+              f"{metrics['val_gold']:+.3f}, greedy {metrics['val_gold_greedy']:+.3f}; pretraining loss "
+              f"{metrics['pretrain_loss']:.3f} (the model it started from: {metrics.get('pretrain_loss_init', float('nan')):.3f})")
     save_checkpoint(os.path.join(cfg.out_dir, f"{cfg.stage}.pt"), raw_model, stage=cfg.stage,
                     tokenizer=tok.state(), config=asdict(cfg), metrics=metrics)
     resume.done()

@@ -1,0 +1,118 @@
+"""
+sweep.py: choose a step's hyperparameters on validation prompts, never test prompts.
+
+The paper chose its SFT checkpoint and its RM's settings on validation data (Section 3.5,
+Appendix C). This runs one step (sft.py or reward.py) once per point of a grid, each in its own
+folder, all from the same starting checkpoint, and prints a table sorted by the step's validation
+figure:
+  sft     the gold score of answers sampled on held-out users' validation prompts (`val_gold`),
+          among the runs whose pretraining loss stays within --max-tax times the starting model's
+  reward  the accuracy on validation comparisons (`val_accuracy`), prompts from held-out users
+          ranked by held-out labelers
+
+    python tools/sweep.py sft --preset cpu --init out/cpu/pretrain.pt --grid lr=1e-4,3e-4 epochs=2,4
+    python tools/sweep.py reward --preset cpu --init out/cpu/sft.pt --grid lr=5e-5,1e-4 epochs=1,2
+
+Writes OUT_DIR/sweep.jsonl (one line per run: its settings and metrics) as it goes, so a long
+sweep can be read before it ends.
+"""
+
+import itertools
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields, replace
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
+
+import reward  # noqa: E402
+import sft  # noqa: E402
+from common import UserError, arg, ensure_out_dir, parse_config, run_cli  # noqa: E402
+
+STEPS = {"sft": (sft, "val_gold"), "reward": (reward, "val_accuracy")}
+
+
+@dataclass
+class Args:
+    step: str = arg("", "sft or reward", positional=True, choices=list(STEPS))
+    grid: list = arg([], "NAME=V1,V2,... for each swept field of the step's Config (e.g. lr=1e-4,3e-4)",
+                     nargs="+")
+    preset: str = arg("cpu", "the step's preset: its other settings and the data")
+    init: str = arg("", "the checkpoint every run starts from (sft: pretrain.pt; reward: sft.pt)")
+    out_dir: str = arg("out/sweep", "one folder per run below this, and sweep.jsonl")
+    seed: int = arg(0, "seed of the world and of every run")
+    max_tax: float = arg(2.0, "sft: a run whose pretraining loss exceeds this times the starting model's is not chosen")
+
+
+def parse_grid(step_config, grid):
+    """["lr=1e-4,3e-4", "epochs=2"] -> [{"lr": 1e-4, "epochs": 2}, {"lr": 3e-4, "epochs": 2}],
+    each value of the field's type in the step's Config."""
+    types = {f.name: type(f.default) for f in fields(step_config)}
+    axes = []
+    for item in grid:
+        name, _, values = item.partition("=")
+        if name not in types or not values:
+            raise UserError(f"--grid {item}: give NAME=V1,V2 with NAME one of {', '.join(sorted(types))}")
+        try:
+            axes.append([(name, types[name](v)) for v in values.split(",")])
+        except ValueError:
+            raise UserError(f"--grid {item}: {values} are not {types[name].__name__} values") from None
+    return [dict(point) for point in itertools.product(*axes)]
+
+
+def sample_once():
+    """The reward grid's runs differ in how the RM trains, not in what the labelers ranked: the
+    comparisons are sampled and ranked once per sampling setting and every run trains on them."""
+    sample, cache = reward.comparisons, {}
+
+    def cached(cfg, gpt, tok, comps, device):
+        key = (cfg.init, cfg.policy, cfg.data, cfg.preset, cfg.seed, cfg.k_min, cfg.k_max, cfg.temperature,
+               cfg.max_new_tokens, cfg.n_heldout)
+        if key not in cache:
+            cache[key] = sample(cfg, gpt, tok, comps, device)
+        train, val, heldout, demos, metrics = cache[key]
+        return list(train), val, heldout, demos, dict(metrics)
+    reward.comparisons = cached
+
+
+def chosen(rows, key, max_tax):
+    """The run with the best validation figure among those within the tax (SFT) -> row or None."""
+    ok = [r for r in rows if "pretrain_loss" not in r or r["pretrain_loss"] <= max_tax * r["pretrain_loss_init"]]
+    return max(ok, key=lambda r: r[key], default=None)
+
+
+def main():
+    a = parse_config(Args, description=__doc__)
+    module, key = STEPS[a.step]
+    if not a.init or not os.path.exists(a.init):
+        raise UserError(f"--init {a.init or '(none)'}: give the checkpoint every run starts from")
+    points = parse_grid(module.Config, a.grid)
+    ensure_out_dir(a.out_dir)
+    if a.step == "reward":
+        sample_once()
+    base = module.Config(**module.PRESETS[a.preset])
+    rows = []
+    for i, point in enumerate(points):
+        name = "_".join(f"{k}{v}" for k, v in point.items()) or "default"
+        cfg = replace(base, preset=a.preset, init=a.init, seed=a.seed, out_dir=os.path.join(a.out_dir, name),
+                      quiet=True, **point)
+        print(f"== {i + 1}/{len(points)} {a.step} {name}", flush=True)
+        t0 = time.time()
+        metrics = module.main(cfg)
+        row = {**point, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+               "seconds": round(time.time() - t0, 1)}
+        rows.append(row)
+        with open(os.path.join(a.out_dir, "sweep.jsonl"), "a") as f:
+            f.write(json.dumps({"step": a.step, "preset": a.preset, "seed": a.seed, "config": asdict(cfg), **row}) + "\n")
+    cols = list(points[0]) + [k for k in (key, "val_gold_greedy", "pretrain_loss", "pretrain_loss_init",
+                                         "heldout_accuracy", "val_loss", "seconds") if k in rows[0]]
+    print("\n| " + " | ".join(cols) + " |\n|" + " --- |" * len(cols))
+    for r in sorted(rows, key=lambda r: -r[key]):
+        print("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    best = chosen(rows, key, a.max_tax)
+    print("chosen on validation: " + (", ".join(f"{k}={best[k]}" for k in points[0]) if best else "none within the tax"))
+
+
+if __name__ == "__main__":
+    run_cli(main)
