@@ -48,6 +48,7 @@ from common import (MetricsLog, Resume, UserError, arg, check_positive, configur
 from formats import read_jsonl, split_validation, write_jsonl
 from gpt import save_checkpoint
 from tokenizer import encode_responses
+from world import gold_score
 
 
 @dataclass
@@ -71,6 +72,10 @@ class Config:
     dropout: float = arg(0.0, "dropout while training the RM")
     round: int = arg(1, "which round of comparisons (steps 2 and 3 repeat): names the output files "
                          "(round R > 1 writes reward_roundR.pt)")
+    name: str = arg("", "output names NAME.pt and comparisons_NAME.jsonl (default: reward, or reward_roundR)")
+    previous: list = arg([], "comparison JSONL files of earlier rounds, trained on beside this round's", nargs="*")
+    n_heldout: int = arg(200, "prompts of held-out users ranked for the accuracies: this many validation "
+                              "prompts (to choose settings by) and as many test prompts (to report)")
     # engineering
     sample_batch: int = arg(64, "responses sampled per generate call for the labelers (a GPU wants more)")
     device: str = arg("auto", "auto, cpu or cuda")
@@ -79,8 +84,8 @@ class Config:
 
 
 PRESETS = {
-    "smoke": dict(batch_size=8, lr=3e-4, epochs=2, max_new_tokens=32),
-    "cpu": dict(batch_size=16, lr=1e-4, epochs=2),
+    "smoke": dict(batch_size=8, lr=3e-4, epochs=2, max_new_tokens=32, n_heldout=50),
+    "cpu": dict(batch_size=16, lr=3e-4, epochs=1, n_heldout=120),  # lr and epochs chosen on validation (tools/sweep.py)
     # at 64 rows a GPU's decode step waits on kernel launches: fewer generate calls of more rows
     "gpu": dict(batch_size=32, lr=5e-5, epochs=1, sample_batch=512),
 }
@@ -114,11 +119,13 @@ def ranking_loss(rewards, ranking_mask):
 
 def collect_comparisons(policy, tok, records, labelers, cfg, rng, generator):
     """For each prompt record (with its simulated task): sample until K distinct responses are
-    found (K uniform in k_min..k_max), and let a random labeler of `labelers` rank them.
-    Returns ranked records {"prompt","completions","ranking" (best..worst),"labeler","task"}."""
+    found (K uniform in k_min..k_max), and let a random labeler of `labelers` rank them. A prompt
+    with fewer than k_min distinct responses after four rounds of sampling is dropped (the paper
+    ranks 4 to 9). Returns (ranked records {"prompt","completions","ranking" (best..worst),
+    "labeler","task"}, the number of prompts dropped)."""
     ks = [rng.randint(cfg.k_min, cfg.k_max) for _ in records]
     pending = {i: [] for i in range(len(records))}
-    for attempt in range(3):  # up to three rounds of sampling: K + 3 draws, then more where short
+    for attempt in range(4):  # up to four rounds of sampling: K + 3 draws, then more where short
         need = [i for i, seen in pending.items() if len(seen) < ks[i]]
         if not need:
             break
@@ -134,13 +141,13 @@ def collect_comparisons(policy, tok, records, labelers, cfg, rng, generator):
                 pending[i].append(a)
     out = []
     for i, completions in pending.items():
-        if len(completions) < 2:
-            continue  # one distinct answer: nothing to compare
+        if len(completions) < cfg.k_min:
+            continue  # the policy says the same few things to this prompt: too few to rank
         lab = rng.choice(labelers)
         r = records[i]
         out.append({"prompt": r["prompt"], "completions": completions,
                     "ranking": lab.rank(r["task"], completions, rng), "labeler": lab.id, "task": r["task"]})
-    return out
+    return out, len(records) - len(out)
 
 
 def encode_comparisons(tok, comps, block_size):
@@ -182,6 +189,20 @@ def accuracy(rm, tok, comps, block_size, device, batch_size=32):
     return right / max(total, 1)
 
 
+def oracle_accuracy(comps):
+    """The ceiling an RM can reach on these comparisons: the noise-free gold rubric as the RM. The
+    fraction of ranked pairs (distinct responses) whose winner has the higher gold score; a tie in
+    gold counts half. Below 1 because the labelers are noisy and weigh the rubric each their own way."""
+    right = total = 0.0
+    for c in comps:
+        gold = [gold_score(c["task"], c["completions"][i])["total"] for i in c["ranking"]]  # best..worst
+        for i in range(len(gold)):
+            for j in range(i + 1, len(gold)):
+                right += 1.0 if gold[i] > gold[j] else 0.5 if gold[i] == gold[j] else 0.0
+                total += 1
+    return right / max(total, 1)
+
+
 def demonstration_bias(rm, tok, demos, train, block_size, device):
     """Section 3.5: "we normalize the reward model using a bias so that the labeler demonstrations
     achieve a mean score of 0". -> (bias, scale): the mean and the spread of the RM's scores of the
@@ -196,12 +217,15 @@ def demonstration_bias(rm, tok, demos, train, block_size, device):
 
 
 def comparisons(cfg, gpt, tok, comps, device):
-    """-> (training comparisons, held-out comparisons, demonstrations for the bias, metrics).
-    From a file (`comps`, split 95/5), or sampled from the policy (--policy, default the SFT model
-    `gpt`) and ranked by simulated labelers: training labelers for training prompts, held-out
-    labelers for held-out users' prompts (both written to OUT_DIR as JSONL)."""
+    """-> (training comparisons, validation comparisons, held-out comparisons, demonstrations for
+    the bias, metrics). From a file (`comps`, split 95/5 into training and held-out), or sampled
+    from the policy (--policy, default the SFT model `gpt`) and ranked by simulated labelers:
+    training labelers for training prompts, held-out labelers for held-out users' prompts (the
+    training and the held-out test comparisons are written to OUT_DIR as JSONL)."""
     if comps is not None:
-        return *split_validation(comps, cfg.seed, cfg.data), [], {}
+        train, heldout = split_validation(comps, cfg.seed, cfg.data)
+        return train, [], heldout, [], {}
+    name = output_name(cfg)
     policy = gpt
     if cfg.policy:  # its samples are decoded with --init's tokenizer: the vocabularies must agree
         policy, policy_tok, _ = load_language_model(cfg.policy, device)
@@ -214,28 +238,44 @@ def comparisons(cfg, gpt, tok, comps, device):
     train_labelers = [l for l in world["labelers"] if not l.heldout]
     heldout_labelers = [l for l in world["labelers"] if l.heldout]
     t0 = time.time()
-    train = collect_comparisons(policy, tok, world["rm"], train_labelers, cfg, rng, generator)
-    n_val = max(20, len(world["rm"]) // 5)
-    heldout = collect_comparisons(policy, tok, world["val"][:n_val], heldout_labelers, cfg, rng, generator)
+    train, dropped = collect_comparisons(policy, tok, world["rm"], train_labelers, cfg, rng, generator)
+    # held-out users' prompts ranked by held-out labelers: validation ones to choose the RM's settings
+    # by (tools/sweep.py), test ones to report
+    val, _ = collect_comparisons(policy, tok, world["val"][:cfg.n_heldout], heldout_labelers, cfg, rng, generator)
+    heldout, _ = collect_comparisons(policy, tok, world["test"][:cfg.n_heldout], heldout_labelers, cfg, rng, generator)
     pairs = [(c["task"], a, b) for c in train for i, a in enumerate(c["completions"]) for b in c["completions"][i + 1:]]
     metrics = {"labeler_agreement": data.labeler_agreement(train_labelers, pairs, rng),
+               "oracle_accuracy": oracle_accuracy(heldout), "dropped_prompts": dropped,
                "sampling_seconds": round(time.time() - t0, 1)}
     n_k = sum(len(c["completions"]) for c in train) / max(1, len(train))
-    print(f"reward: {len(train)} training prompts ranked (mean K {n_k:.1f}, {len(pairs)} comparisons), "
-          f"{len(heldout)} held-out; sampling took {metrics['sampling_seconds']:.0f}s; labeler agreement "
-          f"{metrics['labeler_agreement']:.3f} (paper: 0.726)")
-    write_jsonl(os.path.join(cfg.out_dir, f"comparisons_round{cfg.round}.jsonl"), train)
-    write_jsonl(os.path.join(cfg.out_dir, f"comparisons_heldout_round{cfg.round}.jsonl"), heldout)
+    print(f"reward: {len(train)} training prompts ranked (mean K {n_k:.1f}, {len(pairs)} comparisons; {dropped} "
+          f"dropped with fewer than {cfg.k_min} distinct samples), {len(val)} validation and {len(heldout)} test "
+          f"prompts ranked by held-out labelers; sampling took {metrics['sampling_seconds']:.0f}s; labeler agreement "
+          f"{metrics['labeler_agreement']:.3f} (paper: 0.726), the gold rubric on the test pairs "
+          f"{metrics['oracle_accuracy']:.3f}")
+    write_jsonl(os.path.join(cfg.out_dir, f"comparisons_{name}.jsonl"), train)
+    write_jsonl(os.path.join(cfg.out_dir, f"comparisons_heldout_{name}.jsonl"), heldout)
+    for path in cfg.previous:  # steps 2 and 3 repeat: earlier rounds' comparisons are kept
+        kind, earlier = read_jsonl(path)
+        if kind != "comparison":
+            raise UserError(f"--previous {path}: holds {kind} records, not comparisons")
+        train = earlier + train
+    if cfg.previous:
+        print(f"reward: {len(train)} ranked prompts with those of {len(cfg.previous)} earlier round(s)")
     demos = [{"prompt": d["prompt"], "response": d["response"]} for d in world["sft"]]
-    return train, heldout, demos, metrics
+    return train, val, heldout, demos, metrics
 
 
 # -----------------------------------------------------------------------------
 
+def output_name(cfg):
+    return cfg.name or ("reward" if cfg.round == 1 else f"reward_round{cfg.round}")
+
+
 def validate(cfg):
     if not 2 <= cfg.k_min <= cfg.k_max <= 9:
         raise UserError(f"--k-min {cfg.k_min} / --k-max {cfg.k_max}: need 2 <= k-min <= k-max <= 9")
-    check_positive(cfg, ("batch_size", "lr", "epochs", "max_new_tokens", "sample_batch"))
+    check_positive(cfg, ("batch_size", "lr", "epochs", "max_new_tokens", "sample_batch", "n_heldout"))
     if cfg.data and not os.path.isfile(cfg.data):
         raise UserError(f"--data {cfg.data}: no such file")
     ensure_out_dir(cfg.out_dir)
@@ -245,7 +285,7 @@ def main(cfg=None):
     cfg = cfg or parse_config(Config, presets=PRESETS, description=__doc__)
     validate(cfg)
     device, autocast = setup(cfg.device, cfg.seed)
-    name = "reward" if cfg.round == 1 else f"reward_round{cfg.round}"  # later rounds keep the first RM
+    name = output_name(cfg)  # later rounds keep the first round's RM beside theirs
     log = MetricsLog(cfg.out_dir, name, cfg.quiet, cfg.resume)
     resume = Resume(cfg.out_dir, name, cfg, log)
     state = resume.load(device) if cfg.resume else None
@@ -258,10 +298,10 @@ def main(cfg=None):
     with stop_on_signal() as stop:  # Ctrl-C while sampling: the comparisons are kept, training resumes
         # 1) the comparisons: K samples per prompt ranked by labelers (or a file's), held-out ones aside
         if state:
-            train, heldout, demos, metrics = state["train"], state["heldout"], state["demos"], state["metrics"]
+            train, val, heldout, demos, metrics = (state[k] for k in ("train", "val", "heldout", "demos", "metrics"))
             print(f"resumed {name} at step {state['step']}: {len(train)} ranked prompts from the interrupted run")
         else:
-            train, heldout, demos, metrics = comparisons(cfg, gpt, tok, comps if cfg.data else None, device)
+            train, val, heldout, demos, metrics = comparisons(cfg, gpt, tok, comps if cfg.data else None, device)
         if not train:
             raise UserError("reward: no prompt gave two distinct responses to compare")
 
@@ -274,7 +314,7 @@ def main(cfg=None):
 
         def resumable():
             return dict(rm=rm.state_dict(), optimizer=optimizer.state_dict(), step=step, train=train,
-                        heldout=heldout, demos=demos, metrics=metrics)
+                        val=val, heldout=heldout, demos=demos, metrics=metrics)
 
         if state:
             rm.load_state_dict(state["rm"])
@@ -315,13 +355,17 @@ def main(cfg=None):
 
     # 4) held-out accuracy; the bias that puts demonstrations at 0, and the scale
     metrics["heldout_accuracy"] = accuracy(rm, tok, heldout, block, device)
+    if val:
+        metrics["val_accuracy"] = accuracy(rm, tok, val, block, device)
     log.log(steps, heldout_accuracy=metrics["heldout_accuracy"])
     bias, scale = demonstration_bias(rm, tok, demos, train, block, device)
     metrics.update(reward_bias=bias, reward_scale=scale, n_train_prompts=len(train), n_heldout_prompts=len(heldout),
                    seconds=resume.seconds())
     print(f"reward: held-out accuracy {metrics['heldout_accuracy']:.3f} (before training "
           f"{metrics['heldout_accuracy_before']:.3f})"
-          + (f" beside labeler agreement {metrics['labeler_agreement']:.3f}" if "labeler_agreement" in metrics else "")
+          + (f", validation {metrics['val_accuracy']:.3f}" if val else "")
+          + (f" beside labeler agreement {metrics['labeler_agreement']:.3f} and the gold rubric's "
+             f"{metrics['oracle_accuracy']:.3f}" if "labeler_agreement" in metrics else "")
           + f"; demonstrations score {bias:+.3f} +- {scale:.3f} before the bias")
     save_checkpoint(os.path.join(cfg.out_dir, name + ".pt"), rm.gpt, stage="reward", tokenizer=tok.state(),
                     reward_head=rm.head.state_dict(), reward_bias=bias, reward_scale=scale,
