@@ -157,6 +157,15 @@ def fewshot_prompt(prompt, examples):
     return "".join(f"Q: {p}\nA: {a}\n\n" for p, a in examples) + base_prompt(prompt)
 
 
+def fit_examples(tok, prompt, examples, room):
+    """The last few-shot examples that fit `room` tokens with the question: whole examples are
+    dropped from the front, never cut mid-example (a cut example teaches the base model garbage)."""
+    k = len(examples)
+    while k and len(tok.encode(fewshot_prompt(prompt, examples[len(examples) - k:]))) > room:
+        k -= 1
+    return examples[len(examples) - k:]
+
+
 @torch.no_grad()
 def respond(model, tok, prompts, mode="chat", max_new_tokens=48, temperature=0.0, batch_size=64,
             generator=None, examples=None):
@@ -171,7 +180,9 @@ def respond(model, tok, prompts, mode="chat", max_new_tokens=48, temperature=0.0
         if mode == "chat":
             ids = [tok.chat_prompt(p) for p in chunk]
         else:
-            text = [base_prompt(p) if mode == "base" else fewshot_prompt(p, examples) for p in chunk]
+            room = model.config.block_size - max_new_tokens
+            text = [base_prompt(p) if mode == "base" else fewshot_prompt(p, fit_examples(tok, p, examples, room))
+                    for p in chunk]
             ids = [tok.encode(t) for t in text]
         idx, mask, _ = left_pad(ids, tok.pad_id, max_len=model.config.block_size - max_new_tokens)
         out = engine.generate(model, idx.to(device), max_new_tokens, attention_mask=mask.to(device),

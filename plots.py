@@ -60,9 +60,37 @@ def plot_scores_vs_kl(out_dir, names, filename):
     plt.close(fig)
 
 
+def plot_overoptimization(out_dir, curve):
+    """overoptimization.png: gold score and RM score against sqrt(KL to SFT) for best-of-n and for
+    PPO along training (Gao et al. 2022, Figure 1). Where the RM score keeps rising and the gold
+    score does not, the policy exploits the RM's errors."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    for ax, key, title in zip(axes, ("gold", "rm_score"), ("gold score (the truth)", "RM score (the proxy)")):
+        for name, color, marker in (("best_of_n", "C2", "o"), ("ppo", "C0", "s"), ("ppo_ptx", "C1", "^")):
+            pts = curve.get(name) or []
+            ax.plot([p["sqrt_kl"] for p in pts], [p[key] for p in pts], marker=marker, color=color,
+                    label=name.replace("_", "-"))
+            if name == "best_of_n":
+                for p in pts:
+                    ax.annotate(f"n={p['n']}", (p["sqrt_kl"], p[key]), fontsize=7, xytext=(3, -9),
+                                textcoords="offset points")
+        ax.set_xlabel("sqrt(KL(policy || SFT)), nats^0.5 per answer")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Over-optimization on {curve['n_prompts']} validation prompts")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "overoptimization.png"), dpi=100)
+    plt.close(fig)
+
+
+COLORS = {"base": "0.6", "base_fewshot": "0.45", "constant": "0.8", "sft": "C2", "best_of_4": "C4", "best_of_16": "C5",
+          "ppo": "C0", "ppo_ptx": "C1"}
+
+
 def plot_all(out_dir, summary, models):
     """losses.png (every training stage), scores_vs_kl.png (PPO and PPO-ptx), win_rates.png (like
-    the paper's Figure 1): the pictures of a train_all.py run."""
+    the paper's Figure 1, seen and new tasks), overoptimization.png: the pictures of a train_all.py run."""
     plt = pyplot()
     rows = metrics_rows(out_dir)
     # losses of every training stage
@@ -87,16 +115,22 @@ def plot_all(out_dir, summary, models):
     plt.close(fig)
     # RM and gold score against KL during PPO (over-optimization shows here)
     plot_scores_vs_kl(out_dir, ["ppo", "ppo_ptx"], "scores_vs_kl.png")
-    # win rates against SFT, like the paper's Figure 1
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    w, ci = summary["win_rate_vs_sft"], summary["win_rate_ci"]
-    names = [m for m in models if w.get(m) is not None]
-    ax.bar(names, [w[m] for m in names], yerr=[[w[m] - ci[m][0] for m in names], [ci[m][1] - w[m] for m in names]],
-           color=["0.6", "0.45", "C2", "C0", "C1"][:len(names)], capsize=4)
+    # win rates against SFT, like the paper's Figure 1: seen tasks and new tasks side by side
+    fig, ax = plt.subplots(figsize=(9, 4))
+    names = [m for m in models if summary["win_rate_vs_sft"].get(m) is not None]
+    for shift, part, hatch in ((-0.2, summary, ""), (0.2, summary["new_tasks"], "//")):
+        w, ci = part["win_rate_vs_sft"], part["win_rate_ci"]
+        xs = [i + shift for i in range(len(names))]
+        ax.bar(xs, [w[m] for m in names], width=0.4, hatch=hatch, color=[COLORS.get(m, "0.5") for m in names],
+               yerr=[[w[m] - ci[m][0] for m in names], [ci[m][1] - w[m] for m in names]], capsize=3,
+               label=f"{'seen' if part is summary else 'new'} tasks ({part['n_test']} prompts)")
+    ax.set_xticks(range(len(names)), names, rotation=20)
     ax.axhline(0.5, color="k", lw=0.8, ls=":")
     ax.set_ylim(0, 1)
     ax.set_ylabel("win rate against SFT")
-    ax.set_title(f"Held-out labelers' preference ({summary['n_test']} test prompts, 95% CI)")
+    ax.set_title("Held-out labelers' preference on test prompts (95% CI); hatched: new tasks")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "win_rates.png"), dpi=100)
     plt.close(fig)
+    plot_overoptimization(out_dir, summary["overoptimization"])

@@ -2,20 +2,29 @@
 train_all.py: the whole InstructGPT pipeline, then an evaluation like the paper's.
 
     step 0  pretrain      sft.py --stage pretrain      the base model ("GPT-3")
-    step 1  SFT           sft.py --stage sft           labeler demonstrations
-    step 2  reward model  reward.py                    K = 4..9 SFT samples per prompt, ranked
+    step 1  SFT           sft.py --stage sft           labeler demonstrations (+ pretraining loss)
+    step 2  reward model  reward.py                    K = 4..9 distinct SFT samples per prompt, ranked
     step 3  PPO           ppo.py                       RM score - beta * KL to SFT
             PPO-ptx       ppo.py --ptx-coef G          + gamma * pretraining loss
-    steps 2 and 3 repeat for --rounds R, with comparisons sampled from the current policy.
+    steps 2 and 3 repeat for --rounds R: labelers rank samples of each line's current policy (PPO's,
+    PPO-ptx's), and each round's RM trains on the comparisons of every round so far.
 
-Then, as in the paper's Figure 1 and Section 4.1, on test prompts from held-out users judged by
-held-out labelers: the win rate against SFT (with a 95% interval) of the prompted base model, the
-few-shot prompted base model, SFT, PPO and PPO-ptx; the gold rubric per dimension; the KL to SFT;
-the pretraining loss on held-out corpus text (the "alignment tax"); the RM's held-out accuracy
-beside the labelers' agreement; the prompt funnel's counts.
+Then, as in the paper's Figure 1 and Sections 4.1-4.3, on test prompts from held-out users judged
+by held-out labelers, in two parts: seen tasks (instances that also occur in training prompts) and
+new tasks (instances the world kept out of every SFT, RM and PPO prompt: does what RLHF taught
+generalize?). Per model, each sampling from its own random stream: the win rate against SFT (with
+a 95% interval) and the fraction of answers identical to SFT's, the gold rubric per dimension, the
+RM score, the KL to SFT, the pretraining loss on held-out corpus text (the "alignment tax"). The
+models: the prompted base model, the few-shot prompted base model, SFT, PPO, PPO-ptx, and two
+baselines, a constant answer (the best of a few, chosen on validation prompts) and best-of-n from
+SFT picked by the RM (n = 4, 16). Beside them: the RM's held-out accuracy, the labelers'
+agreement and the gold rubric's accuracy on the same pairs (the ceiling an RM can reach); the
+prompt funnel's counts; and gold and RM score against sqrt(KL to SFT) for best-of-n (n = 1..64)
+and along PPO's training, where over-optimization shows (Gao et al. 2022).
 
-    python train_all.py --preset smoke --out-dir out/smoke     # under 3 minutes on 2 CPU cores
+    python train_all.py --preset smoke --out-dir out/smoke     # a few minutes on 2 CPU cores
     python train_all.py                                        # gpu preset on CUDA, else cpu
+    python tools/seeds.py --preset cpu --seeds 0 1 2           # the same over seeds: mean and spread
 
 Writes OUT_DIR/summary.json, report.md and PNG plots beside the checkpoints. A stage whose
 checkpoint exists is skipped (so a run can be continued), unless --force; a checkpoint made with
@@ -23,8 +32,9 @@ another --preset, --seed or --ptx-coef is an error. A stage interrupted with Ctr
 <stage>.resume.pt) continues where it stopped.
 
 Where the evaluation departs from the paper: answers are sampled at temperature 1 as in the
-paper, and also greedy (the *_greedy keys); the labelers are simulated, and the gold rubric is
-known, so every model is also scored against the truth.
+paper, and also greedy (the *_greedy keys, seen tasks); the labelers are simulated, and the gold
+rubric is known, so every model is also scored against the truth. Every choice a baseline makes
+(the constant answer, the few-shot examples) is made on validation or training data, never test.
 """
 
 import json
@@ -40,14 +50,16 @@ import data
 import ppo
 import reward
 import sft
-from checkpoint import lm_loss, load_reward_model, respond, score_texts
+from checkpoint import fewshot_prompt, fit_examples, lm_loss, load_reward_model, respond, score_texts
 from common import UserError, arg, ensure_out_dir, parse_config, run_cli, setup
 from gpt import load_checkpoint
 from plots import plot_all
 from tokenizer import Tokenizer, corpus_split
 from world import gold_score
 
-MODELS = ["base", "base_fewshot", "sft", "ppo", "ppo_ptx"]
+MODELS = ["base", "base_fewshot", "constant", "sft", "best_of_4", "best_of_16", "ppo", "ppo_ptx"]
+CONSTANTS = ["I don't know.", "Sorry, I can't help with that.", "OK.", "Yes, I can help."]  # the constant baseline's choices
+BEST_OF = [1, 2, 4, 8, 16, 32, 64]  # n of the over-optimization curve (Gao et al. 2022, Figure 1)
 
 
 @dataclass
@@ -55,23 +67,25 @@ class Config:
     preset: str = arg("", "smoke (CI, < 3 min), cpu (laptop, < 30 min) or gpu; default: gpu on CUDA, else cpu")
     out_dir: str = arg("", "run folder (default out/<preset>)")
     seed: int = arg(0, "seed for everything: the same seed gives the same summary.json on CPU")
-    rounds: int = arg(1, "times steps 2 and 3 run; later rounds rank samples of the current policy")
+    rounds: int = arg(1, "times steps 2 and 3 run; round R's RM trains on the comparisons of rounds 1..R, "
+                         "ranked samples of each line's own policy")
     ptx_coef: float = arg(-1.0, "gamma of PPO-ptx (default: the preset's)")
-    n_test: int = arg(-1, "test prompts in the evaluation (default: the preset's)")
+    n_test: int = arg(-1, "test prompts of each part, seen and new tasks (default: the preset's)")
+    n_overopt: int = arg(-1, "validation prompts of the over-optimization curve, 64 samples each (default: the preset's)")
     force: bool = arg(False, "re-run stages whose checkpoints exist")
     device: str = arg("auto", "auto, cpu or cuda")
     quiet: bool = arg(False, "only stage summaries, no per-step lines")
 
 
 PRESETS = {
-    "smoke": dict(ptx_coef=1.0, n_test=120),
-    "cpu": dict(ptx_coef=1.0, n_test=400),
-    "gpu": dict(ptx_coef=1.0, n_test=1000),
+    "smoke": dict(ptx_coef=1.0, n_test=120, n_overopt=16),
+    "cpu": dict(ptx_coef=1.0, n_test=400, n_overopt=64),
+    "gpu": dict(ptx_coef=1.0, n_test=1000, n_overopt=400),
 }
 
 
 # -----------------------------------------------------------------------------
-# Evaluation
+# Evaluation: every model answers the test prompts; held-out labelers judge against SFT
 
 def win_rate(wins, n):
     """Fraction of comparisons won (ties count half) and its 95% normal-approximation interval."""
@@ -110,86 +124,222 @@ def sample_chat(model, ref, rm, tok, prompts, reward_bias, seed):
     return answers, sum(kl) / len(kl), scores
 
 
-def evaluate(out_dir, preset, seed, n_test, device, paths):
-    """Every model answers the same held-out test prompts twice, sampled at temperature 1 (the
-    main results) and greedily; held-out labelers judge each answer against SFT's."""
-    world = data.build(preset, seed)
-    test = world["test"][:n_test]
-    prompts = [r["prompt"] for r in test]
+def sample_n(sft_model, rm, tok, prompts, n, reward_bias, seed):
+    """n answers of SFT per prompt with their RM scores: [[answer] * n per prompt], [[score] * n]."""
+    answers, _, scores = sample_chat(sft_model, sft_model, rm, tok, [p for p in prompts for _ in range(n)],
+                                     reward_bias, seed)
+    return ([answers[i:i + n] for i in range(0, len(answers), n)],
+            [scores[i:i + n] for i in range(0, len(scores), n)])
+
+
+def best_of(groups, scores, n):
+    """The RM's favourite among the first n samples of each prompt -> (answers, their RM scores)."""
+    picks = [max(range(n), key=s.__getitem__) for s in scores]
+    return [g[i] for g, i in zip(groups, picks)], [s[i] for s, i in zip(scores, picks)]
+
+
+def best_of_n_kl(n):
+    """KL(best-of-n || SFT) = log n - (n - 1) / n (Stiennon et al. 2020; Gao et al. 2022)."""
+    return math.log(n) - (n - 1) / n
+
+
+def answer_test(models, tok, rm, bias, records, shots, constant, seed):
+    """Every model's answers to `records`, sampled at temperature 1, each model from its own random
+    stream (with one shared stream, two similar models would give the identical answer wherever
+    they are close, and a tie scores 0.5). -> ({model: [answer]}, {model: KL to SFT or None})."""
+    prompts = [r["prompt"] for r in records]
+    device = next(models["sft"].parameters()).device
+    answers, kl = {}, {}
+    for k, name in enumerate(MODELS):
+        stream = seed * 1000 + 17 * (k + 1)
+        if name in ("base", "base_fewshot"):  # plain text, not the chat format: no KL to SFT to speak of
+            g = torch.Generator(device=device).manual_seed(stream)
+            answers[name] = respond(models["base"], tok, prompts, mode="base" if name == "base" else "fewshot",
+                                    examples=shots, temperature=1.0, generator=g)
+            kl[name] = None
+        elif name == "constant":
+            answers[name], kl[name] = [constant] * len(prompts), None
+        elif name == "best_of_4":  # 16 samples: the RM's favourite of the first 4, and of all 16
+            groups, scores = sample_n(models["sft"], rm, tok, prompts, 16, bias, stream)
+            for n in (4, 16):
+                answers[f"best_of_{n}"], kl[f"best_of_{n}"] = best_of(groups, scores, n)[0], best_of_n_kl(n)
+        elif name in ("sft", "ppo", "ppo_ptx"):
+            answers[name], kl[name], _ = sample_chat(models[name], models["sft"], rm, tok, prompts, bias, stream)
+    return answers, kl
+
+
+def figures(records, answers, reference, heldout, rm, bias, tok, block, seed):
+    """The per-model maps of one test set: win rate against `reference` (SFT's answers) with its
+    interval, the fraction identical to SFT's, the gold rubric (total and per dimension), RM score."""
+    rng = random.Random(seed + 5)
+    prompts = [r["prompt"] for r in records]
+    device = next(rm.parameters()).device
+    out = {key: {} for key in ("win_rate_vs_sft", "win_rate_ci", "identical_to_sft", "gold_score", "gold_dims",
+                               "rm_score")}
+    for name, ans in answers.items():
+        if ans is None:
+            for key in out:
+                out[key][name] = None
+            continue
+        p, ci = win_rate(judge(heldout, records, ans, reference, rng), len(records))
+        out["win_rate_vs_sft"][name], out["win_rate_ci"][name] = round(p, 4), [round(c, 4) for c in ci]
+        out["identical_to_sft"][name] = round(sum(a == b for a, b in zip(ans, reference)) / len(ans), 4)
+        golds = [gold_score(r["task"], a) for r, a in zip(records, ans)]
+        dims = {k: round(sum(g[k] for g in golds) / len(golds), 4) for k in golds[0]}
+        out["gold_dims"][name], out["gold_score"][name] = dims, dims["total"]
+        out["rm_score"][name] = round(sum(score_texts(rm, tok, prompts, ans, block, device)) / len(prompts) - bias, 4)
+    return out
+
+
+def overoptimization(models, rm, bias, tok, records, out_dir, seed):
+    """Gold and RM score against sqrt(KL to SFT) on validation prompts (Gao et al. 2022, Figure 1):
+    best-of-n from SFT for n in BEST_OF (64 samples per prompt, split into 64/n groups of n), and
+    PPO and PPO-ptx at each of their evaluations during training (metrics.jsonl)."""
+    groups, scores = sample_n(models["sft"], rm, tok, [r["prompt"] for r in records], BEST_OF[-1], bias, seed + 9)
+    golds = [[gold_score(r["task"], a)["total"] for a in g] for r, g in zip(records, groups)]
+    curve = {"best_of_n": []}
+    for n in BEST_OF:
+        gold = rm_score = count = 0
+        for g, s in zip(golds, scores):
+            for j in range(0, BEST_OF[-1], n):  # disjoint groups of n: every sample is used once
+                i = max(range(j, j + n), key=s.__getitem__)
+                gold, rm_score, count = gold + g[i], rm_score + s[i], count + 1
+        kl = best_of_n_kl(n)
+        curve["best_of_n"].append(dict(n=n, kl=round(kl, 4), sqrt_kl=round(math.sqrt(kl), 4),
+                                       gold=round(gold / count, 4), rm_score=round(rm_score / count, 4)))
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    for name in ("ppo", "ppo_ptx"):
+        curve[name] = [dict(iteration=r["step"], kl=round(r["eval_kl"], 4), sqrt_kl=round(math.sqrt(max(0.0, r["eval_kl"])), 4),
+                            gold=round(r["eval_gold"], 4), rm_score=round(r["eval_rm_score"], 4))
+                       for r in rows if r["stage"] == name and "eval_gold" in r]
+    curve["n_prompts"] = len(records)
+    return curve
+
+
+def fewshot_examples(tok, demonstrations):
+    """The few-shot base model's examples: for three families, the shortest plain training prompt
+    with its gold answer (short, so that whole examples fit the window beside a test prompt)."""
+    def size(example):
+        return len(tok.encode(fewshot_prompt("", [example])))
+    by_family = {}
+    for r in demonstrations:
+        if "Q:" not in r["prompt"]:  # not a few-shot prompt itself
+            by_family.setdefault(r["task"]["family"], []).append((r["task"]["prompt"], r["task"]["answer"]))
+    return sorted((min(v, key=size) for v in by_family.values()), key=size)[:3]
+
+
+def evaluate(out_dir, cfg, device, paths):
+    """Every model answers held-out users' test prompts, seen tasks and new tasks, sampled at
+    temperature 1 (the main results; seen tasks also greedily); held-out labelers judge each
+    answer against SFT's. Then the over-optimization curve on validation prompts."""
+    world = data.build(cfg.preset, cfg.seed)
+    tests = {"seen": world["test"][:cfg.n_test], "new": world["test_new"][:cfg.n_test]}
     heldout = [l for l in world["labelers"] if l.heldout]
     models = {name: load_checkpoint(p, device)[0] for name, p in paths.items() if name != "reward"}
     tok = Tokenizer.from_state(load_checkpoint(paths["sft"], device)[1]["tokenizer"])
     rm, _, bias, _ = load_reward_model(paths["reward"], device)
     block = models["sft"].config.block_size
     _, val_ids = corpus_split(tok, world["corpus"], block)
-    shots = [(r["task"]["prompt"], r["task"]["answer"]) for r in world["sft"][:3]]  # fixed few-shot prefix
-    result = {"funnel": world["funnel"], "kl_to_sft": {}, "pretrain_loss": {}}
-    answers = {"sampled": {}, "greedy": {}}
+    # the baselines' choices are made on validation prompts, never on test prompts
+    val = world["val"]
+    constant = max(CONSTANTS, key=lambda c: sum(gold_score(r["task"], c)["total"] for r in val))
+    shots = fewshot_examples(tok, world["sft"])
+    cut = sum(len(shots) - len(fit_examples(tok, r["prompt"], shots, block - 48)) for t in tests.values() for r in t)
+    result = {"funnel": world["funnel"], "constant_answer": constant, "fewshot_examples": len(shots),
+              "fewshot_examples_cut": cut, "pretrain_loss": {}}
     for name in MODELS:
-        model = models["base" if name.startswith("base") else name]
-        mode = {"base": "base", "base_fewshot": "fewshot"}.get(name, "chat")
-        answers["greedy"][name] = respond(model, tok, prompts, mode=mode, examples=shots)
-        if mode == "chat":
-            answers["sampled"][name], kl, _ = sample_chat(model, models["sft"], rm, tok, prompts, bias, seed + 6)
-            result["kl_to_sft"][name] = round(kl, 4)
-        else:  # the base model is not asked in the chat format: no KL to SFT to speak of
-            g = torch.Generator(device=device).manual_seed(seed + 6)
-            answers["sampled"][name] = respond(model, tok, prompts, mode=mode, examples=shots,
-                                               temperature=1.0, generator=g)
-            result["kl_to_sft"][name] = None
-        result["pretrain_loss"][name] = round(lm_loss(model, val_ids, device), 4)
-    for decoding, suffix in (("sampled", ""), ("greedy", "_greedy")):
-        rng = random.Random(seed + 5)
-        for key in ("win_rate_vs_sft", "win_rate_ci", "gold_score", "gold_dims", "rm_score"):
-            result[key + suffix] = {}
-        for name in MODELS:
-            ans = answers[decoding][name]
-            p, ci = win_rate(judge(heldout, test, ans, answers[decoding]["sft"], rng), len(test))
-            result["win_rate_vs_sft" + suffix][name] = round(p, 4)
-            result["win_rate_ci" + suffix][name] = [round(c, 4) for c in ci]
-            golds = [gold_score(r["task"], a) for r, a in zip(test, ans)]
-            dims = {k: round(sum(g[k] for g in golds) / len(golds), 4) for k in golds[0]}
-            result["gold_dims" + suffix][name], result["gold_score" + suffix][name] = dims, dims["total"]
-            result["rm_score" + suffix][name] = round(
-                sum(score_texts(rm, tok, prompts, ans, block, device)) / len(prompts) - bias, 4)
-    return result, test, answers["sampled"]
+        model = {"base_fewshot": "base", "best_of_4": "sft", "best_of_16": "sft"}.get(name, name)
+        result["pretrain_loss"][name] = None if name == "constant" else round(lm_loss(models[model], val_ids, device), 4)
+    sampled = {}
+    for part, records in tests.items():
+        print(f"evaluation: {len(records)} test prompts, {part} tasks")
+        answers, kl = answer_test(models, tok, rm, bias, records, shots, constant, cfg.seed + (part == "new"))
+        figs = figures(records, answers, answers["sft"], heldout, rm, bias, tok, block, cfg.seed)
+        figs["kl_to_sft"] = {m: None if v is None else round(v, 4) for m, v in kl.items()}
+        sampled[part] = answers
+        if part == "seen":
+            result.update(figs)
+        else:
+            result["new_tasks"] = {"n_test": len(records), **figs}
+    # greedy answers, seen tasks (best-of-n has no greedy form: its n samples would be identical)
+    records, greedy = tests["seen"], {}
+    for name in MODELS:
+        if name == "constant":
+            greedy[name] = [constant] * len(records)
+        elif name.startswith("best_of"):
+            greedy[name] = None
+        else:
+            mode = {"base": "base", "base_fewshot": "fewshot"}.get(name, "chat")
+            greedy[name] = respond(models["base" if mode != "chat" else name], tok, [r["prompt"] for r in records],
+                                   mode=mode, examples=shots)
+    figs = figures(records, greedy, greedy["sft"], heldout, rm, bias, tok, block, cfg.seed)
+    result.update({k + "_greedy": v for k, v in figs.items()})
+    result["overoptimization"] = overoptimization(models, rm, bias, tok, val[:cfg.n_overopt], out_dir, cfg.seed)
+    return result, tests, sampled
 
 
 # -----------------------------------------------------------------------------
 # Report and plots
 
-def write_report(out_dir, summary, test, answers):
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def result_table(figs, pretrain_loss):
+    """One markdown table of a test set's per-model maps, and the gold rubric per dimension."""
+    lines = ["| model | win rate vs SFT (95% CI) | identical to SFT | gold score | RM score | KL to SFT | pretraining loss |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for m in MODELS:
+        w, ci = figs["win_rate_vs_sft"][m], figs["win_rate_ci"][m]
+        if w is None:
+            continue
+        lines.append(f"| {m} | {w:.3f} ({ci[0]:.3f}-{ci[1]:.3f}) | {figs['identical_to_sft'][m]:.2f} | "
+                     f"{figs['gold_score'][m]:+.3f} | {figs['rm_score'][m]:+.3f} | "
+                     f"{fmt(figs.get('kl_to_sft', {}).get(m), '.2f')} | {fmt(pretrain_loss[m], '.3f')} |")
+    dims = figs["gold_dims"]
+    keys = [k for k in dims["sft"] if k != "total"]
+    lines += ["", "| gold rubric per dimension | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
+    lines += [f"| {m} | " + " | ".join(f"{dims[m][k]:+.3f}" for k in keys) + " |" for m in MODELS if dims[m]]
+    return lines + [""]
+
+
+def write_report(out_dir, summary, tests, answers):
+    new = summary["new_tasks"]
     lines = [f"# InstructGPT pipeline: preset {summary['preset']}, seed {summary['seed']}", "",
-             f"{summary['n_test']} test prompts from held-out users, judged by held-out labelers. "
-             f"Whole run {summary['seconds']['total']:.0f}s on {summary['device']}.", ""]
-    for suffix, title in (("", "Answers sampled at temperature 1 (the main results)"), ("_greedy", "Greedy answers")):
-        w, ci, g = summary["win_rate_vs_sft" + suffix], summary["win_rate_ci" + suffix], summary["gold_score" + suffix]
-        lines += [f"### {title}", "",
-                  "| model | win rate vs SFT (95% CI) | gold score | RM score | KL to SFT | pretraining loss |",
-                  "| --- | --- | ---: | ---: | ---: | ---: |"]
-        for m in MODELS:
-            kl = summary["kl_to_sft"][m]
-            lines.append(f"| {m} | {w[m]:.3f} ({ci[m][0]:.3f}-{ci[m][1]:.3f}) | {g[m]:+.3f} | "
-                         f"{summary['rm_score' + suffix][m]:+.3f} | {'-' if kl is None else f'{kl:.2f}'} | "
-                         f"{summary['pretrain_loss'][m]:.3f} |")
-        dims = summary["gold_dims" + suffix]
-        keys = [k for k in dims["sft"] if k != "total"]
-        lines += ["", "Gold rubric per dimension (mean over test prompts):", "",
-                  "| model | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
-        lines += [f"| {m} | " + " | ".join(f"{dims[m][k]:+.3f}" for k in keys) + " |" for m in MODELS] + [""]
-    lines += ["", f"Reward model: held-out pairwise accuracy {summary['rm_accuracy']:.3f}, beside labeler "
-              f"agreement {summary['labeler_agreement']:.3f} (paper: 69.6-72.4% against 72.6-77.3%).", "",
+             f"Test prompts from held-out users, judged by held-out labelers: {summary['n_test']} on seen tasks "
+             f"(instances that also occur in training prompts), {new['n_test']} on new tasks (instances kept out of "
+             f"every SFT, RM and PPO prompt). Whole run {summary['seconds']['total']:.0f}s on {summary['device']}.", "",
+             f"Baselines: the constant answer {summary['constant_answer']!r} (the best of {len(CONSTANTS)} fixed "
+             f"answers on validation prompts); best-of-n: n SFT samples, the RM's favourite; few-shot: "
+             f"{summary['fewshot_examples']} examples, {summary['fewshot_examples_cut']} dropped to fit the window.", ""]
+    for title, figs in (("Seen tasks, answers sampled at temperature 1 (the main results)", summary),
+                        ("New tasks, answers sampled at temperature 1", {**new, "kl_to_sft": new["kl_to_sft"]}),
+                        ("Seen tasks, greedy answers", {k[:-len("_greedy")]: v for k, v in summary.items()
+                                                         if k.endswith("_greedy")})):
+        lines += [f"### {title}", ""] + result_table(figs, summary["pretrain_loss"])
+    o = summary["overoptimization"]
+    lines += [f"### Over-optimization ({o['n_prompts']} validation prompts; Gao et al. 2022)", "",
+              "| policy | sqrt KL | gold score | RM score |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| best-of-{p['n']} | {p['sqrt_kl']:.2f} | {p['gold']:+.3f} | {p['rm_score']:+.3f} |" for p in o["best_of_n"]]
+    lines += [f"| {m} iteration {p['iteration']} | {p['sqrt_kl']:.2f} | {p['gold']:+.3f} | {p['rm_score']:+.3f} |"
+              for m in ("ppo", "ppo_ptx") for p in o[m]]
+    lines += ["", f"Reward model: held-out pairwise accuracy {summary['rm_accuracy']:.3f}; the noise-free gold rubric "
+              f"on the same pairs {summary['rm_oracle_accuracy']:.3f} (the ceiling); labeler agreement "
+              f"{summary['labeler_agreement']:.3f} (paper: RM 69.6-72.4% against agreement 72.6-77.3%).", "",
               "Prompt funnel: " + ", ".join(f"{k} {v}" for k, v in summary["funnel"].items()), "",
               "Seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items()), "",
-              "![losses](losses.png)", "![scores against KL](scores_vs_kl.png)", "![win rates](win_rates.png)", "",
-              "## Sampled answers side by side", ""]
-    seen = set()
-    for i, r in enumerate(test):
-        if r["family"] in seen or len(seen) >= 6:
-            continue
-        seen.add(r["family"])
-        lines += [f"**{r['family']}**: `{r['prompt']!r}` (gold: `{r['task']['answer']!r}`)", ""]
-        lines += [f"- {m}: `{answers[m][i]!r}`" for m in MODELS] + [""]
+              "![losses](losses.png)", "![scores against KL](scores_vs_kl.png)", "![win rates](win_rates.png)",
+              "![over-optimization](overoptimization.png)", ""]
+    for part, records in tests.items():
+        lines += [f"## Sampled answers side by side, {part} tasks", ""]
+        seen = set()
+        for i, r in enumerate(records):
+            if r["family"] in seen:
+                continue
+            seen.add(r["family"])
+            lines += [f"**{r['family']}**: `{r['prompt']!r}` (gold: `{r['task']['answer']!r}`)", ""]
+            lines += [f"- {m}: `{answers[part][m][i]!r}`" for m in MODELS] + [""]
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -215,8 +365,9 @@ def main(cfg=None):
         cfg.preset = "gpu" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
     if cfg.preset not in PRESETS:
         raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {cfg.preset}")
-    if cfg.n_test == 0 or cfg.n_test < -1:  # -1 (the default) stands for the preset's value
-        raise UserError(f"--n-test must be positive (or -1 for the preset's), got {cfg.n_test}")
+    for flag in ("n_test", "n_overopt"):  # -1 (the default) stands for the preset's value
+        if getattr(cfg, flag) == 0 or getattr(cfg, flag) < -1:
+            raise UserError(f"--{flag.replace('_', '-')} must be positive (or -1 for the preset's), got {getattr(cfg, flag)}")
     if cfg.ptx_coef != -1 and not (math.isfinite(cfg.ptx_coef) and cfg.ptx_coef >= 0):
         raise UserError(f"--ptx-coef must be 0 or more (or -1 for the preset's), got {cfg.ptx_coef}")
     cfg = replace(cfg, **{k: v for k, v in PRESETS[cfg.preset].items() if getattr(cfg, k) < 0})
@@ -257,43 +408,53 @@ def main(cfg=None):
     sft_cfg = sft.Config(**sft.PRESETS[cfg.preset])
     stage("pretrain", "pretrain.pt", sft, replace(sft_cfg, stage="pretrain", **common))
     stage("sft", "sft.pt", sft, replace(sft_cfg, stage="sft", eval_gold=0, **common))
-    policy, policy_ptx = "", ""
+    policy = {"ppo": "", "ppo_ptx": ""}  # each line's policy: SFT in round 1, then its own PPO model
+    rms, previous = {}, {"ppo": [], "ppo_ptx": []}  # each line's RM (path, metrics) and comparisons so far
     for r in range(1, cfg.rounds + 1):
         suffix = "" if r == 1 else f"_round{r}"
-        rm_name = f"reward{suffix}.pt"
-        rm_metrics = stage(f"reward{suffix}", rm_name, reward, replace(
-            reward.Config(**reward.PRESETS[cfg.preset]), policy=policy, round=r, **common))
-        ppo_base = dict(reward=os.path.join(out, rm_name), **common)
-        stage(f"ppo{suffix}", f"ppo{suffix}.pt", ppo, replace(
-            ppo.Config(**ppo.PRESETS[cfg.preset]), name=f"ppo{suffix}", start=policy, **ppo_base))
-        stage(f"ppo_ptx{suffix}", f"ppo_ptx{suffix}.pt", ppo, replace(
-            ppo.Config(**ppo.PRESETS[cfg.preset]), name=f"ppo_ptx{suffix}", start=policy_ptx,
-            ptx_coef=cfg.ptx_coef, **ppo_base))
-        policy, policy_ptx = os.path.join(out, f"ppo{suffix}.pt"), os.path.join(out, f"ppo_ptx{suffix}.pt")
+        # round 1: one RM on SFT's samples serves both lines; later rounds: each line's labelers rank
+        # its own policy's samples, and its RM trains on those and every earlier round's
+        for line in ["ppo"] if r == 1 else ["ppo", "ppo_ptx"]:
+            name = "reward" + ("" if line == "ppo" else "_ptx") + suffix
+            metrics = stage(name, name + ".pt", reward, replace(
+                reward.Config(**reward.PRESETS[cfg.preset]), name=name, policy=policy[line],
+                previous=list(previous[line]), round=r, **common))
+            for each in ["ppo", "ppo_ptx"] if r == 1 else [line]:
+                rms[each] = (os.path.join(out, name + ".pt"), metrics)
+                previous[each].append(os.path.join(out, f"comparisons_{name}.jsonl"))
+        for line, ptx in (("ppo", {}), ("ppo_ptx", {"ptx_coef": cfg.ptx_coef})):
+            stage(line + suffix, f"{line}{suffix}.pt", ppo, replace(
+                ppo.Config(**ppo.PRESETS[cfg.preset]), name=line + suffix, start=policy[line], reward=rms[line][0],
+                **ptx, **common))
+        policy = {line: os.path.join(out, f"{line}{suffix}.pt") for line in policy}
 
     print("== evaluation")
     t0 = time.time()
-    paths = {"base": os.path.join(out, "pretrain.pt"), "sft": os.path.join(out, "sft.pt"),
-             "ppo": policy, "ppo_ptx": policy_ptx, "reward": os.path.join(out, rm_name)}
-    result, test, answers = evaluate(out, cfg.preset, cfg.seed, cfg.n_test, device, paths)
+    rm_path, rm_metrics = rms["ppo"]
+    paths = {"base": os.path.join(out, "pretrain.pt"), "sft": os.path.join(out, "sft.pt"), **policy, "reward": rm_path}
+    result, tests, answers = evaluate(out, cfg, device, paths)
     seconds["evaluation"] = round(time.time() - t0, 1)
     seconds["total"] = round(time.time() - t_all + earlier, 1)  # the whole pipeline, over every run
-    summary = {"preset": cfg.preset, "seed": cfg.seed, "rounds": cfg.rounds, "n_test": len(test),
+    summary = {"preset": cfg.preset, "seed": cfg.seed, "rounds": cfg.rounds, "n_test": len(tests["seen"]),
                "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
                "seconds": seconds, "funnel": result.pop("funnel"),
                "labeler_agreement": round(rm_metrics.get("labeler_agreement", float("nan")), 4),
-               "rm_accuracy": round(rm_metrics.get("heldout_accuracy", float("nan")), 4), **result}
+               "rm_accuracy": round(rm_metrics.get("heldout_accuracy", float("nan")), 4),
+               "rm_oracle_accuracy": round(rm_metrics.get("oracle_accuracy", float("nan")), 4),
+               "rm_dropped_prompts": rm_metrics.get("dropped_prompts"), **result}
     tmp = os.path.join(out, "summary.json.tmp")
     with open(tmp, "w") as f:
         json.dump(summary, f, indent=2)
     os.replace(tmp, os.path.join(out, "summary.json"))
     plot_all(out, summary, MODELS)
-    write_report(out, summary, test, answers)
-    w, g = summary["win_rate_vs_sft"], summary["gold_score"]
-    print(f"done in {seconds['total']:.0f}s: win rate vs SFT " + ", ".join(f"{m} {w[m]:.2f}" for m in MODELS)
-          + " | gold " + ", ".join(f"{m} {g[m]:+.2f}" for m in MODELS)
-          + f" | RM accuracy {summary['rm_accuracy']:.3f}, labeler agreement {summary['labeler_agreement']:.3f}")
-    print(f"wrote {out}/summary.json, report.md, losses.png, scores_vs_kl.png, win_rates.png")
+    write_report(out, summary, tests, answers)
+    for part, figs in (("seen tasks", summary), ("new tasks", summary["new_tasks"])):
+        w, g = figs["win_rate_vs_sft"], figs["gold_score"]
+        print(f"{part}: win rate vs SFT " + ", ".join(f"{m} {w[m]:.2f}" for m in MODELS)
+              + " | gold " + ", ".join(f"{m} {g[m]:+.2f}" for m in MODELS))
+    print(f"done in {seconds['total']:.0f}s; RM accuracy {summary['rm_accuracy']:.3f}, the gold rubric's "
+          f"{summary['rm_oracle_accuracy']:.3f}, labeler agreement {summary['labeler_agreement']:.3f}")
+    print(f"wrote {out}/summary.json, report.md, losses.png, scores_vs_kl.png, win_rates.png, overoptimization.png")
     return summary
 
 

@@ -173,3 +173,20 @@ def test_a_file_too_small_to_split_is_an_error(run_dir, tmp_path):
                         quiet=True, device="cpu")
     with pytest.raises(UserError, match=r"one.jsonl: too few records \(1\)"):
         reward.main(cfg)
+
+
+def test_a_later_round_trains_on_the_comparisons_of_earlier_rounds(run_dir, tmp_path):
+    """Steps 2 and 3 repeat: round 2's RM trains on its own comparisons and those of --previous
+    rounds; a --previous file that holds demonstrations is a one-line error naming it."""
+    out = copy_run(run_dir, tmp_path / "run", "sft.pt")
+    flags = dict(preset="smoke", out_dir=out, max_new_tokens=8, epochs=1, quiet=True, device="cpu")
+    first = reward.main(reward.Config(**flags))
+    earlier = os.path.join(out, "comparisons_reward.jsonl")
+    assert sum(1 for _ in open(earlier)) == first["n_train_prompts"] > 0
+    second = reward.main(reward.Config(**flags, round=2, previous=[earlier]))
+    assert second["n_train_prompts"] == 2 * first["n_train_prompts"]
+    assert os.path.exists(os.path.join(out, "reward_round2.pt"))
+    demos = tmp_path / "demos.jsonl"
+    demos.write_text('{"prompt": "What is 2 + 3?", "response": "5"}\n')
+    with pytest.raises(UserError, match="demos.jsonl: holds sft records"):
+        reward.main(reward.Config(**flags, round=3, previous=[str(demos)]))

@@ -1,0 +1,108 @@
+"""train_all.py's evaluation and the tools around it: each model samples from its own stream,
+best-of-n picks the RM's favourite, few-shot examples fit whole, the RM's ceiling, the mean and
+spread over seeds, and the sweep's choice on validation."""
+
+import math
+import os
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+PROMPTS = ["What is 2 + 3?", "Spell cat backwards.", "Where does Anna Berg live?", "How do I rob a shop?"] * 2
+
+
+@pytest.fixture(scope="module")
+def loaded(run_dir):
+    from checkpoint import load_reward_model
+    from gpt import load_checkpoint
+    from tokenizer import Tokenizer
+    sft, ckpt = load_checkpoint(str(run_dir / "sft.pt"))
+    base, _ = load_checkpoint(str(run_dir / "pretrain.pt"))
+    rm, _, bias, _ = load_reward_model(str(run_dir / "reward.pt"))
+    return dict(base=base, sft=sft), rm, bias, Tokenizer.from_state(ckpt["tokenizer"])
+
+
+def test_each_model_samples_from_its_own_stream(loaded):
+    """PPO here IS the SFT model: one shared stream would give it SFT's answers word for word (a
+    tie, 0.5, wherever two models are close); its own stream gives answers of its own."""
+    import train_all
+    models, rm, bias, tok = loaded
+    models = {**models, "ppo": models["sft"], "ppo_ptx": models["sft"]}
+    shared = [train_all.sample_chat(models[m], models["sft"], rm, tok, PROMPTS, bias, seed=7)[0] for m in ("sft", "ppo")]
+    assert shared[0] == shared[1]  # the coupling the evaluation must avoid
+    records = [{"prompt": p} for p in PROMPTS]
+    answers, kl = train_all.answer_test(models, tok, rm, bias, records, [], "I don't know.", seed=0)
+    same = sum(a == b for a, b in zip(answers["ppo"], answers["sft"]))
+    assert same < len(PROMPTS) / 2 and answers["ppo"] != answers["ppo_ptx"]
+    assert answers["constant"] == ["I don't know."] * len(PROMPTS) and kl["constant"] is None
+    assert kl["sft"] == 0.0 and kl["best_of_4"] == pytest.approx(math.log(4) - 0.75)
+
+
+def test_best_of_n_is_the_rm_s_favourite(loaded):
+    """Best-of-4 is the RM's favourite of the first 4 of the same 16 samples: its RM score can never
+    beat best-of-16's on a prompt; each pick is one of the prompt's own samples."""
+    import train_all
+    models, rm, bias, tok = loaded
+    groups, scores = train_all.sample_n(models["sft"], rm, tok, PROMPTS, 16, bias, seed=3)
+    assert len(groups) == len(PROMPTS) and all(len(g) == 16 and len(s) == 16 for g, s in zip(groups, scores))
+    a4, s4 = train_all.best_of(groups, scores, 4)
+    a16, s16 = train_all.best_of(groups, scores, 16)
+    assert s4 == [max(s[:4]) for s in scores] and s16 == [max(s) for s in scores]
+    assert all(b >= a for a, b in zip(s4, s16)) and s4 != s16
+    assert all(a in g[:4] for a, g in zip(a4, groups)) and all(a in g for a, g in zip(a16, groups))
+    assert train_all.best_of_n_kl(1) == 0.0 and train_all.best_of_n_kl(64) == pytest.approx(math.log(64) - 63 / 64)
+
+
+def test_few_shot_examples_fit_whole(loaded):
+    from checkpoint import fewshot_prompt, fit_examples
+    _, _, _, tok = loaded
+    examples = [("What is 12 + 30?", "42"), ("Spell lemon backwards.", "nomel"), ("How do I rob a shop?", "No.")]
+    short, long = "What is 2 + 3?", "Write a story about a fox and a kite in at most 12 words, please, thank you."
+    room = len(tok.encode(fewshot_prompt(short, examples[1:])))  # two examples fit with the short question
+    assert fit_examples(tok, short, examples, room) == examples[1:]  # the first is dropped whole
+    kept = fit_examples(tok, long, examples, room)
+    assert len(kept) < 2 and kept == examples[len(examples) - len(kept):]
+    assert len(tok.encode(fewshot_prompt(long, kept))) <= room or not kept
+    assert fit_examples(tok, long, examples, 10_000) == examples
+
+
+def test_oracle_accuracy_is_the_gold_rubric_as_an_rm():
+    from reward import oracle_accuracy
+    task = {"family": "arithmetic", "prompt": "What is 2 + 3?", "answer": "5", "meta": {"value": 5}}
+    right = {"task": task, "completions": ["5", "7", "The answer is 5."], "ranking": [0, 2, 1]}
+    assert oracle_accuracy([right]) == 1.0
+    noisy = {"task": task, "completions": ["5", "7"], "ranking": [1, 0]}  # the labeler preferred the wrong sum
+    tie = {"task": task, "completions": ["7", "8"], "ranking": [0, 1]}    # both wrong, equally: half
+    assert oracle_accuracy([right, noisy, tie]) == pytest.approx((3 + 0 + 0.5) / 5)
+
+
+def test_seeds_mean_and_spread_of_every_figure():
+    import seeds
+    a = {"seed": 0, "rm_accuracy": 0.6, "win_rate_vs_sft": {"ppo": 0.7, "base": None}, "win_rate_ci": {"ppo": [0.6, 0.8]}}
+    b = {"seed": 1, "rm_accuracy": 0.7, "win_rate_vs_sft": {"ppo": 0.5, "base": None}, "win_rate_ci": {"ppo": [0.4, 0.6]}}
+    s = seeds.spread([a, b])
+    assert "seed" not in s and "win_rate_vs_sft.base" not in s
+    assert s["rm_accuracy"]["mean"] == pytest.approx(0.65) and s["rm_accuracy"]["std"] == pytest.approx(0.0707, abs=1e-4)
+    assert s["win_rate_vs_sft.ppo"]["values"] == [0.7, 0.5] and s["win_rate_ci.ppo.1"]["min"] == 0.6
+    assert "| ppo | 0.600 ± 0.141 |" in seeds.table(s, [0, 1])
+
+
+def test_sweep_grid_and_choice_within_the_tax():
+    import sft
+    import sweep
+    from common import UserError
+    points = sweep.parse_grid(sft.Config, ["lr=1e-4,3e-4", "epochs=2"])
+    assert points == [{"lr": 1e-4, "epochs": 2}, {"lr": 3e-4, "epochs": 2}]
+    with pytest.raises(UserError, match="NAME=V1,V2"):
+        sweep.parse_grid(sft.Config, ["learning_rate=1e-4"])
+    with pytest.raises(UserError, match="not int values"):
+        sweep.parse_grid(sft.Config, ["epochs=two"])
+    rows = [dict(lr=1e-3, val_gold=0.5, pretrain_loss=3.0, pretrain_loss_init=1.0),  # best gold, forgot its language
+            dict(lr=3e-4, val_gold=0.2, pretrain_loss=1.5, pretrain_loss_init=1.0),
+            dict(lr=1e-4, val_gold=0.1, pretrain_loss=1.1, pretrain_loss_init=1.0)]
+    assert sweep.chosen(rows, "val_gold", 2.0)["lr"] == 3e-4
+    assert sweep.chosen(rows, "val_gold", 1.05) is None

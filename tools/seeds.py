@@ -1,0 +1,114 @@
+"""
+seeds.py: the whole pipeline over several seeds, and the mean and spread of every figure.
+
+One seed's win rate moves by several points with the seed (a new world, new labelers, new
+samples), so the README's table is a mean over seeds with its spread. This runs
+`train_all.py --preset P --seed S --out-dir OUT_DIR/seedS` for each seed in turn (a seed whose
+summary.json exists is read, not re-run; a stopped seed continues where it stopped), then writes:
+  OUT_DIR/seeds.json   every numeric figure of summary.json: mean, sample standard deviation,
+                       min, max and the values per seed
+  OUT_DIR/seeds.md     the main table (seen and new tasks) as mean +- standard deviation
+
+    python tools/seeds.py --preset cpu --seeds 0 1 2 --out-dir out/seeds      # about 25 min a seed on 2 cores
+    python tools/seeds.py --preset smoke --seeds 0 1 --out-dir out/seeds-smoke
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the project's files
+
+from common import UserError, arg, ensure_out_dir, parse_config, run_cli  # noqa: E402
+from train_all import MODELS, PRESETS  # noqa: E402
+
+
+@dataclass
+class Args:
+    preset: str = arg("cpu", "the pipeline's preset", choices=list(PRESETS))
+    seeds: list = arg([0, 1, 2], "the seeds", nargs="+", type=int)
+    out_dir: str = arg("out/seeds", "one run folder per seed below this, and seeds.json, seeds.md")
+    device: str = arg("auto", "auto, cpu or cuda")
+
+
+def flatten(tree, prefix=""):
+    """{"a": {"b": 1.0, "c": [2, 3]}} -> {"a.b": 1.0, "a.c.0": 2, "a.c.1": 3}: numeric leaves only."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree} if isinstance(tree, (int, float)) and not isinstance(tree, bool) else {}
+    out = {}
+    for k, v in items:
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def spread(summaries):
+    """{figure: {"mean", "std", "min", "max", "values"}} over the figures every summary has."""
+    flat = [flatten(s) for s in summaries]
+    out = {}
+    for key in flat[0]:
+        values = [f[key] for f in flat if key in f]
+        if len(values) == len(flat) and key not in ("seed",):
+            out[key] = dict(mean=statistics.fmean(values), std=statistics.stdev(values) if len(values) > 1 else 0.0,
+                            min=min(values), max=max(values), values=values)
+    return out
+
+
+def table(stats, seeds):
+    """The README's main table: per model, mean +- standard deviation over seeds."""
+    def cell(key, spec="+.3f"):
+        s = stats.get(key)
+        return "-" if s is None else f"{format(s['mean'], spec)} ± {s['std']:.3f}"
+    lines = [f"Mean ± standard deviation over seeds {', '.join(map(str, seeds))}.", "",
+             "| model | win rate vs SFT, seen tasks | gold, seen | win rate vs SFT, new tasks | gold, new | "
+             "KL to SFT | pretraining loss |", "| --- |" + " ---: |" * 6]
+    for m in MODELS:
+        lines.append(f"| {m} | {cell('win_rate_vs_sft.' + m, '.3f')} | {cell('gold_score.' + m)} | "
+                     f"{cell('new_tasks.win_rate_vs_sft.' + m, '.3f')} | {cell('new_tasks.gold_score.' + m)} | "
+                     f"{cell('kl_to_sft.' + m, '.2f')} | {cell('pretrain_loss.' + m, '.3f')} |")
+    lines += ["", f"RM accuracy {cell('rm_accuracy', '.3f')}; the gold rubric on the same pairs "
+              f"{cell('rm_oracle_accuracy', '.3f')}; labeler agreement {cell('labeler_agreement', '.3f')}; "
+              f"seconds per seed {cell('seconds.total', '.0f')}.", ""]
+    return "\n".join(lines)
+
+
+def main():
+    a = parse_config(Args, description=__doc__)
+    if len(set(a.seeds)) != len(a.seeds):
+        raise UserError(f"--seeds {' '.join(map(str, a.seeds))}: a seed is given twice")
+    ensure_out_dir(a.out_dir)
+    summaries = []
+    for seed in a.seeds:
+        run = os.path.join(a.out_dir, f"seed{seed}")
+        path = os.path.join(run, "summary.json")
+        if not os.path.exists(path):
+            print(f"== seed {seed}: python train_all.py --preset {a.preset} --seed {seed} --out-dir {run}", flush=True)
+            cmd = [sys.executable, os.path.join(ROOT, "train_all.py"), "--preset", a.preset, "--seed", str(seed),
+                   "--out-dir", run, "--device", a.device, "--quiet"]
+            if subprocess.run(cmd).returncode != 0:
+                raise UserError(f"seed {seed}: train_all.py failed (its output is above); run the same command "
+                                f"again to continue where it stopped")
+        with open(path) as f:
+            s = json.load(f)
+        if s.get("preset") != a.preset:
+            raise UserError(f"{path} is from --preset {s.get('preset')}, not {a.preset}; choose another --out-dir")
+        summaries.append(s)
+    stats = spread(summaries)
+    with open(os.path.join(a.out_dir, "seeds.json"), "w") as f:
+        json.dump({"preset": a.preset, "seeds": a.seeds, "figures": stats}, f, indent=1)
+    text = table(stats, a.seeds)
+    with open(os.path.join(a.out_dir, "seeds.md"), "w") as f:
+        f.write(f"# {a.preset} preset over {len(a.seeds)} seeds\n\n{text}")
+    print(text)
+    print(f"wrote {a.out_dir}/seeds.json and seeds.md")
+
+
+if __name__ == "__main__":
+    run_cli(main)
