@@ -26,10 +26,14 @@ Where this departs from the paper:
   1. The RM has the SFT model's size (paper: a 6B RM for every policy size, trained from a
      6B SFT model; 175B RMs were unstable).
   2. K is drawn uniformly from 4..9 and the K samples are kept distinct: a tiny model often
-     samples the same answer twice, and a ranking between identical answers is pure noise.
+     samples the same answer twice, and a ranking between identical answers is pure noise. A
+     prompt with fewer than 4 distinct answers after four rounds of sampling is dropped (counted).
   3. Rankings are strict (the paper's labelers could mark ties).
   4. The labelers are simulated (data.py); held-out accuracy is measured on prompts from
-     held-out users ranked by held-out labelers, beside the labelers' own agreement.
+     held-out (test) users ranked by held-out labelers, beside the labelers' own agreement and the
+     noise-free gold rubric's accuracy on the same pairs (the ceiling); the RM's lr and epochs
+     are chosen on validation users' comparisons (tools/sweep.py), never test ones.
+  5. Later rounds (--previous) train on every earlier round's comparisons beside their own.
 """
 
 import math
