@@ -37,7 +37,7 @@ Where this departs from the paper:
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -165,8 +165,8 @@ def validate(cfg):
     check_positive(cfg, ("batch_size", "lr", "max_steps", "epochs", "eval_every", "block_size"))
     if cfg.data and not os.path.isfile(cfg.data):
         raise UserError(f"--data {cfg.data}: no such file")
-    if cfg.ptx_coef < 0 or (cfg.ptx_coef and cfg.data):
-        raise UserError(f"--ptx-coef {cfg.ptx_coef}: give 0 or more, and 0 with --data (it mixes in the simulated corpus)")
+    if cfg.ptx_coef < 0:
+        raise UserError(f"--ptx-coef must be 0 or more, got {cfg.ptx_coef}")
     ensure_out_dir(cfg.out_dir)
 
 
@@ -195,6 +195,9 @@ def main(cfg=None):
             if kind != "sft":
                 raise UserError(f"--data {cfg.data}: holds {kind} records; sft.py needs demonstrations")
             train_recs, val_recs = split_validation(records, cfg.seed, cfg.data)
+            if cfg.ptx_coef:  # the mix reads the simulated world's corpus, which your data does not come with
+                print(f"sft: --data {cfg.data}: no pretraining corpus to mix in, so --ptx-coef {cfg.ptx_coef} is not used")
+                cfg = replace(cfg, ptx_coef=0.0)
         else:
             world = data.build(cfg.preset, cfg.seed)
             train_recs = world["sft"]
