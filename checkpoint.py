@@ -174,17 +174,17 @@ def respond(model, tok, prompts, mode="chat", max_new_tokens=48, temperature=0.0
     pairs first); the answer ends at EOS or at the first newline, as an API's stop sequence would
     end it. Returns the answer strings."""
     device = next(model.parameters()).device
+    room = model.config.block_size - max_new_tokens  # prompt tokens that fit beside the answer
     answers = []
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
         if mode == "chat":
             ids = [tok.chat_prompt(p) for p in chunk]
         else:
-            room = model.config.block_size - max_new_tokens
             text = [base_prompt(p) if mode == "base" else fewshot_prompt(p, fit_examples(tok, p, examples, room))
                     for p in chunk]
             ids = [tok.encode(t) for t in text]
-        idx, mask, _ = left_pad(ids, tok.pad_id, max_len=model.config.block_size - max_new_tokens)
+        idx, mask, _ = left_pad(ids, tok.pad_id, max_len=room)
         out = engine.generate(model, idx.to(device), max_new_tokens, attention_mask=mask.to(device),
                               temperature=temperature, eos_id=tok.eos_id, pad_id=tok.pad_id, generator=generator,
                               suppress_ids=tok.never_sampled)

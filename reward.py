@@ -259,13 +259,6 @@ def comparisons(cfg, gpt, tok, comps, device):
           f"{metrics['oracle_accuracy']:.3f}")
     write_jsonl(os.path.join(cfg.out_dir, f"comparisons_{name}.jsonl"), train)
     write_jsonl(os.path.join(cfg.out_dir, f"comparisons_heldout_{name}.jsonl"), heldout)
-    for path in cfg.previous:  # steps 2 and 3 repeat: earlier rounds' comparisons are kept
-        kind, earlier = read_jsonl(path)
-        if kind != "comparison":
-            raise UserError(f"--previous {path}: holds {kind} records, not comparisons")
-        train = earlier + train
-    if cfg.previous:
-        print(f"reward: {len(train)} ranked prompts with those of {len(cfg.previous)} earlier round(s)")
     demos = [{"prompt": d["prompt"], "response": d["response"]} for d in world["sft"]]
     return train, val, heldout, demos, metrics
 
@@ -293,10 +286,16 @@ def main(cfg=None):
     log = MetricsLog(cfg.out_dir, name, cfg.quiet, cfg.resume)
     resume = Resume(cfg.out_dir, name, cfg, log)
     state = resume.load(device) if cfg.resume else None
-    if cfg.data and not state:  # read (and so check) the file before any model is loaded
+    if cfg.data and not state:  # read (and so check) the files before any model is loaded
         kind, comps = read_jsonl(cfg.data)
         if kind != "comparison":
             raise UserError(f"--data {cfg.data}: holds {kind} records; reward.py needs comparisons")
+    earlier = []  # steps 2 and 3 repeat: earlier rounds' comparisons are kept (--previous)
+    for path in [] if state else cfg.previous:
+        kind, recs = read_jsonl(path)
+        if kind != "comparison":
+            raise UserError(f"--previous {path}: holds {kind} records, not comparisons")
+        earlier += recs
     gpt, tok, init_path = load_start(cfg, device, default="sft.pt")
     block = gpt.config.block_size
     with stop_on_signal() as stop:  # Ctrl-C while sampling: the comparisons are kept, training resumes
@@ -306,8 +305,11 @@ def main(cfg=None):
             print(f"resumed {name} at step {state['step']}: {len(train)} ranked prompts from the interrupted run")
         else:
             train, val, heldout, demos, metrics = comparisons(cfg, gpt, tok, comps if cfg.data else None, device)
+            if earlier:
+                train = earlier + train
+                print(f"reward: {len(train)} ranked prompts with those of {len(cfg.previous)} earlier round(s)")
         if not train:
-            raise UserError("reward: no prompt gave two distinct responses to compare")
+            raise UserError(f"reward: no prompt gave {cfg.k_min} distinct responses (--k-min) to rank")
 
         # 2) the reward model: the SFT model plus a scalar head
         gpt.set_dropout(cfg.dropout)

@@ -144,18 +144,17 @@ def gold_eval(model, tok, records, mode="chat", **kw):
     return sum(scores) / max(1, len(scores)), answers
 
 
-def validation_metrics(model, tok, records, init_path, world, seed, device):
+def validation_metrics(model, tok, records, init_path, corpus_ids, seed, device):
     """What SFT's hyperparameters are chosen by (the paper chose its SFT checkpoint on validation):
     the gold score of answers to held-out users' validation prompts, sampled at temperature 1 (as
     RLHF samples and as the evaluation judges) and greedy, and the pretraining loss on held-out
-    corpus text beside the starting model's (how much of its language SFT keeps)."""
+    corpus text (`corpus_ids`) beside the starting model's (how much of its language SFT keeps)."""
     g = torch.Generator(device=device).manual_seed(seed + 11)
     out = {"val_gold": gold_eval(model, tok, records, temperature=1.0, generator=g)[0],
            "val_gold_greedy": gold_eval(model, tok, records)[0]}
-    _, val_ids = corpus_split(tok, world["corpus"], model.config.block_size)
-    out["pretrain_loss"] = lm_loss(model, val_ids, device)
+    out["pretrain_loss"] = lm_loss(model, corpus_ids, device)
     if init_path and not os.path.isdir(init_path):
-        out["pretrain_loss_init"] = lm_loss(load_any(init_path, device)[0], val_ids, device)
+        out["pretrain_loss_init"] = lm_loss(load_any(init_path, device)[0], corpus_ids, device)
     return out
 
 
@@ -201,7 +200,7 @@ def main(cfg=None):
         else:
             world = data.build(cfg.preset, cfg.seed)
             train_recs = world["sft"]
-            ptx_ids, _ = corpus_split(tok, world["corpus"], model.config.block_size)
+            ptx_ids, corpus_val_ids = corpus_split(tok, world["corpus"], model.config.block_size)
             rng = random.Random(cfg.seed + 1)  # held-out users' prompts, answered by training labelers
             writers = [l for l in world["labelers"] if not l.heldout]
             val_recs = [{"prompt": r["prompt"], "task": r["task"],
@@ -294,7 +293,8 @@ def main(cfg=None):
     metrics = {"val_loss": v, "first_val_loss": val_history[0][1], "steps": steps,
                "seconds": resume.seconds()}
     if cfg.stage == "sft" and cfg.eval_gold and not cfg.data:
-        metrics.update(validation_metrics(raw_model, tok, val_recs[:cfg.eval_gold], init_path, world, cfg.seed, device))
+        metrics.update(validation_metrics(raw_model, tok, val_recs[:cfg.eval_gold], init_path, corpus_val_ids, cfg.seed,
+                                          device))
         print(f"sft: on {min(len(val_recs), cfg.eval_gold)} validation prompts, gold score sampled "
               f"{metrics['val_gold']:+.3f}, greedy {metrics['val_gold_greedy']:+.3f}; pretraining loss "
               f"{metrics['pretrain_loss']:.3f} (the model it started from: {metrics.get('pretrain_loss_init', float('nan')):.3f})")

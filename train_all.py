@@ -53,7 +53,7 @@ import sft
 from checkpoint import fewshot_prompt, fit_examples, lm_loss, load_reward_model, respond, score_texts
 from common import UserError, arg, ensure_out_dir, parse_config, run_cli, setup
 from gpt import load_checkpoint
-from plots import plot_all
+from plots import metrics_rows, plot_all
 from tokenizer import Tokenizer, corpus_split
 from world import gold_score
 
@@ -199,16 +199,16 @@ def overoptimization(models, rm, bias, tok, records, out_dir, seed):
     golds = [[gold_score(r["task"], a)["total"] for a in g] for r, g in zip(records, groups)]
     curve = {"best_of_n": []}
     for n in BEST_OF:
-        gold = rm_score = count = 0
-        for g, s in zip(golds, scores):
-            for j in range(0, BEST_OF[-1], n):  # disjoint groups of n: every sample is used once
-                i = max(range(j, j + n), key=s.__getitem__)
-                gold, rm_score, count = gold + g[i], rm_score + s[i], count + 1
+        picked_gold, picked_rm = [], []
+        for j in range(0, BEST_OF[-1], n):  # disjoint groups of n: every sample is used once
+            # best_of picks by the RM's score; the gold scores ride along in the answers' place
+            gold, rm_score = best_of([g[j:j + n] for g in golds], [s[j:j + n] for s in scores], n)
+            picked_gold, picked_rm = picked_gold + gold, picked_rm + rm_score
         kl = best_of_n_kl(n)
         curve["best_of_n"].append(dict(n=n, kl=round(kl, 4), sqrt_kl=round(math.sqrt(kl), 4),
-                                       gold=round(gold / count, 4), rm_score=round(rm_score / count, 4)))
-    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+                                       gold=round(sum(picked_gold) / len(picked_gold), 4),
+                                       rm_score=round(sum(picked_rm) / len(picked_rm), 4)))
+    rows = metrics_rows(out_dir)
     for name in ("ppo", "ppo_ptx"):
         curve[name] = [dict(iteration=r["step"], kl=round(r["eval_kl"], 4), sqrt_kl=round(math.sqrt(max(0.0, r["eval_kl"])), 4),
                             gold=round(r["eval_gold"], 4), rm_score=round(r["eval_rm_score"], 4))
@@ -248,9 +248,10 @@ def evaluate(out_dir, cfg, device, paths):
     cut = sum(len(shots) - len(fit_examples(tok, r["prompt"], shots, block - 48)) for t in tests.values() for r in t)
     result = {"funnel": world["funnel"], "constant_answer": constant, "fewshot_examples": len(shots),
               "fewshot_examples_cut": cut, "pretrain_loss": {}}
+    losses = {name: round(lm_loss(model, val_ids, device), 4) for name, model in models.items()}  # once per model
     for name in MODELS:
         model = {"base_fewshot": "base", "best_of_4": "sft", "best_of_16": "sft"}.get(name, name)
-        result["pretrain_loss"][name] = None if name == "constant" else round(lm_loss(models[model], val_ids, device), 4)
+        result["pretrain_loss"][name] = losses.get(model)  # the constant has none
     sampled = {}
     for part, records in tests.items():
         print(f"evaluation: {len(records)} test prompts, {part} tasks")
@@ -314,7 +315,7 @@ def write_report(out_dir, summary, tests, answers):
              f"answers on validation prompts); best-of-n: n SFT samples, the RM's favourite; few-shot: "
              f"{summary['fewshot_examples']} examples, {summary['fewshot_examples_cut']} dropped to fit the window.", ""]
     for title, figs in (("Seen tasks, answers sampled at temperature 1 (the main results)", summary),
-                        ("New tasks, answers sampled at temperature 1", {**new, "kl_to_sft": new["kl_to_sft"]}),
+                        ("New tasks, answers sampled at temperature 1", new),
                         ("Seen tasks, greedy answers", {k[:-len("_greedy")]: v for k, v in summary.items()
                                                          if k.endswith("_greedy")})):
         lines += [f"### {title}", ""] + result_table(figs, summary["pretrain_loss"])

@@ -186,7 +186,10 @@ def test_a_later_round_trains_on_the_comparisons_of_earlier_rounds(run_dir, tmp_
     second = reward.main(reward.Config(**flags, round=2, previous=[earlier]))
     assert second["n_train_prompts"] == 2 * first["n_train_prompts"]
     assert os.path.exists(os.path.join(out, "reward_round2.pt"))
+    # the same with comparisons from a file: its training part plus every earlier round's
+    from_file = reward.main(reward.Config(**flags, round=3, data=earlier, previous=[earlier]))
+    assert from_file["n_train_prompts"] > first["n_train_prompts"]
     demos = tmp_path / "demos.jsonl"
     demos.write_text('{"prompt": "What is 2 + 3?", "response": "5"}\n')
     with pytest.raises(UserError, match="demos.jsonl: holds sft records"):
-        reward.main(reward.Config(**flags, round=3, previous=[str(demos)]))
+        reward.main(reward.Config(**flags, round=4, previous=[str(demos)]))
