@@ -46,7 +46,7 @@ import torch
 import data
 from checkpoint import base_prompt, load_language_model, load_reward_model, respond, score_texts
 from common import UserError, arg, parse_config, run_cli, setup
-from formats import read_jsonl, utf8_lines
+from formats import read_prompts, read_records
 from gpt import GPT, sample
 from tokenizer import Tokenizer
 
@@ -252,7 +252,7 @@ def ranked_prompts(out_path):
     """The prompts `out_path` already ranks (empty if it does not exist yet): a rerun resumes."""
     if not os.path.isfile(out_path) or os.path.getsize(out_path) == 0:
         return set()
-    kind, records = read_jsonl(out_path)
+    kind, records = read_records(out_path, quiet=True)
     if kind != "comparison":
         raise UserError(f"--out {out_path}: holds {kind} records, not rankings")
     return {r["prompt"] for r in records}
@@ -322,16 +322,14 @@ def label(policy_path, out_path, k=4, prompts=(), temperature=1.0, max_new_token
     return saved
 
 
-def read_prompts(path=None, preset="cpu", seed=0):
-    """Prompts to label: one per line of `path`, or the simulated RM prompts of data.build."""
+def prompts_to_label(path=None, preset="cpu", seed=0):
+    """Prompts to label: those of `path` (one a line, or records of any format formats.py reads),
+    or the simulated RM prompts of data.build."""
     if not path:
         return data.build(preset, seed)["rm"]
     if not os.path.isfile(path):
         raise UserError(f"--prompts {path}: no such file")
-    prompts = [line.strip() for _, line in utf8_lines(path) if line.strip()]
-    if not prompts:
-        raise UserError(f"--prompts {path}: no prompts in the file")
-    return prompts
+    return read_prompts(path)
 
 
 # -----------------------------------------------------------------------------
@@ -356,7 +354,7 @@ class Config:
     out: str = arg(None, "--label: JSONL the rankings are appended to (default: comparisons_human.jsonl "
                          "beside the policy)")
     k: int = arg(4, "--label: answers ranked per prompt, 2..9 (paper: 4..9)")
-    prompts: str = arg(None, "--label: a text file of prompts, one per line (default: the simulated RM "
+    prompts: str = arg(None, "--label: a file of prompts, one a line or JSONL records (default: the simulated RM "
                              "prompts of --preset and --seed)")
     preset: str = arg("cpu", "--label: which simulated prompts, as data.py builds them", choices=list(data.PRESETS))
 
@@ -384,7 +382,7 @@ def main(argv=None):
             raise UserError("--label needs --policy CHECKPOINT")
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(policy)), "comparisons_human.jsonl")
         temperature = 1.0 if args.temperature is None else args.temperature
-        label(policy, out, args.k, read_prompts(args.prompts, args.preset, args.seed), temperature,
+        label(policy, out, args.k, prompts_to_label(args.prompts, args.preset, args.seed), temperature,
               args.max_new_tokens, args.seed, device)
         return
     if not args.checkpoints:

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from common import arg, parse_config, run_cli
-from formats import read_jsonl, write_jsonl
+from formats import read_records, write_jsonl
 from world import (CITIES, FAMILIES, FILLER_POST, FILLER_PRE, FIRST, GOLD_WEIGHTS, JOBS, LAST, OBJECTS, REFUSALS,
                    RUBRIC, Task, comply, gold_score, make_story, make_world)
 
@@ -372,7 +372,7 @@ def main():
     rng = random.Random(a.seed)
     world, labelers = make_world(a.seed), make_labelers(seed=a.seed)
     if a.read:
-        kind, recs = read_jsonl(a.read)
+        kind, recs = read_records(a.read)
         print(f"{a.read}: {len(recs)} {kind} records; first: {json.dumps(recs[0])[:300]}")
     if a.show:
         show(world, labelers, a.show, rng)

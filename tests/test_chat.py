@@ -22,13 +22,7 @@ from checkpoint import respond
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine a second thread waits more than it helps."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: a second thread only waits here
 
 
 def run_cli(*args, input=None):
@@ -168,7 +162,7 @@ def test_label_rejects_bad_rankings_saves_and_resumes(run_dir, tmp_path):
     console = io.StringIO()
     assert chat.label(str(run_dir / "sft.pt"), str(out), stdin=io.StringIO("4 3 2 1\n"), stdout=console, **kw) == 1
     assert "1 already in" in console.getvalue() and "What is 2 + 3?" not in console.getvalue()
-    kind, records = formats.read_jsonl(str(out))  # what reward.py --data reads
+    kind, records = formats.read_records(str(out))  # what reward.py --data reads
     assert kind == "comparison" and len(records) == 2
     assert records[1]["prompt"] == "Tell me a story about a fox." and records[1]["ranking"] == [3, 2, 1, 0]
     assert "task" not in json.loads(out.read_text().splitlines()[1])
@@ -186,5 +180,5 @@ def test_label_cli_with_prompts_file(run_dir, tmp_path):
                 "--max-new-tokens", "8", input="3 3 1\n3 1 2\n")
     assert r.returncode == 0, r.stderr
     assert "not a ranking: 3 appears 2 times" in r.stdout
-    kind, records = formats.read_jsonl(str(out))
+    kind, records = formats.read_records(str(out))
     assert kind == "comparison" and [c["ranking"] for c in records] == [[2, 0, 1]]

@@ -18,7 +18,7 @@ import torch
 
 import data
 import tokenizer
-from formats import DataError, read_jsonl
+from formats import DataError, read_records
 from world import ANIMALS, FAMILIES, FILLER_POST, FILLER_PRE, HARMS, OBJECTS, WORDS, comply, gold_score, make_world
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -290,12 +290,12 @@ FORMATS = {
     "ranked": [{"prompt": "Hi", "completions": ["a", "b", "c"], "ranking": [2, 0, 1]}],
 }
 BAD = {  # one malformed record per format
-    "sft": {"prompt": "Hi", "response": "   "},
+    "sft": {"prompt": ["Hi"], "response": "Hello."},
     "completion": {"prompt": "Hi"},
     "alpaca": {"instruction": "Add.", "input": "2 and 3"},
     "chat": {"messages": [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Hello?"}]},
     "pairwise": {"prompt": "Hi", "chosen": "Hello."},
-    "hh": {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello.", "rejected": "\n\nHuman: Bye\n\nAssistant: Go away."},
+    "hh": {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello.", "rejected": "\n\nHuman: Hi, go away."},
     "ranked": {"prompt": "Hi", "completions": ["a", "b", "c"], "ranking": [0, 0, 1]},
 }
 
@@ -307,7 +307,7 @@ def write(path, lines):
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_readers_parse_each_format_and_name_the_bad_line(tmp_path, fmt):
-    kind, recs = read_jsonl(write(tmp_path / f"{fmt}.jsonl", FORMATS[fmt]))
+    kind, recs = read_records(write(tmp_path / f"{fmt}.jsonl", FORMATS[fmt]))
     assert len(recs) == len(FORMATS[fmt])
     if kind == "sft":
         assert all(set(r) == {"prompt", "response"} and r["response"] for r in recs)
@@ -315,16 +315,16 @@ def test_readers_parse_each_format_and_name_the_bad_line(tmp_path, fmt):
         assert kind == "comparison" and all(sorted(r["ranking"]) == list(range(len(r["completions"]))) for r in recs)
     path = write(tmp_path / f"{fmt}_bad.jsonl", FORMATS[fmt] + [BAD[fmt]])
     with pytest.raises(DataError, match=f"^{path}:{len(FORMATS[fmt]) + 1}: "):
-        read_jsonl(path)
+        read_records(path)
 
 
 def test_reader_conversions_and_generic_errors(tmp_path):
-    assert read_jsonl(write(tmp_path / "a.jsonl", FORMATS["alpaca"]))[1][0] == {"prompt": "Add.\n\n2 and 3", "response": "5"}
-    hh = read_jsonl(write(tmp_path / "h.jsonl", FORMATS["hh"]))[1][0]
+    assert read_records(write(tmp_path / "a.jsonl", FORMATS["alpaca"]))[1][0] == {"prompt": "Add.\n\n2 and 3", "response": "5"}
+    hh = read_records(write(tmp_path / "h.jsonl", FORMATS["hh"]))[1][0]
     assert hh == {"prompt": "Hi", "completions": ["Hello.", "Go away."], "ranking": [0, 1]}
     multi = {"chosen": "\n\nHuman: A\n\nAssistant: B\n\nHuman: C\n\nAssistant: good", "rejected":
              "\n\nHuman: A\n\nAssistant: B\n\nHuman: C\n\nAssistant: bad"}
-    r = read_jsonl(write(tmp_path / "m.jsonl", [multi]))[1][0]
+    r = read_records(write(tmp_path / "m.jsonl", [multi]))[1][0]
     assert r["prompt"] == "Human: A\n\nAssistant: B\n\nHuman: C" and r["completions"] == ["good", "bad"]
     for name, lines, msg in [("empty", [], ":0: empty file"), ("json", [FORMATS["sft"][0], "{oops"], ":2: not valid JSON"),
                              ("mixed", FORMATS["sft"] + FORMATS["pairwise"], ":3: a comparison record"),
@@ -332,7 +332,7 @@ def test_reader_conversions_and_generic_errors(tmp_path):
                              ("unknown", [{"text": "hello"}], ":1: unknown record format")]:
         path = write(tmp_path / f"{name}.jsonl", lines)
         with pytest.raises(DataError, match=f"^{path}{msg}"):
-            read_jsonl(path)
+            read_records(path)
 
 
 def test_reader_names_the_line_that_is_not_utf8(tmp_path):
@@ -341,10 +341,10 @@ def test_reader_names_the_line_that_is_not_utf8(tmp_path):
         path = tmp_path / f"{name}.jsonl"
         path.write_bytes(good + b"\n" + second + b"\n")
         with pytest.raises(DataError, match=f"^{path}:2: not UTF-8$"):
-            read_jsonl(str(path))
+            read_records(str(path))
     path = tmp_path / "crlf.jsonl"  # UTF-8 text and Windows line endings still read
     path.write_bytes(good + b"\r\n\r\n" + good + b"\r\n")
-    assert read_jsonl(str(path)) == ("sft", [{"prompt": "café 🦊", "response": "naïve"}] * 2)
+    assert read_records(str(path)) == ("sft", [{"prompt": "café 🦊", "response": "naïve"}] * 2)
 
 
 def test_reader_rejects_rankings_that_are_not_integers(tmp_path):
@@ -353,7 +353,7 @@ def test_reader_rejects_rankings_that_are_not_integers(tmp_path):
         path = write(tmp_path / f"{name}.jsonl", [FORMATS["ranked"][0], {"prompt": "x", "completions": ["a", "b"],
                                                                           "ranking": ranking}])
         with pytest.raises(DataError, match=f"^{path}:2: ranking .* is not a permutation of the integers 0..1$"):
-            read_jsonl(path)
+            read_records(path)
 
 
 def test_build_writes_jsonl_that_reads_back(tmp_path):
@@ -361,9 +361,9 @@ def test_build_writes_jsonl_that_reads_back(tmp_path):
     for name in ("corpus", "prompts_raw", "prompts_train", "prompts_val", "prompts_test", "prompts_test_new",
                  "demonstrations", "comparisons", "funnel"):
         assert (tmp_path / f"{name}.jsonl").exists()
-    kind, sft = read_jsonl(str(tmp_path / "demonstrations.jsonl"))
+    kind, sft = read_records(str(tmp_path / "demonstrations.jsonl"))
     assert kind == "sft" and len(sft) == data.PRESETS["smoke"]["n_sft"]
-    kind, cmp = read_jsonl(str(tmp_path / "comparisons.jsonl"))
+    kind, cmp = read_records(str(tmp_path / "comparisons.jsonl"))
     assert kind == "comparison" and len(cmp) > 0 and all(2 <= len(c["completions"]) <= 9 for c in cmp)
     assert not {r["user_id"] for r in d["test"]} & {r["user_id"] for r in d["splits"]["train"]}
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporaries
