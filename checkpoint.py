@@ -133,6 +133,15 @@ def load_reward_model(path, device="cpu"):
     return rm.to(device), Tokenizer.from_state(ckpt["tokenizer"]), ckpt["reward_bias"], ckpt["reward_scale"]
 
 
+def load_value_model(reward_path, reward_bias, device):
+    """The value model, "initialized from the RM" (Section 3.5) as PPO uses the RM: its score minus
+    the bias, so that at the start V(s) is on the scale of the returns it learns to predict."""
+    value_model, _, _, _ = load_reward_model(reward_path, device)
+    with torch.no_grad():
+        value_model.head.bias -= reward_bias
+    return value_model
+
+
 @torch.no_grad()
 def score_texts(rm, tok, prompts, responses, block_size, device, batch_size=64):
     """Raw RM scores (before the demonstration bias) of (prompt, response) pairs."""

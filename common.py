@@ -125,6 +125,13 @@ def check_positive(cfg, names):
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
 
 
+def check_files(cfg, names):
+    """One line naming the flag when a file it gives does not exist."""
+    for name in names:
+        if getattr(cfg, name) and not os.path.isfile(getattr(cfg, name)):
+            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: no such file")
+
+
 def cosine_lr(step, max_steps, lr, warmup=0, min_ratio=0.1):
     """Linear warmup, then cosine decay to min_ratio * lr (InstructGPT's SFT: cosine decay)."""
     if step < warmup:
@@ -253,6 +260,10 @@ class Resume:
                 flag = "--" + key.replace("_", "-")
                 raise UserError(f"--resume: {flag} is {self.config.get(key)!r} here but {value!r} in the "
                                 f"interrupted run; resume with the same flags")
+        was = state.get("generator_device", torch.device(device).type)
+        if was != torch.device(device).type:  # a sampling generator's state belongs to one kind of device
+            raise UserError(f"--resume: {self.name} was interrupted on {was} and this run is on "
+                            f"{torch.device(device).type}; resume it with --device {was}")
         self.seconds_before = float(state.get("seconds", 0.0))
         # the lines this stage had logged by the save; counted in lines, not bytes: another stage
         # run in between may have rewritten the file (MetricsLog)

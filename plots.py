@@ -50,10 +50,12 @@ def plot_scores_vs_kl(out_dir, names, filename):
         if pts:
             kl = [r["kl"] for r in pts]
             ax.scatter(kl, [r["rm_score"] for r in pts], s=14, marker="o", color=color, label=f"{name}: RM score")
-            ax.scatter(kl, [r["gold"] for r in pts], s=14, marker="x", color=color, label=f"{name}: gold score")
+            gold = [(r["kl"], r["gold"]) for r in pts if "gold" in r]  # your own prompts have no gold rubric
+            if gold:
+                ax.scatter(*zip(*gold), s=14, marker="x", color=color, label=f"{name}: gold score")
     ax.set_xlabel("KL(policy || SFT) per answer, nats")
     ax.set_ylabel("score on rollouts")
-    ax.set_title("RM score and gold score of each PPO iteration's rollouts")
+    ax.set_title("RM score (and gold score) of each PPO iteration's rollouts")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, filename), dpi=100)
@@ -88,22 +90,21 @@ COLORS = {"base": "0.6", "base_fewshot": "0.45", "constant": "0.8", "sft": "C2",
           "ppo": "C0", "ppo_ptx": "C1"}
 
 
-def plot_all(out_dir, summary, models):
-    """losses.png (every training stage), scores_vs_kl.png (PPO and PPO-ptx), win_rates.png (like
-    the paper's Figure 1, seen and new tasks), overoptimization.png: the pictures of a train_all.py run."""
+def plot_stage_losses(out_dir, stages, rows=None):
+    """losses.png: the training loss of each stage in `stages`, with its validation loss (or, for a
+    reward model, its held-out accuracy on a second axis)."""
     plt = pyplot()
-    rows = metrics_rows(out_dir)
-    # losses of every training stage
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, stage, key in zip(axes, ["pretrain", "sft", "reward"], ["loss", "loss", "loss"]):
-        pts = [(r["step"], r[key]) for r in rows if r["stage"] == stage and key in r]
+    rows = rows or metrics_rows(out_dir)
+    fig, axes = plt.subplots(1, len(stages), figsize=(4.4 * len(stages), 3.6))
+    for ax, stage in zip(axes, stages):
+        pts = [(r["step"], r["loss"]) for r in rows if r["stage"] == stage and "loss" in r]
         val = [(r["step"], r.get("val_loss", r.get("heldout_accuracy"))) for r in rows
                if r["stage"] == stage and ("val_loss" in r or "heldout_accuracy" in r)]
         if pts:
             ax.plot(*zip(*pts), label="train loss")
-        if val and stage != "reward":
+        if val and not any("heldout_accuracy" in r for r in rows if r["stage"] == stage):
             ax.plot(*zip(*val), "o-", label="validation loss")
-        if val and stage == "reward":
+        elif val:  # a reward model: its held-out accuracy
             ax2 = ax.twinx()
             ax2.plot(*zip(*val), "o-", color="C2", label="held-out accuracy")
             ax2.set_ylabel("held-out pairwise accuracy")
@@ -113,24 +114,40 @@ def plot_all(out_dir, summary, models):
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "losses.png"), dpi=100)
     plt.close(fig)
-    # RM and gold score against KL during PPO (over-optimization shows here)
-    plot_scores_vs_kl(out_dir, ["ppo", "ppo_ptx"], "scores_vs_kl.png")
-    # win rates against SFT, like the paper's Figure 1: seen tasks and new tasks side by side
+
+
+def plot_win_rates(out_dir, parts, names, title):
+    """win_rates.png: each model's win rate against SFT with its 95% interval, like the paper's
+    Figure 1; `parts` is [(label, {"win_rate_vs_sft", "win_rate_ci"})], side by side per model."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 4))
-    names = [m for m in models if summary["win_rate_vs_sft"].get(m) is not None]
-    for shift, part, hatch in ((-0.2, summary, ""), (0.2, summary["new_tasks"], "//")):
+    width = 0.8 / len(parts)
+    for k, (label, part) in enumerate(parts):
         w, ci = part["win_rate_vs_sft"], part["win_rate_ci"]
-        xs = [i + shift for i in range(len(names))]
-        ax.bar(xs, [w[m] for m in names], width=0.4, hatch=hatch, color=[COLORS.get(m, "0.5") for m in names],
-               yerr=[[w[m] - ci[m][0] for m in names], [ci[m][1] - w[m] for m in names]], capsize=3,
-               label=f"{'seen' if part is summary else 'new'} tasks ({part['n_test']} prompts)")
+        xs = [i + (k - (len(parts) - 1) / 2) * width for i in range(len(names))]
+        ax.bar(xs, [w[m] for m in names], width=width, hatch="//" if k else "",
+               color=[COLORS.get(m, "0.5") for m in names],
+               yerr=[[w[m] - ci[m][0] for m in names], [ci[m][1] - w[m] for m in names]], capsize=3, label=label)
     ax.set_xticks(range(len(names)), names, rotation=20)
     ax.axhline(0.5, color="k", lw=0.8, ls=":")
     ax.set_ylim(0, 1)
     ax.set_ylabel("win rate against SFT")
-    ax.set_title("Held-out labelers' preference on test prompts (95% CI); hatched: new tasks")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "win_rates.png"), dpi=100)
     plt.close(fig)
+
+
+def plot_all(out_dir, summary, models):
+    """losses.png (every training stage), scores_vs_kl.png (PPO and PPO-ptx), win_rates.png (like
+    the paper's Figure 1, seen and new tasks), overoptimization.png: the pictures of a train_all.py run."""
+    plot_stage_losses(out_dir, ["pretrain", "sft", "reward"])
+    # RM and gold score against KL during PPO (over-optimization shows here)
+    plot_scores_vs_kl(out_dir, ["ppo", "ppo_ptx"], "scores_vs_kl.png")
+    names = [m for m in models if summary["win_rate_vs_sft"].get(m) is not None]
+    new = summary["new_tasks"]
+    plot_win_rates(out_dir, [(f"seen tasks ({summary['n_test']} prompts)", summary),
+                             (f"new tasks ({new['n_test']} prompts)", new)], names,
+                   "Held-out labelers' preference on test prompts (95% CI); hatched: new tasks")
     plot_overoptimization(out_dir, summary["overoptimization"])

@@ -26,6 +26,9 @@ Run on CPU (after sft.py and reward.py):
     python ppo.py --preset smoke --out-dir out/smoke
     python ppo.py --preset smoke --out-dir out/smoke --ptx-coef 1.0 --name ppo_ptx
     python ppo.py --preset smoke --out-dir out/smoke --resume      # after Ctrl-C (OUT_DIR/<name>.resume.pt)
+    python ppo.py --init out/mine/sft.pt --reward out/mine/reward.pt --prompts prompts.txt --out-dir out/mine
+--prompts: a text file (one a line) or records of any format formats.py reads, 5% held out for
+the evaluations; without a gold rubric PPO logs RM score and KL; PPO-ptx then needs --pretrain-data.
 
 Where this departs from the paper:
   1. Tiny models, a few thousand episodes (paper: 256k episodes, 31k prompts, beta 0.02,
@@ -51,13 +54,14 @@ import torch
 
 import data
 import engine
-from checkpoint import last_index, load_language_model, load_reward_model, reward_scores
-from common import (MetricsLog, Resume, UserError, arg, check_positive, configure_optimizer, ensure_out_dir,
-                    parse_config, run_cli, setup, stop_on_signal)
+from checkpoint import last_index, load_language_model, load_reward_model, load_value_model, reward_scores
+from common import (MetricsLog, Resume, UserError, arg, check_files, check_positive, configure_optimizer,
+                    ensure_out_dir, parse_config, run_cli, setup, stop_on_signal)
+from formats import read_prompts, read_texts, split_validation
 from gpt import save_checkpoint, token_logprobs
 from plots import plot_scores_vs_kl
 from tokenizer import corpus_split, left_pad, pretrain_batch
-from world import gold_score
+from world import gold_mean
 
 
 @dataclass
@@ -68,6 +72,8 @@ class Config:
     start: str = arg("", "start the policy here instead of --init (a later round continues the last policy)")
     reward: str = arg("", "the reward model (default OUT_DIR/reward.pt); the value model starts from it")
     name: str = arg("ppo", "output name: OUT_DIR/<name>.pt (e.g. ppo_ptx)")
+    prompts: str = arg("", "your prompts (text, one a line, or records of any format) instead of the simulated API's")
+    pretrain_data: str = arg("", "PPO-ptx's pretraining text instead of the simulated corpus (text or {\"text\"} records)")
     seed: int = arg(0, "seed")
     # the paper's knobs (Section 3.5, eq. 2)
     kl_coef: float = arg(0.02, "beta: per-token KL penalty to SFT (paper: 0.02)")
@@ -79,8 +85,7 @@ class Config:
     lr: float = arg(3e-5, "policy learning rate (paper: 9.65e-6 for 1.3B)")
     value_lr: float = arg(1e-4, "value model learning rate")
     max_new_tokens: int = arg(48, "longest response")
-    temperature: float = arg(1.0, "rollout sampling temperature (the ratios and the KL use the policy at 1: "
-                                  "other values make the rollouts off-policy)")
+    temperature: float = arg(1.0, "rollout sampling temperature (not 1: the rollouts are off-policy)")
     # PPO's own knobs
     discount: float = arg(1.0, "GAE discount (the episode is one response)")
     lam: float = arg(0.95, "GAE lambda")
@@ -95,8 +100,7 @@ class Config:
     n_eval: int = arg(100, "held-out prompts per evaluation")
     # engineering
     cuda_graph: bool = arg(False, "CUDA: replay each rollout decode step as a CUDA graph (engine.DecodeStep)")
-    whole_step: bool = arg(False, "with --cuda-graph: the graph also records the sampling and its bookkeeping "
-                                  "(engine.DecodeStep's whole_step)")
+    whole_step: bool = arg(False, "with --cuda-graph: the graph records the sampling and its bookkeeping too")
     compile_decode: bool = arg(False, "run each rollout decode step compiled by torch.compile (compiling takes "
                                       "seconds to minutes, once per process)")
     device: str = arg("auto", "auto, cpu or cuda")
@@ -307,15 +311,14 @@ def decode_responses(tok, batch):
 
 
 def iteration_metrics(tok, records, batch, kl, returns, kl_coef, stats, t_train):
-    """One log line's figures: the rollout's RM score, gold score and KL to SFT, the minibatches'
-    mean statistics, and where the iteration's time went."""
-    answers = decode_responses(tok, batch)
-    gold = [gold_score(r["task"], a)["total"] for r, a in zip(records, answers)]
+    """One log line's figures: the rollout's RM score, gold score (simulated prompts) and KL to SFT,
+    the minibatches' mean statistics, and where the iteration's time went."""
     keys = list(stats[0])
     per_minibatch = torch.stack([torch.stack([s[k] for k in keys]) for s in stats]).tolist()  # one sync
     mean = {k: sum(row[j] for row in per_minibatch) / len(stats) for j, k in enumerate(keys)}
     total_t = batch["t_gen"] + batch["t_score"] + t_train
-    return dict(rm_score=batch["rm_scores"].mean().item(), gold=sum(gold) / len(gold), kl=kl.sum(1).mean().item(),
+    return dict(rm_score=batch["rm_scores"].mean().item(), **gold_mean(records, decode_responses(tok, batch), "gold"),
+                kl=kl.sum(1).mean().item(),
                 kl_coef=kl_coef, **mean,
                 explained_var=explained_variance(batch["values"], returns, batch["response_mask"]),
                 resp_len=batch["response_mask"].sum(1).mean().item(), ended=batch["ended"].float().mean().item(),
@@ -325,26 +328,16 @@ def iteration_metrics(tok, records, batch, kl, returns, kl_coef, stats, t_train)
 
 @torch.no_grad()
 def evaluate(policy, ref, rm, tok, records, cfg, reward_bias, generator, autocast=contextlib.nullcontext):
-    """On held-out prompts: mean RM score (sampled answers), gold score, KL to SFT per answer."""
+    """On held-out prompts: mean RM score (sampled answers), gold score (simulated prompts), KL to SFT per answer."""
     batch = rollout(policy, tok, [r["prompt"] for r in records], cfg, generator, autocast)
     score(batch, policy, ref, None, rm, cfg, reward_bias, autocast)
     answers = decode_responses(tok, batch)
-    gold = [gold_score(r["task"], a)["total"] for r, a in zip(records, answers)]
     kl = ((batch["logprobs"] - batch["ref_logprobs"]) * batch["response_mask"]).sum(1)
-    return dict(eval_rm_score=batch["rm_scores"].mean().item(), eval_gold=sum(gold) / len(gold),
+    return dict(eval_rm_score=batch["rm_scores"].mean().item(), **gold_mean(records, answers, "eval_gold"),
                 eval_kl=kl.mean().item()), answers
 
 
 # -----------------------------------------------------------------------------
-
-def load_value_model(reward_path, reward_bias, device):
-    """The value model, "initialized from the RM" (Section 3.5) as PPO uses the RM: its score minus
-    the bias, so that at the start V(s) is on the scale of the returns it learns to predict."""
-    value_model, _, _, _ = load_reward_model(reward_path, device)
-    with torch.no_grad():
-        value_model.head.bias -= reward_bias
-    return value_model
-
 
 def validate(cfg):
     check_positive(cfg, ("iterations", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "lr",
@@ -352,6 +345,9 @@ def validate(cfg):
                  "ptx_batch_size", "target_kl"))
     if cfg.kl_coef < 0 or cfg.ptx_coef < 0:
         raise UserError("--kl-coef and --ptx-coef must not be negative")
+    check_files(cfg, ("prompts", "pretrain_data"))
+    if cfg.ptx_coef > 0 and cfg.prompts and not cfg.pretrain_data:
+        raise UserError("--ptx-coef with your own --prompts needs --pretrain-data: PPO-ptx's pretraining text")
     if cfg.whole_step and not cfg.cuda_graph:
         raise UserError("--whole-step records the whole decode step in the CUDA graphs of --cuda-graph: add that flag")
     ensure_out_dir(cfg.out_dir)
@@ -382,18 +378,25 @@ def load_models(cfg, device):
 
 
 def load_data(cfg, tok, block_size):
-    """The environment's prompts (PPO's training prompts), the held-out users' prompts for the
-    evaluations, and PPO-ptx's D_pretrain (the corpus's training part, as token ids)."""
-    world = data.build(cfg.preset, cfg.seed)
-    prompts, eval_records = world["ppo"], world["val"][:cfg.n_eval]
+    """The environment's prompts (PPO's training prompts); held-out prompts for the evaluations (the
+    simulated world's validation users', or 5% of --prompts, at most --n-eval); PPO-ptx's
+    D_pretrain as token ids (the training part of the simulated corpus or of --pretrain-data)."""
+    world = None if cfg.prompts else data.build(cfg.preset, cfg.seed)
+    if cfg.prompts:
+        prompts, eval_records = split_validation([{"prompt": p} for p in read_prompts(cfg.prompts)], cfg.seed,
+                                                 cfg.prompts)
+        eval_records = eval_records[:cfg.n_eval]
+    else:
+        prompts, eval_records = world["ppo"], world["val"][:cfg.n_eval]
     room = block_size - cfg.max_new_tokens
     cut = sum(len(tok.chat_prompt(r["prompt"])) > room for r in prompts)
     if cut:  # rollout keeps the last `room` tokens of a longer prompt, as respond's samples do
         print(f"{cfg.name}: {cut} of {len(prompts)} prompts are longer than {room} tokens (block_size - "
               f"--max-new-tokens) and lose their left end")
-    ptx_ids, _ = corpus_split(tok, world["corpus"], block_size)
-    print(f"{cfg.name}: {len(prompts)} prompts, {cfg.iterations} iterations of {cfg.batch_size} episodes, "
-          f"beta {cfg.kl_coef}, ptx {cfg.ptx_coef}")
+    corpus = read_texts(cfg.pretrain_data) if cfg.pretrain_data else world and world["corpus"]
+    ptx_ids = corpus_split(tok, corpus, block_size, f"--pretrain-data {cfg.pretrain_data}")[0] if corpus else None
+    print(f"{cfg.name}: {len(prompts)} prompts ({len(eval_records)} more held out), {cfg.iterations} iterations of "
+          f"{cfg.batch_size} episodes, beta {cfg.kl_coef}, ptx {cfg.ptx_coef}")
     return prompts, eval_records, ptx_ids
 
 
@@ -468,10 +471,11 @@ def main(cfg=None):
     last_eval, answers = run_eval(cfg.iterations)
     metrics = {**{k + "_before": v for k, v in first_eval.items()}, **last_eval, "seconds": resume.seconds()}
     print(f"{cfg.name}: on {len(eval_records)} held-out prompts, RM score {first_eval['eval_rm_score']:+.3f} -> "
-          f"{last_eval['eval_rm_score']:+.3f}, gold {first_eval['eval_gold']:+.3f} -> {last_eval['eval_gold']:+.3f}, "
-          f"KL to SFT {last_eval['eval_kl']:.2f} nats per answer; {metrics['seconds']:.0f}s")
+          f"{last_eval['eval_rm_score']:+.3f}, "
+          + (f"gold {first_eval['eval_gold']:+.3f} -> {last_eval['eval_gold']:+.3f}, " if "eval_gold" in last_eval else "")
+          + f"KL to SFT {last_eval['eval_kl']:.2f} nats per answer; {metrics['seconds']:.0f}s")
     for r, a in list(zip(eval_records, answers))[:3]:
-        print(f"  {r['prompt']!r} -> {a!r}")
+        print(f"  {r['prompt'][-100:]!r} -> {a[:100]!r}")
     save_checkpoint(os.path.join(cfg.out_dir, f"{cfg.name}.pt"), policy, stage=cfg.name, tokenizer=tok.state(),
                     config=asdict(cfg), metrics=metrics)
     resume.done()
@@ -482,10 +486,6 @@ def main(cfg=None):
 def resume_state(resume, cfg, device, policy, value_model, opt_policy, opt_value, kl_ctl, rng, generator):
     """Put back an interrupted run's state (OUT_DIR/<name>.resume.pt) -> (iteration, first evaluation)."""
     state = resume.load(device)
-    was = state.get("generator_device", device.type)
-    if was != device.type:  # the sampling generator's state belongs to one kind of device
-        raise UserError(f"--resume: {cfg.name} was interrupted on {was} and this run is on {device.type}; "
-                        f"resume it with --device {was}")
     for part, key in ((policy, "policy"), (value_model, "value"), (opt_policy, "opt_policy"), (opt_value, "opt_value")):
         part.load_state_dict(state[key])
     kl_ctl.value = state["kl_coef"]

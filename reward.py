@@ -47,9 +47,9 @@ import torch.nn.functional as F
 
 import data
 from checkpoint import ScalarModel, load_language_model, load_start, respond, reward_scores, score_texts
-from common import (MetricsLog, Resume, UserError, arg, check_positive, configure_optimizer, cosine_lr, ensure_out_dir,
-                    parse_config, run_cli, setup, stop_on_signal)
-from formats import read_jsonl, split_validation, write_jsonl
+from common import (MetricsLog, Resume, UserError, arg, check_files, check_positive, configure_optimizer, cosine_lr,
+                    ensure_out_dir, parse_config, run_cli, setup, stop_on_signal)
+from formats import read_records, split_validation, write_jsonl
 from gpt import save_checkpoint
 from tokenizer import encode_responses
 from world import gold_score
@@ -210,11 +210,11 @@ def oracle_accuracy(comps):
 def demonstration_bias(rm, tok, demos, train, block_size, device):
     """Section 3.5: "we normalize the reward model using a bias so that the labeler demonstrations
     achieve a mean score of 0". -> (bias, scale): the mean and the spread of the RM's scores of the
-    demonstrations. Real data has none: the best-ranked response of each training prompt stands in."""
+    demonstrations. Real data has none: the best-ranked responses of (at most 2000) training prompts stand in."""
     if demos:
         prompts, responses = [d["prompt"] for d in demos], [d["response"] for d in demos]
     else:
-        prompts, responses = [c["prompt"] for c in train], [c["completions"][c["ranking"][0]] for c in train]
+        prompts, responses = [c["prompt"] for c in train[:2000]], [c["completions"][c["ranking"][0]] for c in train[:2000]]
     scores = score_texts(rm, tok, prompts, responses, block_size, device)
     bias = sum(scores) / len(scores)
     return bias, (sum((s - bias) ** 2 for s in scores) / len(scores)) ** 0.5
@@ -273,8 +273,7 @@ def validate(cfg):
     if not 2 <= cfg.k_min <= cfg.k_max <= 9:
         raise UserError(f"--k-min {cfg.k_min} / --k-max {cfg.k_max}: need 2 <= k-min <= k-max <= 9")
     check_positive(cfg, ("batch_size", "lr", "epochs", "max_new_tokens", "sample_batch", "n_heldout"))
-    if cfg.data and not os.path.isfile(cfg.data):
-        raise UserError(f"--data {cfg.data}: no such file")
+    check_files(cfg, ("data",))
     ensure_out_dir(cfg.out_dir)
 
 
@@ -287,12 +286,12 @@ def main(cfg=None):
     resume = Resume(cfg.out_dir, name, cfg, log)
     state = resume.load(device) if cfg.resume else None
     if cfg.data and not state:  # read (and so check) the files before any model is loaded
-        kind, comps = read_jsonl(cfg.data)
+        kind, comps = read_records(cfg.data)
         if kind != "comparison":
             raise UserError(f"--data {cfg.data}: holds {kind} records; reward.py needs comparisons")
     earlier = []  # steps 2 and 3 repeat: earlier rounds' comparisons are kept (--previous)
     for path in [] if state else cfg.previous:
-        kind, recs = read_jsonl(path)
+        kind, recs = read_records(path)
         if kind != "comparison":
             raise UserError(f"--previous {path}: holds {kind} records, not comparisons")
         earlier += recs

@@ -14,9 +14,14 @@ Run on CPU:
     python sft.py --stage pretrain --preset smoke --out-dir out/smoke
     python sft.py --stage sft --preset smoke --out-dir out/smoke          # --init defaults to pretrain.pt
     python sft.py --stage sft --init out/smoke/pretrain.pt --data demos.jsonl --out-dir out/mine
-Any JSONL of demonstrations works with --data: {"prompt","response"}, {"prompt","completion"},
-Alpaca {"instruction","input","output"} or chat {"messages": [...]}. --init also takes a local
-Hugging Face GPT-2 directory (its tokenizer files are read from the same directory).
+    python sft.py --stage pretrain --data my_text.txt --preset smoke --out-dir out/mine   # your own corpus
+--data takes demonstrations ({"prompt","response"}, {"prompt","completion"}, Alpaca
+{"instruction","input","output"}, chat {"messages": [...]}) or comparisons, whose best-ranked answer
+demonstrates (HH-RLHF's chosen dialogues), as .jsonl, .jsonl.gz or a .json array (formats.py).
+With --stage pretrain it takes text (documents separated by blank lines, or {"text"} records): the
+BPE and the base model learn your language or domain. --init also takes a local Hugging Face GPT-2
+directory (its tokenizer files are read from the same directory). --pretrain-data gives SFT on your
+own demonstrations a corpus to mix in (--ptx-coef) and to measure the pretraining loss on.
 Ctrl-C saves OUT_DIR/<stage>.resume.pt; the same command with --resume continues to the same weights.
 
 Where this departs from the paper:
@@ -37,15 +42,16 @@ Where this departs from the paper:
 import os
 import random
 import time
+from array import array
 from dataclasses import asdict, dataclass, replace
 
 import torch
 
 import data
 from checkpoint import lm_loss, load_any, load_start, respond
-from common import (MetricsLog, Resume, UserError, arg, check_positive, configure_optimizer, cosine_lr, ensure_out_dir,
-                    flops_per_token, gpu_peaks, parse_config, run_cli, setup, stop_on_signal)
-from formats import read_jsonl, split_validation
+from common import (MetricsLog, Resume, UserError, arg, check_files, check_positive, configure_optimizer, cosine_lr,
+                    ensure_out_dir, flops_per_token, gpu_peaks, parse_config, run_cli, setup, stop_on_signal)
+from formats import demonstrations, read_records, read_texts, split_validation
 from gpt import GPT, GPTConfig, save_checkpoint
 from plots import plot_losses
 from tokenizer import corpus_split, n_truncated, pretrain_batch, sft_batch, train_tokenizer
@@ -58,13 +64,16 @@ class Config:
     preset: str = arg("cpu", "sizes and steps: smoke (CI, seconds), cpu (laptop, minutes), gpu")
     out_dir: str = arg("out/run", "run folder: checkpoints, JSONL data, metrics.jsonl, plots")
     init: str = arg("", "sft: checkpoint or GPT-2 directory to start from (default OUT_DIR/pretrain.pt)")
-    data: str = arg("", "sft: a JSONL file of demonstrations instead of the simulated labelers")
+    data: str = arg("", "sft: demonstrations or comparisons (.jsonl, .jsonl.gz, .json) instead of the simulated "
+                        "labelers; pretrain: your own text instead of the simulated corpus")
+    pretrain_data: str = arg("", "sft with --data: text to mix in (--ptx-coef) and to measure the pretraining loss on")
     seed: int = arg(0, "seed for the world, the data order and the initialisation")
     # the model (pretrain only; sft keeps the model it starts from)
     n_layer: int = arg(4, "transformer blocks")
     n_head: int = arg(4, "attention heads")
     n_embd: int = arg(128, "width")
     block_size: int = arg(128, "longest sequence in tokens")
+    vocab_size: int = arg(0, "BPE vocabulary, specials included (0: the preset's, data.PRESETS)")
     dropout: float = arg(0.0, "dropout (paper's SFT: residual dropout 0.2)")
     # optimisation
     batch_size: int = arg(32, "sequences per step")
@@ -101,9 +110,16 @@ PRESETS = {  # each overrides Config's defaults; flags given on the command line
 # -----------------------------------------------------------------------------
 # The data of each stage, as token ids
 
-def demo_pairs(tok, records):
-    """Demonstrations -> (prompt ids in the chat format, response ids ending in EOS)."""
-    return [(tok.chat_prompt(r["prompt"]), tok.chat_response(r["response"])) for r in records]
+def demo_pairs(tok, records, block_size=None):
+    """Demonstrations -> (prompt ids in the chat format, response ids ending in EOS). With
+    block_size, each keeps only what sft_batch can use (the prompt's last block_size + 1 ids, the
+    response's first block_size + 2: its batches and n_truncated come out the same) in compact
+    int32 arrays, so that 100k long records do not hold gigabytes of Python ints."""
+    if block_size is None:
+        return [(tok.chat_prompt(r["prompt"]), tok.chat_response(r["response"])) for r in records]
+    keep = block_size + 1
+    return [(array("i", tok.chat_prompt(r["prompt"])[-keep:]), array("i", tok.chat_response(r["response"])[:keep + 1]))
+            for r in records]
 
 
 def sft_loss(model, x, y):
@@ -162,8 +178,9 @@ def validate(cfg):
     if cfg.stage not in ("pretrain", "sft"):
         raise UserError(f"--stage must be pretrain or sft, got {cfg.stage}")
     check_positive(cfg, ("batch_size", "lr", "max_steps", "epochs", "eval_every", "block_size"))
-    if cfg.data and not os.path.isfile(cfg.data):
-        raise UserError(f"--data {cfg.data}: no such file")
+    check_files(cfg, ("data", "pretrain_data"))
+    if cfg.vocab_size and cfg.vocab_size < 260:
+        raise UserError(f"--vocab-size must leave room for 256 bytes and 4 special tokens, got {cfg.vocab_size}")
     if cfg.ptx_coef < 0:
         raise UserError(f"--ptx-coef must be 0 or more, got {cfg.ptx_coef}")
     ensure_out_dir(cfg.out_dir)
@@ -177,25 +194,26 @@ def main(cfg=None):
     t_start = time.time()
 
     # 1) the data and the model
-    if cfg.stage == "pretrain":
-        world = data.build(cfg.preset, cfg.seed, cfg.out_dir)
-        tok = train_tokenizer("\n".join(world["corpus"]), data.PRESETS[cfg.preset]["vocab_size"])
-        train_ids, val_ids = corpus_split(tok, world["corpus"], cfg.block_size)
+    if cfg.stage == "pretrain":  # the simulated corpus, or your own text (--data)
+        corpus = read_texts(cfg.data) if cfg.data else data.build(cfg.preset, cfg.seed, cfg.out_dir)["corpus"]
+        tok = train_tokenizer("\n".join(corpus), cfg.vocab_size or data.PRESETS[cfg.preset]["vocab_size"])
+        train_ids, val_ids = corpus_split(tok, corpus, cfg.block_size, f"--data {cfg.data}")
         model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=tok.vocab_size, n_layer=cfg.n_layer,
                               n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)).to(device)
         steps = cfg.max_steps
-        print(f"pretrain: {len(world['corpus'])} documents, {len(train_ids)} tokens, vocabulary {tok.vocab_size}, "
+        print(f"pretrain: {len(corpus)} documents, {len(train_ids)} tokens, vocabulary {tok.vocab_size}, "
               f"model {model.num_params() / 1e6:.2f}M parameters")
         init_path = None
     else:
         model, tok, init_path = load_start(cfg, device)
         if cfg.data:
-            kind, records = read_jsonl(cfg.data)
-            if kind != "sft":
-                raise UserError(f"--data {cfg.data}: holds {kind} records; sft.py needs demonstrations")
-            train_recs, val_recs = split_validation(records, cfg.seed, cfg.data)
-            if cfg.ptx_coef:  # the mix reads the simulated world's corpus, which your data does not come with
-                print(f"sft: --data {cfg.data}: no pretraining corpus to mix in, so --ptx-coef {cfg.ptx_coef} is not used")
+            train_recs, val_recs = split_validation(demonstrations(*read_records(cfg.data)), cfg.seed, cfg.data)
+            if cfg.pretrain_data:
+                ptx_ids, corpus_val_ids = corpus_split(tok, read_texts(cfg.pretrain_data), model.config.block_size,
+                                                       f"--pretrain-data {cfg.pretrain_data}")
+            elif cfg.ptx_coef:  # the mix reads a corpus, which your demonstrations do not come with
+                print(f"sft: --data {cfg.data} without --pretrain-data: no corpus to mix in, so --ptx-coef "
+                      f"{cfg.ptx_coef} is not used")
                 cfg = replace(cfg, ptx_coef=0.0)
         else:
             world = data.build(cfg.preset, cfg.seed)
@@ -205,7 +223,8 @@ def main(cfg=None):
             writers = [l for l in world["labelers"] if not l.heldout]
             val_recs = [{"prompt": r["prompt"], "task": r["task"],
                          "response": rng.choice(writers).write_demonstration(r["task"], rng)} for r in world["val"]]
-        train_pairs, val_pairs = demo_pairs(tok, train_recs), demo_pairs(tok, val_recs)
+        block = model.config.block_size
+        train_pairs, val_pairs = demo_pairs(tok, train_recs, block), demo_pairs(tok, val_recs, block)
         cut = n_truncated(train_pairs, model.config.block_size)
         print(f"sft: {len(train_pairs)} demonstrations ({cut} cut to block_size {model.config.block_size}), "
               f"{len(val_pairs)} validation, from {init_path}")
@@ -298,6 +317,11 @@ def main(cfg=None):
         print(f"sft: on {min(len(val_recs), cfg.eval_gold)} validation prompts, gold score sampled "
               f"{metrics['val_gold']:+.3f}, greedy {metrics['val_gold_greedy']:+.3f}; pretraining loss "
               f"{metrics['pretrain_loss']:.3f} (the model it started from: {metrics.get('pretrain_loss_init', float('nan')):.3f})")
+    elif cfg.stage == "sft" and cfg.pretrain_data:  # your own corpus: the "alignment tax" of your SFT
+        metrics.update(pretrain_loss=lm_loss(raw_model, corpus_val_ids, device),
+                       pretrain_loss_init=lm_loss(load_any(init_path, device)[0], corpus_val_ids, device))
+        print(f"sft: pretraining loss on held-out --pretrain-data text {metrics['pretrain_loss_init']:.3f} before, "
+              f"{metrics['pretrain_loss']:.3f} after")
     save_checkpoint(os.path.join(cfg.out_dir, f"{cfg.stage}.pt"), raw_model, stage=cfg.stage,
                     tokenizer=tok.state(), config=asdict(cfg), metrics=metrics)
     resume.done()

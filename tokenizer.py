@@ -23,6 +23,7 @@ import tiktoken
 import torch
 
 from formats import DataError, utf8_lines
+from gpt import UserError
 
 # -----------------------------------------------------------------------------
 # The tokenizer
@@ -243,10 +244,14 @@ def pretrain_stream(tok, corpus):
     return torch.tensor(ids, dtype=torch.long)
 
 
-def corpus_split(tok, corpus, block_size):
-    """The corpus as (train ids, validation ids): the last 5% is never trained on."""
+def corpus_split(tok, corpus, block_size, source="the corpus"):
+    """The corpus as (train ids, validation ids): the last 5% is never trained on. Too little text
+    for both is a one-line error naming `source`."""
     stream = pretrain_stream(tok, corpus)
     n_val = max(len(stream) // 20, block_size * 4)
+    if len(stream) - n_val < 2 * (block_size + 1):
+        raise UserError(f"{source}: {len(stream)} tokens of text are too few for training and validation windows of "
+                        f"block_size {block_size}")
     return stream[:-n_val], stream[-n_val:]
 
 

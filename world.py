@@ -297,3 +297,11 @@ def gold_score(task, response):
     d["concise"] = 0.0 if not words else max(0.0, 1.0 - max(0, len(words) - need) / (2 * need + 4))
     d["total"] = sum(GOLD_WEIGHTS[k] * d[k] for k in RUBRIC) - 1.0
     return d
+
+
+def gold_mean(records, answers, key):
+    """{key: the gold rubric's mean score of the answers} where the prompts come with a rubric (the
+    simulated world's records carry their "task"); {} for your own prompts."""
+    if any("task" not in r for r in records):
+        return {}
+    return {key: sum(gold_score(r["task"], a)["total"] for r, a in zip(records, answers)) / len(records)}

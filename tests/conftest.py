@@ -15,7 +15,8 @@ sys.path.insert(0, ROOT)
 torch.set_flush_denormal(True)  # without it, CPU backward matmuls can run ~40x slower
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-from gpt import GPT, GPTConfig  # noqa: E402 (after the path above)
+from checkpoint import hf_state_dict  # noqa: E402 (after the path above)
+from gpt import GPT, GPTConfig  # noqa: E402
 
 RM_BIAS = 0.5  # the reward bias stored in run_dir's reward.pt
 PAD = 0
@@ -45,6 +46,31 @@ def left_padded(prompts):
 
 
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17], [18]]  # left-padded to one batch
+
+
+def write_hf_dir(model, path, drop=None, reshape=None):
+    """Write `model` as a Hugging Face GPT-2 directory without transformers, so the loader is
+    tested where transformers is not installed."""
+    from safetensors.torch import save_file
+    c = model.config
+    os.makedirs(path, exist_ok=True)
+    json.dump(dict(model_type="gpt2", vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd,
+                   n_layer=c.n_layer, n_head=c.n_head, layer_norm_epsilon=1e-5), open(f"{path}/config.json", "w"))
+    sd = hf_state_dict(model)
+    if drop:
+        del sd[drop]
+    if reshape:
+        sd[reshape] = torch.zeros(3, 3)
+    save_file(sd, f"{path}/model.safetensors")
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a busy 2-core machine a second thread waits more than it helps."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

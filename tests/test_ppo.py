@@ -1,7 +1,9 @@
 """ppo.py: GAE against a hand computation and a slow loop, the clipped surrogate's gradients, the
-ratio on the first minibatch, and the KL-shaped reward."""
+ratio on the first minibatch, and the KL-shaped reward; PPO and PPO-ptx on your own prompts and
+pretraining text."""
 
 import copy
+import json
 import os
 import random
 
@@ -236,3 +238,50 @@ def test_interrupted_ppo_resumes_to_the_same_weights(run_dir, tmp_path, monkeypa
     assert not os.path.exists(os.path.join(part, "ppo.resume.pt"))
     assert saved > 0 and resumed["seconds"] >= saved  # the time of both runs, not the second one's
     same_run(full, part, "ppo.pt", "ppo", timing=("gen_frac", "score_frac", "train_frac", "iter_s"))
+
+
+def ppo_rows(out_dir, name="ppo"):
+    rows = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
+    return [r for r in rows if r["stage"] == name]
+
+
+OWN = dict(iterations=2, batch_size=8, minibatch_size=4, ppo_epochs=1, max_new_tokens=8, n_eval=8, quiet=True,
+           device="cpu")
+
+
+@pytest.fixture
+def own_prompts(tmp_path, monkeypatch):
+    """A text file of 40 prompts; the simulated world is never built (its prompts and corpus unused)."""
+    monkeypatch.setattr(ppo.data, "build", lambda *a, **kw: pytest.fail("data.build called"))
+    path = tmp_path / "prompts.txt"
+    path.write_text("".join(f"What is {i} + {i + 3}?\nSpell word{i} backwards.\n" for i in range(20)))
+    return str(path)
+
+
+@pytest.mark.usefixtures("one_thread")  # conftest.py
+def test_ppo_on_your_own_prompts_logs_rm_score_and_kl_but_no_gold(run_dir, tmp_path, own_prompts, capsys):
+    out = copy_run(run_dir, tmp_path / "own", "sft.pt", "reward.pt")
+    m = ppo.main(ppo.Config(out_dir=out, prompts=own_prompts, **OWN))
+    assert "ppo: 38 prompts (2 more held out)" in capsys.readouterr().out  # 5% of 40 for the evaluations
+    rows = ppo_rows(out)
+    train, evals = [r for r in rows if "rm_score" in r], [r for r in rows if "eval_rm_score" in r]
+    assert [r["step"] for r in train] == [1, 2] and [r["step"] for r in evals] == [0, 2]
+    assert all("kl" in r and "gold" not in r and "ptx_loss" not in r for r in train)  # no rubric, no corpus
+    assert all("eval_kl" in r and "eval_gold" not in r for r in evals)
+    assert "eval_rm_score" in m and not any("gold" in k for k in m)
+    assert os.path.exists(os.path.join(out, "ppo.pt"))
+
+
+@pytest.mark.usefixtures("one_thread")  # conftest.py
+def test_ppo_ptx_on_your_own_prompts_needs_your_pretraining_text(run_dir, tmp_path, own_prompts):
+    out = copy_run(run_dir, tmp_path / "ptx", "sft.pt", "reward.pt")
+    with pytest.raises(UserError, match="^--ptx-coef with your own --prompts needs --pretrain-data") as e:
+        ppo.main(ppo.Config(out_dir=out, prompts=own_prompts, ptx_coef=1.0, **OWN))
+    assert "\n" not in str(e.value)
+    text = tmp_path / "corpus.txt"
+    rng = random.Random(0)
+    text.write_text("\n\n".join(f"{rng.choice(['Anna', 'Ben', 'Cleo'])} found a {rng.choice(['key', 'kite', 'cup'])} "
+                                f"by the {rng.choice(['lake', 'hill', 'road'])}. {i} + 1 = {i + 1}." for i in range(150)))
+    ppo.main(ppo.Config(out_dir=out, prompts=own_prompts, ptx_coef=1.0, pretrain_data=str(text), name="ppo_ptx", **OWN))
+    train = [r for r in ppo_rows(out, "ppo_ptx") if "rm_score" in r]
+    assert len(train) == 2 and all(r["ptx_loss"] > 0 for r in train)

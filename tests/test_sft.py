@@ -1,6 +1,9 @@
 """sft.py: the loss is on response tokens only, a short run lowers the validation loss, the same
-seed gives the same losses, and --data / --resume work."""
+seed gives the same losses, and --data / --resume work: --data takes demonstrations or
+comparisons (their best-ranked answers are learned), and --stage pretrain --data trains the BPE
+and the base model on your own text."""
 
+import contextlib
 import json
 import os
 import random
@@ -15,6 +18,7 @@ from conftest import same_run, start_and_signal
 
 import sft
 import tokenizer
+from checkpoint import load_language_model
 from gpt import GPT, GPTConfig, load_checkpoint
 from world import make_world
 
@@ -62,6 +66,23 @@ def losses(out_dir, stage):
     return [r for r in rows if r["stage"] == stage]
 
 
+def test_demonstrations_kept_to_the_window_give_the_same_batches(tok):
+    """demo_pairs with block_size keeps only part of long prompts and responses (so that 100k long
+    records fit in memory): the batches, the validation loss's batches and the count of cut
+    demonstrations must come out exactly as from the whole token lists."""
+    rng = random.Random(0)
+    words = "the fox found a key by the lake and asked where Anna Berg lives".split()
+    records = [{"prompt": " ".join(rng.choices(words, k=rng.choice([1, 5, 20, 60]))),
+                "response": " ".join(rng.choices(words, k=rng.choice([0, 3, 15, 50])))} for _ in range(64)]
+    for block in (8, 16, 40):
+        whole, kept = sft.demo_pairs(tok, records), sft.demo_pairs(tok, records, block)
+        assert any(len(p) > len(q) for (p, _), (q, _) in zip(whole, kept))  # some were cut, so this tests it
+        assert tokenizer.n_truncated(whole, block) == tokenizer.n_truncated(kept, block) > 0
+        for i in range(0, 64, 16):
+            for a, b in zip(tokenizer.sft_batch(tok, whole[i:i + 16], block), tokenizer.sft_batch(tok, kept[i:i + 16], block)):
+                assert torch.equal(a, b)
+
+
 def test_pretrain_and_sft_lower_validation_loss_and_are_deterministic(tmp_path):
     runs = []
     for name in ("a", "b"):
@@ -87,6 +108,56 @@ def test_sft_on_a_jsonl_file(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
     m = sft.main(sft.Config(stage="sft", out_dir=out, data=str(path), epochs=3, **TINY))
     assert m["val_loss"] < m["first_val_loss"]
+
+
+@pytest.mark.usefixtures("one_thread")  # conftest.py
+def test_sft_on_comparisons_learns_the_best_ranked_answers(run_dir, tmp_path, capsys):
+    """A file of comparisons whose best-ranked answer is the second completion: SFT learns the
+    best answers, not the others (their loss falls much less)."""
+    recs = [{"prompt": f"What is {i} plus one?", "completions": ["I will not say.", str(i + 1)], "ranking": [1, 0]}
+            for i in range(40)]
+    recs += [{"prompt": f"What is {i} plus one?", "chosen": str(i + 1), "rejected": "I will not say."}
+             for i in range(40, 48)]  # pairwise records are comparisons too
+    path = tmp_path / "comparisons.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    init = str(run_dir / "pretrain.pt")
+    m = sft.main(sft.Config(stage="sft", init=init, out_dir=str(tmp_path), data=str(path), epochs=4, batch_size=8,
+                            lr=3e-3, warmup=2, eval_every=10, eval_gold=0, quiet=True, device="cpu"))
+    assert "sft: 46 demonstrations" in capsys.readouterr().out  # 5% of 48 held out for the validation loss
+    model, ckpt = load_checkpoint(str(tmp_path / "sft.pt"))
+    assert ckpt["stage"] == "sft" and ckpt["metrics"]["val_loss"] == m["val_loss"] < m["first_val_loss"]
+    before, tok, _ = load_language_model(init)
+
+    def loss(net, answer):  # net's response loss of `answer(i)` to every prompt
+        pairs = sft.demo_pairs(tok, [{"prompt": f"What is {i} plus one?", "response": answer(i)} for i in range(48)])
+        return sft.response_loss(net, tok, pairs, 16, "cpu", contextlib.nullcontext)
+    best_drop = loss(before, lambda i: str(i + 1)) - loss(model, lambda i: str(i + 1))
+    other_drop = loss(before, lambda i: "I will not say.") - loss(model, lambda i: "I will not say.")
+    assert best_drop > 1.0 and best_drop > other_drop + 0.5, (best_drop, other_drop)
+
+
+@pytest.mark.usefixtures("one_thread")  # conftest.py
+def test_pretrain_on_your_own_text(tmp_path):
+    """--stage pretrain --data: the BPE learns the file's words (made-up ones that the simulated
+    corpus never holds) and the base model's validation loss on the file's text falls."""
+    rng = random.Random(0)
+    nouns = ["zorblat", "quimfen", "drazzle", "wompik", "flindor", "snargle"]
+    verbs = ["glims", "troves", "plonks", "vexes", "skirls"]
+    places = ["by the murkel", "under the tarn", "in the brindle wood", "past the old sluice"]
+    paragraphs = [[f"The {rng.choice(nouns)} {rng.choice(verbs)} the {rng.choice(nouns)} {rng.choice(places)}."
+                   for _ in range(rng.randint(2, 5))] for _ in range(100)]
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n\n".join("\n".join(p) for p in paragraphs) + "\n")
+    m = sft.main(sft.Config(stage="pretrain", data=str(path), out_dir=str(tmp_path), vocab_size=400, n_layer=1,
+                            n_head=2, n_embd=32, block_size=32, batch_size=16, max_steps=40, lr=3e-3, warmup=5,
+                            eval_every=20, quiet=True, device="cpu"))
+    assert m["val_loss"] < m["first_val_loss"] - 1.0
+    _, ckpt = load_checkpoint(str(tmp_path / "pretrain.pt"))
+    tok = tokenizer.Tokenizer.from_state(ckpt["tokenizer"])
+    assert ckpt["stage"] == "pretrain" and tok.vocab_size <= 400  # fewer where no pair is left to merge
+    line = paragraphs[0][0]
+    assert tok.decode(tok.encode(line)) == line
+    assert all(len(tok.encode(" " + w)) == 1 for w in nouns)  # whole made-up words became tokens
 
 
 TINY_FLAGS = ["--preset", "smoke", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "96",
