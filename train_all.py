@@ -25,6 +25,8 @@ and along PPO's training, where over-optimization shows (Gao et al. 2022).
     python train_all.py --preset smoke --out-dir out/smoke     # a few minutes on 2 CPU cores
     python train_all.py                                        # gpu preset on CUDA, else cpu
     python tools/seeds.py --preset cpu --seeds 0 1 2           # the same over seeds: mean and spread
+    python train_all.py --init DIR_OR_CKPT --sft-data F --rm-data F --prompts F [--pretrain-data F]
+                                                               # your own model and data (own_data.py)
 
 Writes OUT_DIR/summary.json, report.md and PNG plots beside the checkpoints. A stage whose
 checkpoint exists is skipped (so a run can be continued), unless --force; a checkpoint made with
@@ -37,7 +39,6 @@ rubric is known, so every model is also scored against the truth. Every choice a
 (the constant answer, the few-shot examples) is made on validation or training data, never test.
 """
 
-import json
 import math
 import os
 import random
@@ -50,9 +51,11 @@ import data
 import ppo
 import reward
 import sft
+import own_data
 from checkpoint import fewshot_prompt, fit_examples, lm_loss, load_reward_model, respond, score_texts
 from common import UserError, arg, ensure_out_dir, parse_config, run_cli, setup
 from gpt import load_checkpoint
+from pipeline import Stages, best_of, best_of_n_kl, sample_chat, sample_n, win_rate, write_json
 from plots import metrics_rows, plot_all
 from tokenizer import Tokenizer, corpus_split
 from world import gold_score
@@ -72,6 +75,12 @@ class Config:
     ptx_coef: float = arg(-1.0, "gamma of PPO-ptx (default: the preset's)")
     n_test: int = arg(-1, "test prompts of each part, seen and new tasks (default: the preset's)")
     n_overopt: int = arg(-1, "validation prompts of the over-optimization curve, 64 samples each (default: the preset's)")
+    # your own model and data instead of the simulated world (own_data.py)
+    init: str = arg("", "own data: the model SFT starts from, a checkpoint or a local GPT-2 directory")
+    sft_data: str = arg("", "own data: demonstrations, or comparisons whose best answers demonstrate")
+    rm_data: str = arg("", "own data: comparisons for the RM; a part trains the judge RM, a part is held out")
+    prompts: str = arg("", "own data: PPO's prompts; a part is held out as the test prompts")
+    pretrain_data: str = arg("", "own data: text for PPO-ptx (and SFT's mix); without it PPO-ptx is not run")
     force: bool = arg(False, "re-run stages whose checkpoints exist")
     device: str = arg("auto", "auto, cpu or cuda")
     quiet: bool = arg(False, "only stage summaries, no per-step lines")
@@ -87,13 +96,6 @@ PRESETS = {
 # -----------------------------------------------------------------------------
 # Evaluation: every model answers the test prompts; held-out labelers judge against SFT
 
-def win_rate(wins, n):
-    """Fraction of comparisons won (ties count half) and its 95% normal-approximation interval."""
-    p = wins / max(n, 1)
-    half = 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
-    return p, (max(0.0, p - half), min(1.0, p + half))
-
-
 def judge(labelers, records, answers, reference, rng):
     """Each test prompt is judged by one random held-out labeler: 1 if they prefer the model's
     answer to the reference (SFT) answer, 0.5 for identical answers, else 0."""
@@ -105,42 +107,6 @@ def judge(labelers, records, answers, reference, rng):
         lab = rng.choice(labelers)
         wins += lab.score(r["task"], a, rng) > lab.score(r["task"], b, rng)
     return wins
-
-
-@torch.no_grad()
-def sample_chat(model, ref, rm, tok, prompts, reward_bias, seed):
-    """Answers sampled at temperature 1 (the distribution PPO optimizes), with each answer's KL to
-    SFT (the sum over its tokens of log pi - log pi_SFT) and its RM score minus the bias."""
-    cfg = ppo.Config(max_new_tokens=48, no_eos_penalty=0.0)
-    model.eval()  # no dropout in the log-probs: an SFT checkpoint may carry some (the gpu preset's)
-    ref.eval()
-    g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    answers, kl, scores = [], [], []
-    for i in range(0, len(prompts), 64):
-        b = ppo.score(ppo.rollout(model, tok, prompts[i:i + 64], cfg, g), model, ref, None, rm, cfg, reward_bias)
-        answers += ppo.decode_responses(tok, b)
-        kl += ((b["logprobs"] - b["ref_logprobs"]) * b["response_mask"]).sum(1).tolist()
-        scores += b["scores"].tolist()
-    return answers, sum(kl) / len(kl), scores
-
-
-def sample_n(sft_model, rm, tok, prompts, n, reward_bias, seed):
-    """n answers of SFT per prompt with their RM scores: [[answer] * n per prompt], [[score] * n]."""
-    answers, _, scores = sample_chat(sft_model, sft_model, rm, tok, [p for p in prompts for _ in range(n)],
-                                     reward_bias, seed)
-    return ([answers[i:i + n] for i in range(0, len(answers), n)],
-            [scores[i:i + n] for i in range(0, len(scores), n)])
-
-
-def best_of(groups, scores, n):
-    """The RM's favourite among the first n samples of each prompt -> (answers, their RM scores)."""
-    picks = [max(range(n), key=s.__getitem__) for s in scores]
-    return [g[i] for g, i in zip(groups, picks)], [s[i] for s, i in zip(scores, picks)]
-
-
-def best_of_n_kl(n):
-    """KL(best-of-n || SFT) = log n - (n - 1) / n (Stiennon et al. 2020; Gao et al. 2022)."""
-    return math.log(n) - (n - 1) / n
 
 
 def answer_test(models, tok, rm, bias, records, shots, constant, seed):
@@ -347,19 +313,6 @@ def write_report(out_dir, summary, tests, answers):
 
 # -----------------------------------------------------------------------------
 
-def check_same_run(path, ckpt, config):
-    """A finished stage is reused only if its checkpoint was made with the preset, seed and (PPO)
-    ptx coefficient this run gives it: else seed-0 models would be evaluated on seed-1 data.
-    `ckpt` is load_checkpoint(path)[1]; `config` the stage's Config in this run."""
-    made = ckpt.get("config", {})
-    for field in ("preset", "seed", "ptx_coef"):
-        value = getattr(config, field, None)
-        if field in made and value is not None and made[field] != value:
-            flag = "--" + field.replace("_", "-")
-            raise UserError(f"{path} was made with {flag} {made[field]}, this run has {flag} {value}; "
-                            f"pass --force to re-run every stage, or choose another --out-dir")
-
-
 def main(cfg=None):
     cfg = cfg or parse_config(Config, description=__doc__)
     if not cfg.preset:
@@ -373,37 +326,16 @@ def main(cfg=None):
         raise UserError(f"--ptx-coef must be 0 or more (or -1 for the preset's), got {cfg.ptx_coef}")
     cfg = replace(cfg, **{k: v for k, v in PRESETS[cfg.preset].items() if getattr(cfg, k) < 0})
     cfg.out_dir = cfg.out_dir or os.path.join("out", cfg.preset)
+    if cfg.init or cfg.sft_data or cfg.rm_data or cfg.prompts or cfg.pretrain_data:
+        return own_data.main(cfg)
     if cfg.rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {cfg.rounds}")
     ensure_out_dir(cfg.out_dir)
     device, _ = setup(cfg.device, cfg.seed)
     out = cfg.out_dir
-    seconds, t_all = {}, time.time()
-    earlier = 0.0  # seconds that stages spent in earlier runs of this folder (skipped or resumed)
+    stages = Stages(out, cfg.force)
+    stage, seconds = stages.run, stages.seconds
     common = dict(preset=cfg.preset, out_dir=out, seed=cfg.seed, device=cfg.device, quiet=cfg.quiet)
-
-    def stage(name, ckpt, script, config):
-        """Run `script.main(config)` unless its checkpoint exists (then reuse the seconds it
-        recorded, after check_same_run); continue it with --resume where an interrupted run
-        left <name>.resume.pt."""
-        nonlocal earlier
-        path = os.path.join(out, ckpt)
-        if os.path.exists(path) and not cfg.force:
-            saved = load_checkpoint(path)[1]
-            check_same_run(path, saved, config)
-            print(f"== {name}: {path} exists, skipped (--force re-runs it)")
-            metrics = saved.get("metrics", {})
-            seconds[name] = metrics.get("seconds", 0.0)
-            earlier += seconds[name]
-            return metrics
-        resume = os.path.exists(os.path.join(out, f"{name}.resume.pt")) and not cfg.force
-        print(f"== {name}" + (" (resumed where it was interrupted)" if resume else ""))
-        t0 = time.time()
-        metrics = script.main(replace(config, resume=resume))
-        # a resumed stage reports its seconds over both runs (common.Resume); else this run's
-        seconds[name] = metrics.get("seconds", 0.0) if resume else round(time.time() - t0, 1)
-        earlier += seconds[name] - (time.time() - t0)
-        return metrics
 
     # each step's own Config with its preset's values, as `python sft.py --preset P` would build it
     sft_cfg = sft.Config(**sft.PRESETS[cfg.preset])
@@ -435,7 +367,7 @@ def main(cfg=None):
     paths = {"base": os.path.join(out, "pretrain.pt"), "sft": os.path.join(out, "sft.pt"), **policy, "reward": rm_path}
     result, tests, answers = evaluate(out, cfg, device, paths)
     seconds["evaluation"] = round(time.time() - t0, 1)
-    seconds["total"] = round(time.time() - t_all + earlier, 1)  # the whole pipeline, over every run
+    seconds["total"] = stages.total()  # the whole pipeline, over every run
     summary = {"preset": cfg.preset, "seed": cfg.seed, "rounds": cfg.rounds, "n_test": len(tests["seen"]),
                "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
                "seconds": seconds, "funnel": result.pop("funnel"),
@@ -443,10 +375,7 @@ def main(cfg=None):
                "rm_accuracy": round(rm_metrics.get("heldout_accuracy", float("nan")), 4),
                "rm_oracle_accuracy": round(rm_metrics.get("oracle_accuracy", float("nan")), 4),
                "rm_dropped_prompts": rm_metrics.get("dropped_prompts"), **result}
-    tmp = os.path.join(out, "summary.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(summary, f, indent=2)
-    os.replace(tmp, os.path.join(out, "summary.json"))
+    write_json(os.path.join(out, "summary.json"), summary)
     plot_all(out, summary, MODELS)
     write_report(out, summary, tests, answers)
     for part, figs in (("seen tasks", summary), ("new tasks", summary["new_tasks"])):

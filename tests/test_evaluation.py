@@ -29,10 +29,11 @@ def loaded(run_dir):
 def test_each_model_samples_from_its_own_stream(loaded):
     """PPO here IS the SFT model: one shared stream would give it SFT's answers word for word (a
     tie, 0.5, wherever two models are close); its own stream gives answers of its own."""
+    import pipeline
     import train_all
     models, rm, bias, tok = loaded
     models = {**models, "ppo": models["sft"], "ppo_ptx": models["sft"]}
-    shared = [train_all.sample_chat(models[m], models["sft"], rm, tok, PROMPTS, bias, seed=7)[0] for m in ("sft", "ppo")]
+    shared = [pipeline.sample_chat(models[m], models["sft"], rm, tok, PROMPTS, bias, seed=7)[0] for m in ("sft", "ppo")]
     assert shared[0] == shared[1]  # the coupling the evaluation must avoid
     records = [{"prompt": p} for p in PROMPTS]
     answers, kl = train_all.answer_test(models, tok, rm, bias, records, [], "I don't know.", seed=0)
@@ -45,16 +46,16 @@ def test_each_model_samples_from_its_own_stream(loaded):
 def test_best_of_n_is_the_rm_s_favourite(loaded):
     """Best-of-4 is the RM's favourite of the first 4 of the same 16 samples: its RM score can never
     beat best-of-16's on a prompt; each pick is one of the prompt's own samples."""
-    import train_all
+    import pipeline
     models, rm, bias, tok = loaded
-    groups, scores = train_all.sample_n(models["sft"], rm, tok, PROMPTS, 16, bias, seed=3)
+    groups, scores = pipeline.sample_n(models["sft"], rm, tok, PROMPTS, 16, bias, seed=3)
     assert len(groups) == len(PROMPTS) and all(len(g) == 16 and len(s) == 16 for g, s in zip(groups, scores))
-    a4, s4 = train_all.best_of(groups, scores, 4)
-    a16, s16 = train_all.best_of(groups, scores, 16)
+    a4, s4 = pipeline.best_of(groups, scores, 4)
+    a16, s16 = pipeline.best_of(groups, scores, 16)
     assert s4 == [max(s[:4]) for s in scores] and s16 == [max(s) for s in scores]
     assert all(b >= a for a, b in zip(s4, s16)) and s4 != s16
     assert all(a in g[:4] for a, g in zip(a4, groups)) and all(a in g for a, g in zip(a16, groups))
-    assert train_all.best_of_n_kl(1) == 0.0 and train_all.best_of_n_kl(64) == pytest.approx(math.log(64) - 63 / 64)
+    assert pipeline.best_of_n_kl(1) == 0.0 and pipeline.best_of_n_kl(64) == pytest.approx(math.log(64) - 63 / 64)
 
 
 def test_few_shot_examples_fit_whole(loaded):

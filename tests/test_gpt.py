@@ -1,17 +1,15 @@
 """gpt.py: the cached generation equals the naive one, log-probs agree, checkpoints round-trip,
 a GPT-2 directory loads, and bad input is one clear error (checkpoint.py's inspection CLI too)."""
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import PAD, PROMPTS, left_padded, tiny_model
+from conftest import PAD, PROMPTS, left_padded, tiny_model, write_hf_dir
 
 import gpt
-from checkpoint import hf_state_dict
 from gpt import GPT, GPTConfig, UserError, load_checkpoint, save_checkpoint, token_logprobs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -152,22 +150,6 @@ def test_prompt_longer_than_block_size_is_an_error():
 
 
 # -- a Hugging Face GPT-2 directory ------------------------------------------------------
-
-def write_hf_dir(model, path, drop=None, reshape=None):
-    """Write `model` as a Hugging Face GPT-2 directory without transformers, so the loader is
-    tested where transformers is not installed."""
-    from safetensors.torch import save_file
-    c = model.config
-    os.makedirs(path, exist_ok=True)
-    json.dump(dict(model_type="gpt2", vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd,
-                   n_layer=c.n_layer, n_head=c.n_head, layer_norm_epsilon=1e-5), open(f"{path}/config.json", "w"))
-    sd = hf_state_dict(model)
-    if drop:
-        del sd[drop]
-    if reshape:
-        sd[reshape] = torch.zeros(3, 3)
-    save_file(sd, f"{path}/model.safetensors")
-
 
 def test_gpt2_directory_loads(tmp_path):
     model = tiny_model()

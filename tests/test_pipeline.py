@@ -109,7 +109,7 @@ def test_bad_input_is_one_line_naming_what_is_wrong(smoke, tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "notjson.jsonl").write_text('{"prompt": "a", "response": "b"}\nnot json\n')
     (tmp_path / "nokeys.jsonl").write_text('{"question": "a"}\n')
-    (tmp_path / "emptyresp.jsonl").write_text('{"prompt": "a", "response": ""}\n')
+    (tmp_path / "bad.json").write_text('[{"prompt": "a", "response": "b"},\n {"prompt": }]\n')
     (tmp_path / "k10.jsonl").write_text(json.dumps({"prompt": "a", "completions": [str(i) for i in range(10)],
                                                     "ranking": list(range(10))}) + "\n")
     (tmp_path / "perm.jsonl").write_text('{"prompt": "a", "completions": ["x", "y", "z"], "ranking": [0, 0, 1]}\n')
@@ -121,8 +121,11 @@ def test_bad_input_is_one_line_naming_what_is_wrong(smoke, tmp_path):
                                     "--data", str(tmp_path / "notjson.jsonl"), "--out-dir", o)
     assert "nokeys.jsonl:1" in bad(tmp_path, "sft.py", "--stage", "sft", "--init", sft_ckpt,
                                    "--data", str(tmp_path / "nokeys.jsonl"), "--out-dir", o)
-    assert "emptyresp.jsonl:1: empty response" in bad(tmp_path, "sft.py", "--stage", "sft", "--init", sft_ckpt,
-                                                      "--data", str(tmp_path / "emptyresp.jsonl"), "--out-dir", o)
+    assert "bad.json:2: not valid JSON" in bad(tmp_path, "sft.py", "--stage", "sft", "--init", sft_ckpt,
+                                               "--data", str(tmp_path / "bad.json"), "--out-dir", o)
+    assert "--prompts nowhere.txt: no such file" in bad(tmp_path, "ppo.py", "--prompts", "nowhere.txt", "--out-dir", o)
+    assert "missing --init, --rm-data" in bad(tmp_path, "train_all.py", "--sft-data", str(tmp_path / "bad.json"),
+                                              "--prompts", str(tmp_path / "bad.json"), "--out-dir", o)
     assert "k10.jsonl:1: a ranking needs K = 2..9" in bad(tmp_path, "reward.py", "--init", sft_ckpt, "--data", str(tmp_path / "k10.jsonl"),
                                 "--out-dir", o)
     assert "not a permutation" in bad(tmp_path, "reward.py", "--init", sft_ckpt,
@@ -223,7 +226,7 @@ def test_sft_on_a_file_too_small_to_split_is_an_error(run_dir, tmp_path):
 def test_a_model_s_kl_to_itself_is_zero_even_with_dropout(run_dir):
     """The evaluation's KL to SFT reads log-probs without dropout: SFT against itself is 0 even when
     its checkpoint carries dropout (as the gpu preset's does) and it was loaded in training mode."""
-    import train_all
+    import pipeline
     from checkpoint import load_reward_model
     from gpt import load_checkpoint
     from tokenizer import Tokenizer
@@ -231,6 +234,6 @@ def test_a_model_s_kl_to_itself_is_zero_even_with_dropout(run_dir):
     sft.set_dropout(0.5)
     sft.train()
     rm, _, bias, _ = load_reward_model(str(run_dir / "reward.pt"))
-    answers, kl, _ = train_all.sample_chat(sft, sft, rm, Tokenizer.from_state(ckpt["tokenizer"]),
-                                           ["What is 2 + 3?", "Spell cat backwards."] * 4, bias, seed=0)
+    answers, kl, _ = pipeline.sample_chat(sft, sft, rm, Tokenizer.from_state(ckpt["tokenizer"]),
+                                          ["What is 2 + 3?", "Spell cat backwards."] * 4, bias, seed=0)
     assert len(answers) == 8 and kl == 0.0

@@ -1,0 +1,126 @@
+"""
+pipeline.py: what train_all.py's two modes share, the simulated world (train_all.py) and your own
+model and data (own_data.py):
+
+  Stages          run each step's script unless its checkpoint exists; continue an interrupted one
+  sample_chat     a model's answers sampled at temperature 1, with their KL to SFT and RM score
+  sample_n, best_of, best_of_n_kl   the best-of-n baseline: n SFT samples, the RM's favourite
+  win_rate        a win rate against SFT with its 95% interval
+  write_json      summary.json, written atomically
+"""
+
+import json
+import math
+import os
+import time
+from dataclasses import replace
+
+import torch
+
+import ppo
+from common import UserError
+from gpt import load_checkpoint
+
+# -----------------------------------------------------------------------------
+# Running the stages
+
+
+def check_same_run(path, ckpt, config):
+    """A finished stage is reused only if its checkpoint was made with the preset, seed, (PPO) ptx
+    coefficient and data this run gives it: else seed-0 models would be evaluated on seed-1 data.
+    `ckpt` is load_checkpoint(path)[1]; `config` the stage's Config in this run."""
+    made = ckpt.get("config", {})
+    for field in ("preset", "seed", "ptx_coef", "init", "data", "prompts", "pretrain_data"):
+        value = getattr(config, field, None)
+        if field in made and value is not None and made[field] != value:
+            flag = "--" + field.replace("_", "-")
+            raise UserError(f"{path} was made with {flag} {made[field]}, this run has {flag} {value}; "
+                            f"pass --force to re-run every stage, or choose another --out-dir")
+
+
+class Stages:
+    """Runs `script.main(config)` for each stage of a pipeline in OUT_DIR, unless the stage's
+    checkpoint exists (then it reuses the seconds the checkpoint recorded, after check_same_run;
+    --force re-runs); a stage interrupted with Ctrl-C (it left <name>.resume.pt) continues with
+    --resume. Keeps each stage's seconds, over every run of the folder."""
+
+    def __init__(self, out_dir, force):
+        self.out_dir, self.force, self.seconds, self.t_start = out_dir, force, {}, time.time()
+        self.earlier = 0.0  # seconds that stages spent in earlier runs of this folder (skipped or resumed)
+
+    def run(self, name, ckpt, script, config):
+        path = os.path.join(self.out_dir, ckpt)
+        if os.path.exists(path) and not self.force:
+            saved = load_checkpoint(path)[1]
+            check_same_run(path, saved, config)
+            print(f"== {name}: {path} exists, skipped (--force re-runs it)")
+            metrics = saved.get("metrics", {})
+            self.seconds[name] = metrics.get("seconds", 0.0)
+            self.earlier += self.seconds[name]
+            return metrics
+        resume = os.path.exists(os.path.join(self.out_dir, f"{name}.resume.pt")) and not self.force
+        print(f"== {name}" + (" (resumed where it was interrupted)" if resume else ""))
+        t0 = time.time()
+        metrics = script.main(replace(config, resume=resume))
+        # a resumed stage reports its seconds over both runs (common.Resume); else this run's
+        self.seconds[name] = metrics.get("seconds", 0.0) if resume else round(time.time() - t0, 1)
+        self.earlier += self.seconds[name] - (time.time() - t0)
+        return metrics
+
+    def total(self):
+        """The whole pipeline's seconds, over every run of the folder."""
+        return round(time.time() - self.t_start + self.earlier, 1)
+
+
+def write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+# -----------------------------------------------------------------------------
+# Answers, baselines, win rates
+
+@torch.no_grad()
+def sample_chat(model, ref, rm, tok, prompts, reward_bias, seed, max_new_tokens=48):
+    """Answers sampled at temperature 1 (the distribution PPO optimizes), with each answer's KL to
+    SFT (the sum over its tokens of log pi - log pi_SFT) and its RM score minus the bias.
+    -> (answers, mean KL, [score])."""
+    cfg = ppo.Config(max_new_tokens=max_new_tokens, no_eos_penalty=0.0)
+    model.eval()  # no dropout in the log-probs: an SFT checkpoint may carry some (the gpu preset's)
+    ref.eval()
+    g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    answers, kl, scores = [], [], []
+    for i in range(0, len(prompts), 64):
+        b = ppo.score(ppo.rollout(model, tok, prompts[i:i + 64], cfg, g), model, ref, None, rm, cfg, reward_bias)
+        answers += ppo.decode_responses(tok, b)
+        kl += ((b["logprobs"] - b["ref_logprobs"]) * b["response_mask"]).sum(1).tolist()
+        scores += b["scores"].tolist()
+    return answers, sum(kl) / len(kl), scores
+
+
+def sample_n(sft_model, rm, tok, prompts, n, reward_bias, seed, max_new_tokens=48):
+    """n answers of SFT per prompt with their RM scores: [[answer] * n per prompt], [[score] * n]."""
+    answers, _, scores = sample_chat(sft_model, sft_model, rm, tok, [p for p in prompts for _ in range(n)],
+                                     reward_bias, seed, max_new_tokens)
+    return ([answers[i:i + n] for i in range(0, len(answers), n)],
+            [scores[i:i + n] for i in range(0, len(scores), n)])
+
+
+def best_of(groups, scores, n):
+    """The RM's favourite among the first n samples of each prompt -> (answers, their RM scores)."""
+    picks = [max(range(n), key=s.__getitem__) for s in scores]
+    return [g[i] for g, i in zip(groups, picks)], [s[i] for s, i in zip(scores, picks)]
+
+
+def best_of_n_kl(n):
+    """KL(best-of-n || SFT) = log n - (n - 1) / n (Stiennon et al. 2020; Gao et al. 2022)."""
+    return math.log(n) - (n - 1) / n
+
+
+def win_rate(wins, n):
+    """Fraction of comparisons won (ties count half) and its 95% normal-approximation interval."""
+    p = wins / max(n, 1)
+    half = 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
+    return p, (max(0.0, p - half), min(1.0, p + half))
