@@ -112,6 +112,9 @@ def _json_array(path):
             raise DataError(f"{path}:{line_at(i)}: expected ',' or ']' between records")
     if i >= len(text):
         raise DataError(f"{path}:{line_at(len(text))}: the array is not closed with ']'")
+    end = space.match(text, i + 1).end()
+    if end < len(text):  # a second array, or junk: never drop records silently
+        raise DataError(f"{path}:{line_at(end)}: more after the array's closing ']' (one array of records per .json file)")
 
 
 def json_records(path):
@@ -167,8 +170,9 @@ def split_hh(chosen, rejected):
     kc, kr = chosen.rfind(ASSISTANT), rejected.rfind(ASSISTANT)
     if kc < 0 or kr < 0:
         raise ValueError('no "\\n\\nAssistant:" turn')
-    if kc == kr and chosen[:kc] == rejected[:kr]:
-        return _hh_prompt(chosen[:kc]), chosen[kc + len(ASSISTANT):].strip(), rejected[kr + len(ASSISTANT):].strip(), False
+    if kc == kr and chosen[:kc] == rejected[:kr]:  # the usual case: a human turn after the answer would be cut
+        c, r = _hh_turn(chosen, kc + len(ASSISTANT)), _hh_turn(rejected, kr + len(ASSISTANT))
+        return _hh_prompt(chosen[:kc]), c, r, HUMAN in chosen[kc:] or HUMAN in rejected[kr:]
     shared = len(os.path.commonprefix([chosen, rejected]))
     k = chosen.rfind(ASSISTANT, 0, shared)  # the last assistant marker wholly inside the shared start
     if k < 0:
@@ -177,6 +181,16 @@ def split_hh(chosen, rejected):
     if c == r:
         raise Skip("the dialogues first differ in a human turn: no two answers to compare")
     return _hh_prompt(chosen[:k]), c, r, True
+
+
+def is_unicode(text):
+    """False for a string JSON allows but UTF-8 cannot hold (a lone surrogate half, as scraped chat
+    dumps have): written out, it would stop the run."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _alpaca_prompt(r):
@@ -242,6 +256,8 @@ def parse_record(r):
         raise ValueError("prompt and responses must be strings")
     if kind == "comparison" and len(set(texts)) == 1:
         raise Skip("the answers compared are identical")
+    if not all(is_unicode(x) for x in [rec["prompt"], *texts]):
+        raise Skip("not valid Unicode (a lone surrogate half)")
     return kind, rec, adapted
 
 
@@ -254,6 +270,7 @@ class Tally:
 
     def __init__(self, path):
         self.path, self.used, self.adapted, self.empty, self.skipped, self.reasons = path, 0, 0, 0, [], {}
+        self.repeats = 0  # prompts met before: dropped, but not a sign of a wrong file
 
     def skip(self, ln, reason):
         self.skipped.append(ln)
@@ -268,9 +285,11 @@ class Tally:
         why = "; ".join(f"{reason} (line {ln})" for reason, ln in self.reasons.items())
         if len(self.skipped) > self.used:
             raise DataError(f"{self.path}:{self.skipped[0]}: {len(self.skipped)} of {n} records cannot be used: {why}")
-        empty = f", {self.empty} with an empty answer" if self.empty else ""
-        adapted = f" ({self.adapted} adapted{empty})" if what.endswith("records") else ""
-        print(f"{self.path}: {self.used} {what} used{adapted}, {len(self.skipped)} skipped"
+        notes = ([f"{self.adapted} adapted"] if what == "comparison records" else []) + (
+            [f"{self.empty} with an empty answer"] if self.empty else [])
+        adapted = f" ({', '.join(notes)})" if notes else ""
+        repeats = f", {self.repeats} repeated prompts dropped" if self.repeats else ""
+        print(f"{self.path}: {self.used} {what} used{adapted}{repeats}, {len(self.skipped)} skipped"
               + (f" (lines {lines}: {why})" if self.skipped else ""))
 
 
@@ -326,8 +345,9 @@ def _prompt_of(obj):
 
 
 def read_prompts(path):
-    """Prompts from a text file (one a line) or from records of any format. Empty and repeated
-    prompts are skipped (counted in the reader's line). -> [prompt]."""
+    """Prompts from a text file (one a line) or from records of any format (a prompt with several
+    comparisons comes once). Empty prompts are skipped, repeats dropped, both counted in the
+    reader's line. -> [prompt]."""
     out, seen, tally = [], set(), Tally(path)
     items = json_records(path) if is_records_file(path) else ((ln, line.strip()) for ln, line in utf8_lines(path))
     for ln, obj in items:
@@ -341,8 +361,10 @@ def read_prompts(path):
         if not obj.strip():  # a blank line of a text file separates, a record's empty prompt is skipped
             if is_records_file(path):
                 tally.skip(ln, "empty prompt")
+        elif not is_unicode(obj):
+            tally.skip(ln, "not valid Unicode (a lone surrogate half)")
         elif obj in seen:
-            tally.skip(ln, "repeats an earlier prompt")
+            tally.repeats += 1
         else:
             seen.add(obj)
             out.append(obj)

@@ -393,7 +393,7 @@ def load_data(cfg, tok, block_size):
     if cut:  # rollout keeps the last `room` tokens of a longer prompt, as respond's samples do
         print(f"{cfg.name}: {cut} of {len(prompts)} prompts are longer than {room} tokens (block_size - "
               f"--max-new-tokens) and lose their left end")
-    corpus = read_texts(cfg.pretrain_data) if cfg.pretrain_data else world and world["corpus"]
+    corpus = read_texts(cfg.pretrain_data) if cfg.pretrain_data else None if cfg.prompts else world["corpus"]
     ptx_ids = corpus_split(tok, corpus, block_size, f"--pretrain-data {cfg.pretrain_data}")[0] if corpus else None
     print(f"{cfg.name}: {len(prompts)} prompts ({len(eval_records)} more held out), {cfg.iterations} iterations of "
           f"{cfg.batch_size} episodes, beta {cfg.kl_coef}, ptx {cfg.ptx_coef}")

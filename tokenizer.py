@@ -16,6 +16,7 @@ to a few thousand tokens), with digits split one per token; the paper uses GPT-2
 
 import json
 import os
+from array import array
 from collections import Counter, defaultdict
 
 import regex
@@ -82,7 +83,7 @@ def train_tokenizer(text, vocab_size):
     frequent adjacent pair until vocab_size (specials included) is reached, or no pair occurs twice."""
     n_tokens = vocab_size - len(SPECIALS)
     assert n_tokens >= 256, "vocab_size must leave room for 256 bytes and the specials"
-    counts = Counter(regex.findall(PAT_STR, text))          # merge on word counts, not on text
+    counts = Counter(m.group() for m in regex.finditer(PAT_STR, text))  # merge on word counts, not on text
     words = [[bytes([b]) for b in w.encode("utf-8")] for w in counts]
     freqs = list(counts.values())
     tokens = [bytes([b]) for b in range(256)]
@@ -238,10 +239,11 @@ def encode_responses(tok, prompts, responses, block_size):
 
 def pretrain_stream(tok, corpus):
     """All documents as one stream of ids, each followed by EOS (how GPT-2/3 pack their data)."""
-    ids = []
+    ids = array("i")  # 4 bytes an id while the stream grows, not a Python int's 36
     for doc in corpus:
-        ids += tok.encode(doc) + [tok.eos_id]
-    return torch.tensor(ids, dtype=torch.long)
+        ids.extend(tok.encode(doc))
+        ids.append(tok.eos_id)
+    return torch.frombuffer(ids, dtype=torch.int32).long()
 
 
 def corpus_split(tok, corpus, block_size, source="the corpus"):

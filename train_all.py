@@ -68,7 +68,7 @@ BEST_OF = [1, 2, 4, 8, 16, 32, 64]  # n of the over-optimization curve (Gao et a
 @dataclass
 class Config:
     preset: str = arg("", "smoke (CI, < 3 min), cpu (laptop, < 30 min) or gpu; default: gpu on CUDA, else cpu")
-    out_dir: str = arg("", "run folder (default out/<preset>)")
+    out_dir: str = arg("", "run folder (default out/<preset>; with your own data out/own_<preset>)")
     seed: int = arg(0, "seed for everything: the same seed gives the same summary.json on CPU")
     rounds: int = arg(1, "times steps 2 and 3 run; round R's RM trains on the comparisons of rounds 1..R, "
                          "ranked samples of each line's own policy")
@@ -325,9 +325,10 @@ def main(cfg=None):
     if cfg.ptx_coef != -1 and not (math.isfinite(cfg.ptx_coef) and cfg.ptx_coef >= 0):
         raise UserError(f"--ptx-coef must be 0 or more (or -1 for the preset's), got {cfg.ptx_coef}")
     cfg = replace(cfg, **{k: v for k, v in PRESETS[cfg.preset].items() if getattr(cfg, k) < 0})
-    cfg.out_dir = cfg.out_dir or os.path.join("out", cfg.preset)
-    if cfg.init or cfg.sft_data or cfg.rm_data or cfg.prompts or cfg.pretrain_data:
+    if cfg.init or cfg.sft_data or cfg.rm_data or cfg.prompts or cfg.pretrain_data:  # your own model and data
+        cfg.out_dir = cfg.out_dir or os.path.join("out", f"own_{cfg.preset}")
         return own_data.main(cfg)
+    cfg.out_dir = cfg.out_dir or os.path.join("out", cfg.preset)
     if cfg.rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {cfg.rounds}")
     ensure_out_dir(cfg.out_dir)

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from formats import DataError, demonstrations, read_prompts, read_records, read_texts, split_hh
+from formats import DataError, Skip, demonstrations, read_prompts, read_records, read_texts, split_hh
 
 H, A = "\n\nHuman:", "\n\nAssistant:"  # Anthropic HH's turn markers
 
@@ -73,7 +73,7 @@ def test_an_empty_answer_is_kept_and_counted(tmp_path, capsys):
     path = write(tmp_path / "d.jsonl", DEMOS + [{"prompt": "Tell me her home address again.", "response": ""}])
     kind, recs = read_records(path)
     assert kind == "sft" and recs[-1] == {"prompt": "Tell me her home address again.", "response": ""}
-    assert capsys.readouterr().out == f"{path}: 4 sft records used (0 adapted, 1 with an empty answer), 0 skipped\n"
+    assert capsys.readouterr().out == f"{path}: 4 sft records used (1 with an empty answer), 0 skipped\n"
     # HH: a chosen dialogue that ends in an empty assistant turn
     path = write(tmp_path / "h.jsonl", [{"chosen": f"{H} Where does she live?{A}",
                                          "rejected": f"{H} Where does she live?{A} At 12 Elm Street."}])
@@ -140,8 +140,7 @@ def test_read_prompts_from_a_text_file(tmp_path, capsys):
     path = tmp_path / "prompts.txt"
     path.write_text("What is 2 + 3?\n\n   Spell cat backwards.  \r\nWhat is 2 + 3?\nTell me a story.")
     assert read_prompts(str(path)) == ["What is 2 + 3?", "Spell cat backwards.", "Tell me a story."]
-    assert capsys.readouterr().out == (f"{path}: 3 prompts used, 1 skipped "
-                                       "(lines 4: repeats an earlier prompt (line 4))\n")
+    assert capsys.readouterr().out == f"{path}: 3 prompts used, 1 repeated prompts dropped, 0 skipped\n"
 
 
 def test_read_prompts_from_records_of_each_format(tmp_path, capsys):
@@ -161,7 +160,9 @@ def test_read_prompts_from_records_of_each_format(tmp_path, capsys):
     assert read_prompts(path) == ["Hi", "Add.\n\n2 and 3", "Say hi.", "Be brief.\n\nWhere is Oslo?", "What is 7 + 1?",
                                   "Human: Hi\n\nAssistant: Hello.\n\nHuman: Bye", "Spell cat backwards.",
                                   "Name a colour."]
-    assert capsys.readouterr().out.startswith(f"{path}: 8 prompts used, 1 skipped (lines 9: repeats")
+    assert capsys.readouterr().out == f"{path}: 8 prompts used, 1 repeated prompts dropped, 0 skipped\n"
+    many = write(tmp_path / "many.jsonl", [records[6]] * 5 + [records[7]])  # a prompt with several comparisons
+    assert read_prompts(many) == ["Spell cat backwards.", "Name a colour."]  # repeats are not unusable records
     bad = write(tmp_path / "bad.jsonl", records[:2] + [{"text": "no prompt here"}])
     with pytest.raises(DataError, match=f"^{bad}:3: no prompt"):
         read_prompts(bad)
@@ -183,3 +184,27 @@ def test_read_texts_from_paragraphs_and_records(tmp_path, capsys):
         bad = write(tmp_path / "bad.jsonl", [{"text": "ok"}, bad_record])
         with pytest.raises(DataError, match=f"^{bad}:2: expected a {{\"text\": \"...\"}} record"):
             read_texts(bad)
+
+
+def test_split_hh_edge_cases():
+    a = "\n\nHuman: Hi\n\nAssistant: Hello.\n\nHuman: Bye\n\nAssistant: Goodbye."
+    with pytest.raises(Skip, match="differ in a human turn"):  # the shorter ends where both share an answer
+        split_hh(a, "\n\nHuman: Hi\n\nAssistant: Hello.")
+    with pytest.raises(Skip, match="before any assistant turn"):
+        split_hh("\n\nHuman: Hi\n\nAssistant: A", "\n\nHuman: Ho\n\nAssistant: A")
+    # a dialogue that goes on with a human turn after its last answer: the answer alone is compared
+    assert split_hh("\n\nHuman: Hi\n\nAssistant: A\n\nHuman: ok?", "\n\nHuman: Hi\n\nAssistant: B") == ("Hi", "A", "B", True)
+    assert split_hh(a, a.replace("Goodbye.", "Go away.")) == ("Human: Hi\n\nAssistant: Hello.\n\nHuman: Bye",
+                                                             "Goodbye.", "Go away.", False)
+
+
+def test_json_with_more_after_the_array_and_text_that_is_not_unicode(tmp_path, capsys):
+    path = tmp_path / "two.json"
+    path.write_text('[{"prompt": "a", "response": "b"}]\n[{"prompt": "c", "response": "d"}]\n')
+    with pytest.raises(DataError, match=f"^{path}:2: more after the array's closing"):
+        read_records(str(path))
+    path = tmp_path / "surrogate.jsonl"  # valid JSON, but no UTF-8 can hold a lone surrogate half
+    path.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "\\ud83d", "response": "b"}\n'
+                    '{"prompt": "c", "response": "d"}\n')
+    assert read_records(str(path))[1] == [{"prompt": "a", "response": "b"}, {"prompt": "c", "response": "d"}]
+    assert "1 skipped (lines 2: not valid Unicode" in capsys.readouterr().out

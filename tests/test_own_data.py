@@ -70,32 +70,42 @@ def own_config(d, out, **kw):
 
 def test_own_data_from_a_gpt2_directory_end_to_end(own_files, tmp_path, capsys):
     d, n_vocab = own_files
-    s = train_all.main(own_config(d, tmp_path / "run", pretrain_data=str(d / "text.txt")))
+    s = train_all.main(own_config(d, tmp_path / "run", pretrain_data=str(d / "text.txt"), n_test=8))
     out = capsys.readouterr().out
     assert "119 comparison records used (1 adapted, 1 with an empty answer), 1 skipped" in out
-    for key in ("win_rate_vs_sft", "win_rate_ci", "rm_score", "kl_to_sft", "judge_score", "pretrain_loss"):
+    for key in ("win_rate_vs_sft", "win_rate_ci", "rm_win_rate_vs_sft", "rm_score", "kl_to_sft", "judge_score",
+                "pretrain_loss"):
         assert set(s[key]) == set(train_all.own_data.MODELS), key
-        assert all(s[key][m] is not None for m in ("sft", "ppo", "ppo_ptx")), key
+        assert all(s[key][m] is not None for m in ("sft", "sft_resample", "ppo", "ppo_ptx")), key
     assert s["win_rate_vs_sft"]["sft"] == 0.5 and s["kl_to_sft"]["sft"] == 0.0 and s["identical_to_sft"]["sft"] == 1.0
-    assert 0 <= s["win_rate_vs_sft"]["ppo"] <= 1 and s["kl_to_sft"]["ppo"] > 0
-    assert 0 <= s["rm_accuracy"] <= 1 and 0 <= s["judge_accuracy"] <= 1 and s["seconds"]["total"] > 0
+    assert 0 <= s["win_rate_vs_sft"]["ppo"] <= 1 and s["kl_to_sft"]["ppo"] != 0  # PPO moved the policy
+    assert 0 <= s["rm_accuracy"] <= 1 and 0 <= s["judge_accuracy"] <= 1 and 0 <= s["rm_judge_agreement"] <= 1
+    assert s["identical_to_sft"]["sft_resample"] < 1 and s["seconds"]["total"] > 0  # its own sample, not SFT's
     run = tmp_path / "run"
     for f in ("report.md", "summary.json", "losses.png", "scores_vs_kl.png", "win_rates.png", "judge.pt", "ppo_ptx.pt"):
         assert (run / f).exists(), f
     # GPT-2's own tokenizer, with the chat format's three tokens added to the vocabulary
     model, ckpt = load_checkpoint(str(run / "ppo.pt"))
     assert ckpt["tokenizer"]["name"] == "gpt2" and model.config.vocab_size == n_vocab + 3
-    # the test prompts are in no stage's data
-    test = {json.loads(line)["prompt"] for line in open(run / "prompts_test.jsonl")}
-    assert len(test) == s["n_test"] == 12  # a tenth of the 120 prompts
+    # the test prompts are in no stage's data; no demonstration and neither RM is on a held-out comparison's prompt
+    def prompts(name):
+        return {json.loads(line)["prompt"] for line in open(run / f"{name}.jsonl")}
+    test, held = prompts("prompts_test"), prompts("comparisons_test")
+    assert len(test) == s["n_test"] == 8 and test < held  # topped up with other prompts' to a tenth, 12
     for name in ("sft", "comparisons_rm", "comparisons_judge", "prompts_ppo"):
-        prompts = {json.loads(line)["prompt"] for line in open(run / f"{name}.jsonl")}
-        assert prompts and not prompts & test, name
+        assert prompts(name) and not prompts(name) & test, name
+    for name in ("sft", "comparisons_rm", "comparisons_judge"):
+        assert not prompts(name) & held, name
+    assert not prompts("comparisons_rm") & prompts("comparisons_judge")
     # a second run reuses every checkpoint and evaluates to the same figures
-    again = train_all.main(own_config(d, tmp_path / "run", pretrain_data=str(d / "text.txt")))
+    again = train_all.main(own_config(d, tmp_path / "run", pretrain_data=str(d / "text.txt"), n_test=8))
     assert "sft.pt exists, skipped" in capsys.readouterr().out
     for key in ("win_rate_vs_sft", "rm_score", "judge_score", "kl_to_sft", "rm_accuracy", "judge_accuracy"):
         assert again[key] == s[key], key
+    # other inputs would make another split, whose test prompts the old SFT may have trained on
+    (d / "fewer.txt").write_text("\n".join(sorted(test)[:6] + [f"question {i}" for i in range(30)]))
+    with pytest.raises(UserError, match="made from other inputs .prompts changed.*--force"):
+        train_all.main(own_config(d, run, pretrain_data=str(d / "text.txt"), n_test=8, prompts=str(d / "fewer.txt")))
 
 
 def test_own_data_without_pretraining_text_skips_ptx_and_names_missing_flags(own_files, tmp_path):
@@ -108,3 +118,9 @@ def test_own_data_without_pretraining_text_skips_ptx_and_names_missing_flags(own
     assert all(s[key]["ppo_ptx"] is None for key in ("win_rate_vs_sft", "rm_score", "kl_to_sft"))
     assert s["win_rate_vs_sft"]["ppo"] is not None and "pretrain_loss" not in s
     assert not os.path.exists(tmp_path / "run" / "ppo_ptx.pt")
+
+
+def test_a_win_is_a_higher_judge_score_on_the_same_prompt_and_a_tie_half():
+    from own_data import wins_against
+    answers, reference = ["a", "b", "c", "d"], ["a", "x", "y", "z"]
+    assert wins_against(answers, reference, [0.0, 2.0, 0.0, 1.0], [9.0, 1.0, 1.0, 1.0]) == 0.5 + 1 + 0 + 0

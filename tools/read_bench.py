@@ -11,6 +11,7 @@ It writes --records records, repeating --source's lines, to a temporary .jsonl.g
   read_records   formats.read_records: the records as demonstrations or comparisons, quirks handled
   read_prompts   formats.read_prompts: every record's prompt, repeats dropped
   tokenize       sft.demo_pairs: every demonstration as token ids, kept to --block-size
+  tokenize whole the same, every id kept, as Python lists (demo_pairs without block_size)
 and the process's peak resident memory after each step (it only grows).
 """
 
@@ -69,6 +70,9 @@ def main():
             demos = demonstrations(kind, records)
             pairs = step("tokenize", lambda: demo_pairs(tok, demos, a.block_size))
             print(f"{sum(len(p) + len(r) for p, r in pairs)} tokens kept")
+            del pairs
+            whole = step("tokenize whole", lambda: demo_pairs(tok, demos))  # every id, as Python lists
+            print(f"{sum(len(p) + len(r) for p, r in whole)} tokens in all")
     floor = rows[0][1]
     print(f"{'step':14s} {'seconds':>8s} {'x floor':>8s} {'peak MB':>8s}")
     for name, seconds, mb in rows:
