@@ -52,7 +52,7 @@ import sft
 from checkpoint import lm_loss, load_language_model, load_reward_model, score_texts
 from common import UserError, check_files, ensure_out_dir, setup
 from formats import demonstrations, read_prompts, read_records, read_texts, write_jsonl
-from pipeline import Stages, best_of, best_of_n_kl, sample_chat, sample_n, win_rate, write_json
+from pipeline import Stages, best_of, best_of_n_kl, fmt, sample_chat, sample_n, win_rate, write_json
 from plots import plot_scores_vs_kl, plot_stage_losses, plot_win_rates
 from tokenizer import corpus_split
 
@@ -225,8 +225,8 @@ def write_report(out_dir, summary, test, answers):
         lines.append(f"| {m} | {w:.3f} ({ci[0]:.3f}-{ci[1]:.3f}) | {summary['rm_win_rate_vs_sft'][m]:.3f} | "
                      f"{summary['identical_to_sft'][m]:.2f} | "
                      f"{summary['judge_score'][m]:+.3f} | {summary['rm_score'][m]:+.3f} | "
-                     f"{'-' if kl is None else format(kl, '.2f')} |"
-                     + (f" {summary['pretrain_loss'][m] or float('nan'):.3f} |" if "pretrain_loss" in summary else ""))
+                     f"{fmt(kl, '.2f')} |"
+                     + (f" {fmt(summary['pretrain_loss'][m], '.3f')} |" if "pretrain_loss" in summary else ""))
     lines += ["", f"The constant answer: {summary['constant_answer']!r}; best-of-4: four SFT samples, the RM's "
               "favourite; sft_resample: a second SFT sample, the null row (near 0.5 if the judge is unbiased).", "",
               f"Held-out comparisons ({c['comparisons_test']}): the RM's pairwise accuracy {summary['rm_accuracy']:.3f}, "

@@ -6,7 +6,7 @@ model and data (own_data.py):
   sample_chat     a model's answers sampled at temperature 1, with their KL to SFT and RM score
   sample_n, best_of, best_of_n_kl   the best-of-n baseline: n SFT samples, the RM's favourite
   win_rate        a win rate against SFT with its 95% interval
-  write_json      summary.json, written atomically
+  fmt, write_json report.md's figures; summary.json, written atomically
 """
 
 import json
@@ -70,6 +70,11 @@ class Stages:
     def total(self):
         """The whole pipeline's seconds, over every run of the folder."""
         return round(time.time() - self.t_start + self.earlier, 1)
+
+
+def fmt(v, spec):
+    """A figure for report.md: "-" where a model has none."""
+    return "-" if v is None else format(v, spec)
 
 
 def write_json(path, obj):

@@ -55,7 +55,7 @@ import own_data
 from checkpoint import fewshot_prompt, fit_examples, lm_loss, load_reward_model, respond, score_texts
 from common import UserError, arg, ensure_out_dir, parse_config, run_cli, setup
 from gpt import load_checkpoint
-from pipeline import Stages, best_of, best_of_n_kl, sample_chat, sample_n, win_rate, write_json
+from pipeline import Stages, best_of, best_of_n_kl, fmt, sample_chat, sample_n, win_rate, write_json
 from plots import metrics_rows, plot_all
 from tokenizer import Tokenizer, corpus_split
 from world import gold_score
@@ -248,10 +248,6 @@ def evaluate(out_dir, cfg, device, paths):
 
 # -----------------------------------------------------------------------------
 # Report and plots
-
-def fmt(v, spec):
-    return "-" if v is None else format(v, spec)
-
 
 def result_table(figs, pretrain_loss):
     """One markdown table of a test set's per-model maps, and the gold rubric per dimension."""
