@@ -305,3 +305,8 @@ def main(cfg):
     print(f"done in {stages.seconds['total']:.0f}s; wrote {out}/summary.json, report.md, losses.png, scores_vs_kl.png, "
           "win_rates.png")
     return summary
+
+
+if __name__ == "__main__":  # a mode of train_all.py, not a script of its own
+    raise SystemExit("own_data.py is train_all.py's own-data mode: python train_all.py --init X --sft-data F "
+                     "--rm-data F --prompts F [--pretrain-data F] (python train_all.py --help)")
