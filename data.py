@@ -102,11 +102,13 @@ class KeptPrompts:
         self.prefixes = set()  # every prefix of every kept key
         self.short = set()     # kept keys shorter than prefix_chars (whole prompts)
 
-    def __contains__(self, prompt):
+    def __contains__(self, prompt):  # exercise: dedupe, Appendix A
+        """Is `prompt` a duplicate: its key equal to a kept key, or one of the two a prefix of the other?"""
         key = prompt_key(prompt, self.prefix_chars)
         return key in self.prefixes or any(key[:j] in self.short for j in range(1, len(key) + 1))
 
-    def add(self, prompt):
+    def add(self, prompt):  # exercise: dedupe, Appendix A
+        """Keep `prompt`: remember every prefix of its key, and the key itself if it is a whole short prompt."""
         key = prompt_key(prompt, self.prefix_chars)
         self.prefixes.update(key[:j] for j in range(1, len(key) + 1))
         if len(key) < self.prefix_chars:

@@ -40,7 +40,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
 
-    def forward(self, x, mask=None, kv=None, slots=None):
+    def forward(self, x, mask=None, kv=None, slots=None):  # exercise: attention, Vaswani et al. 2017
         """x (B, T, C). mask: None for plain causal attention, else (B, 1, T, S), True (or 0) where
         a query may look at a key. kv: None, or this layer's KV cache (k, v), each (B, nh, S_cache, hs):
         the T new keys and values go into cache slots `slots` (T,), and the queries attend over the
@@ -281,7 +281,7 @@ def causal_mask(valid, slots):
     return ((valid[:, None, :] & before) | itself).unsqueeze(1)          # (B, 1, T, S)
 
 
-def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):  # exercise: sampling, Section 3.5
     """logits (B, V) -> next tokens (B,) and their log-probs (B,) under the distribution sampled
     from. Sampling uses the exponential race (argmax of p / Exp(1) noise is a draw from p), which
     needs no host-device sync, unlike the rejection checks inside torch.multinomial."""

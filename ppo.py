@@ -126,14 +126,14 @@ def masked_mean(x, mask, dim=None):
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def masked_whiten(x, mask, eps=1e-8):
+def masked_whiten(x, mask, eps=1e-8):  # exercise: whitening, Section 3.5
     """Zero mean, unit variance over the real (mask = 1) entries only."""
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
     return (x - mean) * torch.rsqrt(var + eps) * mask
 
 
-def kl_shaped_rewards(scores, logprobs, ref_logprobs, response_mask, kl_coef):
+def kl_shaped_rewards(scores, logprobs, ref_logprobs, response_mask, kl_coef):  # exercise: InstructGPT eq. 2
     """
     InstructGPT eq. 2 as per-token rewards: r_t = -beta * (log pi(y_t) - log pi_SFT(y_t)) at every
     response token, plus the RM score at the last real token only.
@@ -146,7 +146,7 @@ def kl_shaped_rewards(scores, logprobs, ref_logprobs, response_mask, kl_coef):
     return rewards * response_mask, kl
 
 
-def gae(rewards, values, response_mask, discount=1.0, lam=0.95):
+def gae(rewards, values, response_mask, discount=1.0, lam=0.95):  # exercise: GAE, Schulman et al. 2016
     """
     Generalized advantage estimation over response tokens (Schulman et al. 2016), with discount d
     (Schulman's gamma; not eq. 2's gamma, the pretraining coefficient):
@@ -168,7 +168,7 @@ def gae(rewards, values, response_mask, discount=1.0, lam=0.95):
 
 
 def ppo_losses(logprobs, old_logprobs, advantages, values, old_values, returns, mask,
-               clip_coef=0.2, vf_clip=0.2):
+               clip_coef=0.2, vf_clip=0.2):  # exercise: PPO, Schulman et al. 2017
     """
     The clipped surrogate and the clipped value loss (Schulman et al. 2017), token-level means
     over the response mask. All inputs (B, N). Returns pg_loss, v_loss and a dict of statistics

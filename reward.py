@@ -98,7 +98,7 @@ PRESETS = {
 # -----------------------------------------------------------------------------
 # The loss (eq. 1)
 
-def ranking_loss(rewards, ranking_mask):
+def ranking_loss(rewards, ranking_mask):  # exercise: InstructGPT eq. 1
     """
     InstructGPT eq. 1 for a batch of prompts, each one batch element.
     rewards (P, K): row p holds the rewards of prompt p's responses sorted best..worst by its

@@ -177,7 +177,7 @@ def gpt2_tokenizer(hf_dir):
 # Batches
 
 
-def sft_batch(tok, pairs, block_size):
+def sft_batch(tok, pairs, block_size):  # exercise: SFT mask, Section 3.5
     """pairs: [(prompt_ids, response_ids)] with the response ending in eos_id. Returns x, y (B, T)
     right-padded with pad_id, y = x shifted by one with -1 on prompt and padding targets, and
     loss_mask (B, T) float = (y != -1): the loss is on response tokens only, EOS included.
