@@ -40,7 +40,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +80,12 @@ class Config:
     previous: list = arg([], "comparison JSONL files of earlier rounds, trained on beside this round's", nargs="*")
     n_heldout: int = arg(200, "prompts of held-out users ranked for the accuracies: this many validation "
                               "prompts (to choose settings by) and as many test prompts (to report)")
+    # for the experiments (experiments.py): the paper's choices, changed one at a time
+    n_prompts: int = arg(0, "rank only the first N of the world's RM prompts (0: all)")
+    separate_pairs: bool = arg(False, "train on each of a ranking's C(K,2) comparisons as its own data point, all "
+                                      "shuffled together: the setup the paper found to overfit (Section 3.5)")
+    noise_scale: float = arg(1.0, "multiply the training labelers' noise by this (held-out labelers keep theirs)")
+    eval_each_pass: bool = arg(False, "log the held-out and the training accuracy after every pass over the data")
     # engineering
     sample_batch: int = arg(64, "responses sampled per generate call for the labelers (a GPU wants more)")
     device: str = arg("auto", "auto, cpu or cuda")
@@ -152,6 +158,13 @@ def collect_comparisons(policy, tok, records, labelers, cfg, rng, generator):
         out.append({"prompt": r["prompt"], "completions": completions,
                     "ranking": lab.rank(r["task"], completions, rng), "labeler": lab.id, "task": r["task"]})
     return out, len(records) - len(out)
+
+
+def separate_pairs(comps):
+    """Each ranking's C(K,2) comparisons as records of their own, (winner, loser): the setup whose
+    overfitting made the paper put all of a prompt's comparisons in one batch element."""
+    return [{**c, "completions": [c["completions"][w], c["completions"][l]], "ranking": [0, 1]}
+            for c in comps for i, w in enumerate(c["ranking"]) for l in c["ranking"][i + 1:]]
 
 
 def encode_comparisons(tok, comps, block_size):
@@ -239,10 +252,11 @@ def comparisons(cfg, gpt, tok, comps, device):
     rng = random.Random(cfg.seed + 2)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 2)
     world = data.build(cfg.preset, cfg.seed)
-    train_labelers = [l for l in world["labelers"] if not l.heldout]
+    train_labelers = [replace(l, noise=l.noise * cfg.noise_scale) for l in world["labelers"] if not l.heldout]
     heldout_labelers = [l for l in world["labelers"] if l.heldout]
     t0 = time.time()
-    train, dropped = collect_comparisons(policy, tok, world["rm"], train_labelers, cfg, rng, generator)
+    train, dropped = collect_comparisons(policy, tok, world["rm"][:cfg.n_prompts or None], train_labelers, cfg, rng,
+                                         generator)
     # held-out users' prompts ranked by held-out labelers: validation ones to choose the RM's settings
     # by (tools/sweep.py), test ones to report
     val, _ = collect_comparisons(policy, tok, world["val"][:cfg.n_heldout], heldout_labelers, cfg, rng, generator)
@@ -309,6 +323,9 @@ def main(cfg=None):
                 print(f"reward: {len(train)} ranked prompts with those of {len(cfg.previous)} earlier round(s)")
         if not train:
             raise UserError(f"reward: no prompt gave {cfg.k_min} distinct responses (--k-min) to rank")
+        if cfg.separate_pairs and not state:
+            train = separate_pairs(train)
+            print(f"reward: --separate-pairs: {len(train)} comparisons, each its own data point")
 
         # 2) the reward model: the SFT model plus a scalar head
         gpt.set_dropout(cfg.dropout)
@@ -357,6 +374,9 @@ def main(cfg=None):
                 log.log(step, loss=loss.item(), train_accuracy=acc.item(), lr=lr, grad_norm=float(norm),
                         reward_gap=float((rewards[:, 0] - rewards[:, 1]).mean().detach()))
             step += 1
+            if cfg.eval_each_pass and step % steps_per_epoch == 0:
+                log.log(step, heldout_accuracy=accuracy(rm, tok, heldout, block, device),
+                        train_accuracy_pass=accuracy(rm, tok, train, block, device))
 
     # 4) held-out accuracy; the bias that puts demonstrations at 0, and the scale
     metrics["heldout_accuracy"] = accuracy(rm, tok, heldout, block, device)

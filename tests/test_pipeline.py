@@ -143,7 +143,7 @@ def test_bad_input_is_one_line_naming_what_is_wrong(smoke, tmp_path):
     assert "not writable" in bad(tmp_path, "sft.py", "--stage", "pretrain", "--out-dir", str(tmp_path / "a_file"))
 
 
-@pytest.mark.parametrize("script", ["checkpoint.py", "data.py", "sft.py", "reward.py", "ppo.py", "train_all.py", "exercises.py",
+@pytest.mark.parametrize("script", ["checkpoint.py", "data.py", "sft.py", "reward.py", "ppo.py", "train_all.py", "exercises.py", "experiments.py",
                                     "chat.py", "tools/bench.py", "tools/profile_decode.py"])
 def test_every_script_explains_itself(script):
     r = run(script, "--help")

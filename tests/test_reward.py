@@ -193,3 +193,29 @@ def test_a_later_round_trains_on_the_comparisons_of_earlier_rounds(run_dir, tmp_
     demos.write_text('{"prompt": "What is 2 + 3?", "response": "5"}\n')
     with pytest.raises(UserError, match="demos.jsonl: holds sft records"):
         reward.main(reward.Config(**flags, round=4, previous=[str(demos)]))
+
+
+def test_separate_pairs_are_each_comparison_winner_first():
+    """experiments.py pairs: a ranking of K responses becomes its C(K,2) comparisons, each a record
+    of its own with the better-ranked response first."""
+    c = {"prompt": "p", "completions": ["a", "b", "c", "d"], "ranking": [2, 0, 3, 1], "task": {}}
+    pairs = reward.separate_pairs([c])
+    assert [p["completions"] for p in pairs] == [["c", "a"], ["c", "d"], ["c", "b"], ["a", "d"], ["a", "b"], ["d", "b"]]
+    assert all(p["ranking"] == [0, 1] and p["prompt"] == "p" for p in pairs)
+
+
+def test_experiment_flags_rank_fewer_prompts_and_log_every_pass(run_dir, tmp_path):
+    """--n-prompts ranks only the first N of the world's RM prompts; --separate-pairs trains on the
+    comparisons one by one; --eval-each-pass logs held-out and training accuracy after each pass;
+    --noise-scale makes the training labelers disagree more."""
+    import json
+    out = copy_run(run_dir, tmp_path / "run", "sft.pt")
+    flags = dict(preset="smoke", out_dir=out, max_new_tokens=8, epochs=2, quiet=True, device="cpu", n_prompts=12)
+    m = reward.main(reward.Config(**flags, name="sep", separate_pairs=True, eval_each_pass=True))
+    ranked = [json.loads(line) for line in open(os.path.join(out, "comparisons_sep.jsonl"))]
+    assert len(ranked) + m["dropped_prompts"] == 12
+    assert m["n_train_prompts"] == sum(len(c["ranking"]) * (len(c["ranking"]) - 1) // 2 for c in ranked)
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert [r["step"] > 0 for r in rows if r["stage"] == "sep" and "train_accuracy_pass" in r] == [True, True]
+    noisy = reward.main(reward.Config(**flags, name="noisy", noise_scale=4.0))
+    assert noisy["labeler_agreement"] < m["labeler_agreement"]

@@ -1,0 +1,318 @@
+"""
+experiments.py: the paper's claims as experiments on the simulated world, where the truth is known.
+
+    python experiments.py pairs --preset smoke              # one experiment: OUT_DIR/pairs/results.json, pairs.png
+    python experiments.py all --preset cpu --out-dir out/experiments
+
+  pairs   Section 3.5: training on each of a ranking's C(K,2) comparisons as a separate data point
+          overfits; one ranking per batch element does not. Held-out and training accuracy after
+          each pass, both ways, on the same comparisons, and the forward passes each needs.
+  k       rankings of K = 2 against K = 4..9 for the same labeling budget (responses read):
+          the RMs' accuracy on the same held-out comparisons.
+  beta    the KL coefficient swept: gold and RM score against KL to SFT (where the two part, PPO
+          over-optimizes the RM; Section 3.5, Gao et al. 2022).
+  ptx     the PPO-ptx coefficient swept: win rate against SFT and gold against the pretraining
+          loss (the alignment tax, Section 4.2).
+  noise   the labelers' noise scaled: their agreement, the RM's accuracy, PPO's gold score.
+  rounds  steps 2 and 3 repeated 1, 2 and 3 times (train_all.py --rounds): what each round adds.
+
+Every experiment starts from one base (OUT_DIR/base: pretrain.pt, sft.pt and reward.pt made
+exactly as train_all.py makes them, with the same --preset and --seed) and changes one thing.
+Figures are on validation prompts (held-out users), judged by held-out labelers and the gold
+rubric; test prompts stay for train_all.py. docs/experiments.md has each one's measured result.
+"""
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, replace
+
+import data
+import ppo
+import reward
+import sft
+import train_all
+from checkpoint import lm_loss, load_language_model, load_reward_model
+from common import UserError, arg, ensure_out_dir, parse_config, run_cli, setup
+from pipeline import Stages, sample_chat, win_rate, write_json
+from plots import metrics_rows, pyplot
+from tokenizer import corpus_split
+from world import gold_mean
+
+SWEEPS = {  # the values each sweep tries, per preset (smoke: a few, to run in CI-sized time)
+    "beta": {"smoke": [0.0, 0.05, 0.2], "default": [0.0, 0.02, 0.05, 0.1, 0.2]},
+    "ptx": {"smoke": [0.0, 1.0, 4.0], "default": [0.0, 0.25, 1.0, 4.0]},
+    "noise": {"smoke": [0.5, 2.0], "default": [0.25, 0.5, 1.0, 2.0, 4.0]},
+    "rounds": {"smoke": [1, 2], "default": [1, 2, 3]},
+}
+PASSES = {"smoke": 3, "default": 2}  # pairs: passes over the comparisons (each pass of separate pairs is costly)
+
+
+@dataclass
+class Args:
+    name: str = arg("", "the experiment: pairs, k, beta, ptx, noise, rounds, or all", positional=True,
+                    choices=["pairs", "k", "beta", "ptx", "noise", "rounds", "all"])
+    preset: str = arg("smoke", "smoke (a few minutes each), cpu (under 30 minutes each on 2 cores) or gpu")
+    out_dir: str = arg("", "folder (default out/experiments_<preset>): base/ and one folder per experiment")
+    seed: int = arg(0, "seed of the world and of every run")
+    device: str = arg("auto", "auto, cpu or cuda")
+
+
+class Progress:
+    """One line per run: which experiment, which run of how many, the seed, and the time left at
+    the pace so far."""
+
+    def __init__(self, name, runs, seed):
+        self.name, self.runs, self.seed, self.done, self.t0 = name, runs, seed, 0, time.time()
+
+    def next(self, what):
+        spent = time.time() - self.t0
+        left = f", about {spent / self.done * (self.runs - self.done):.0f}s left" if self.done else ""
+        self.done += 1
+        print(f"[{self.name}] run {self.done}/{self.runs}: {what} (seed {self.seed}); {spent:.0f}s so far{left}",
+              flush=True)
+
+
+def sweep(name, preset):
+    return SWEEPS[name].get(preset, SWEEPS[name]["default"])
+
+
+# -----------------------------------------------------------------------------
+# The base every experiment starts from, and what is measured on a policy
+
+def make_base(a, common):
+    """OUT_DIR/base: pretrain.pt, sft.pt, reward.pt as train_all.py makes them. -> its folder."""
+    base = os.path.join(a.out_dir, "base")
+    ensure_out_dir(base)
+    stages, common = Stages(base, force=False), {**common, "out_dir": base}
+    sft_cfg = sft.Config(**sft.PRESETS[a.preset])
+    stages.run("pretrain", "pretrain.pt", sft, replace(sft_cfg, stage="pretrain", **common))
+    stages.run("sft", "sft.pt", sft, replace(sft_cfg, stage="sft", eval_gold=0, **common))
+    stages.run("reward", "reward.pt", reward, replace(reward.Config(**reward.PRESETS[a.preset]), **common))
+    return base
+
+
+def policy_figures(path, base, a, device, n=200):
+    """A policy's answers to n validation prompts, sampled: gold score, RM score, KL to SFT, win
+    rate against SFT's answers judged by held-out labelers, pretraining loss on held-out corpus text."""
+    world = data.build(a.preset, a.seed)
+    records = world["val"][:n]
+    sft_model, tok, _ = load_language_model(os.path.join(base, "sft.pt"), device)
+    model = load_language_model(path, device)[0]
+    rm, _, bias, _ = load_reward_model(os.path.join(base, "reward.pt"), device)
+    prompts = [r["prompt"] for r in records]
+    answers, kl, scores = sample_chat(model, sft_model, rm, tok, prompts, bias, a.seed * 1000 + 31)
+    reference, _, _ = sample_chat(sft_model, sft_model, rm, tok, prompts, bias, a.seed * 1000 + 17)
+    heldout = [l for l in world["labelers"] if l.heldout]
+    p, ci = win_rate(train_all.judge(heldout, records, answers, reference, random.Random(a.seed + 5)), len(records))
+    _, val_ids = corpus_split(tok, world["corpus"], model.config.block_size)
+    return dict(gold=round(gold_mean(records, answers, "g")["g"], 4), rm_score=round(sum(scores) / len(scores), 4),
+                kl=round(kl, 4), win_rate_vs_sft=round(p, 4), win_rate_ci=[round(c, 4) for c in ci],
+                pretrain_loss=round(lm_loss(model, val_ids, device), 4))
+
+
+def rows_of(out_dir, stage, key):
+    return [r for r in metrics_rows(out_dir) if r["stage"] == stage and key in r]
+
+
+# -----------------------------------------------------------------------------
+# The experiments: each -> (results, a function drawing its PNG)
+
+def exp_pairs(a, base, common, device):
+    passes = PASSES.get(a.preset, PASSES["default"])
+    progress = Progress("pairs", 2, a.seed)
+    cfg = replace(reward.Config(**reward.PRESETS[a.preset]), init=os.path.join(base, "sft.pt"), epochs=passes,
+                  eval_each_pass=True, **common)
+    progress.next("one ranking per batch element (eq. 1)")
+    reward.main(replace(cfg, name="grouped"))
+    with open(os.path.join(common["out_dir"], "comparisons_grouped.jsonl")) as f:
+        comps = [json.loads(line) for line in f]
+    n_pairs = sum(len(c["ranking"]) * (len(c["ranking"]) - 1) // 2 for c in comps)
+    batch = max(1, round(cfg.batch_size * n_pairs / len(comps)))  # the same comparisons per step
+    progress.next(f"each comparison its own data point, {batch} per step")
+    reward.main(replace(cfg, name="separate", separate_pairs=True, batch_size=batch))
+    out = {"passes": passes, "prompts": len(comps), "comparisons": n_pairs,
+           "forward_passes_per_pass": {"grouped": sum(len(c["ranking"]) for c in comps), "separate": 2 * n_pairs}}
+    for name in ("grouped", "separate"):
+        rows = rows_of(common["out_dir"], name, "train_accuracy_pass")
+        out[name] = [dict(passes=i + 1, heldout_accuracy=round(r["heldout_accuracy"], 4),
+                          train_accuracy=round(r["train_accuracy_pass"], 4),
+                          gap=round(r["train_accuracy_pass"] - r["heldout_accuracy"], 4)) for i, r in enumerate(rows)]
+
+    def draw(ax):
+        for name, color in (("grouped", "C0"), ("separate", "C3")):
+            pts = out[name]
+            ax.plot([p["passes"] for p in pts], [p["heldout_accuracy"] for p in pts], "o-", color=color,
+                    label=f"{name}: held-out")
+            ax.plot([p["passes"] for p in pts], [p["train_accuracy"] for p in pts], "x--", color=color,
+                    label=f"{name}: training")
+        ax.set_xticks(range(1, passes + 1))
+        ax.set_xlabel("passes over the comparisons")
+        ax.set_ylabel("pairwise accuracy")
+        ax.set_title("One ranking per batch element (grouped) against separate pairs")
+    return out, draw
+
+
+def exp_k(a, base, common, device):
+    n_rm = data.PRESETS[a.preset]["n_rm_prompts"]
+    n4 = n_rm // 4
+    n2 = min(n_rm, round(n4 * 6.5 / 2))  # K uniform in 4..9 reads 6.5 responses a prompt on average
+    progress = Progress("k", 2, a.seed)
+    cfg = replace(reward.Config(**reward.PRESETS[a.preset]), init=os.path.join(base, "sft.pt"), **common)
+    progress.next(f"K = 4..9 on {n4} prompts")
+    reward.main(replace(cfg, name="k4to9", n_prompts=n4))
+    progress.next(f"K = 2 on {n2} prompts")
+    reward.main(replace(cfg, name="k2", n_prompts=n2, k_min=2, k_max=2))
+    with open(os.path.join(common["out_dir"], "comparisons_heldout_k4to9.jsonl")) as f:
+        heldout = [json.loads(line) for line in f]  # the same held-out comparisons judge both RMs
+    out = {}
+    for name in ("k4to9", "k2"):
+        rm, tok, _, _ = load_reward_model(os.path.join(common["out_dir"], name + ".pt"), device)
+        with open(os.path.join(common["out_dir"], f"comparisons_{name}.jsonl")) as f:
+            comps = [json.loads(line) for line in f]
+        out[name] = dict(prompts=len(comps), responses_read=sum(len(c["ranking"]) for c in comps),
+                         comparisons=sum(len(c["ranking"]) * (len(c["ranking"]) - 1) // 2 for c in comps),
+                         heldout_accuracy=round(reward.accuracy(rm, tok, heldout, rm.gpt.config.block_size, device), 4))
+
+    def draw(ax):
+        names = ["k2", "k4to9"]
+        ax.bar(names, [out[n]["heldout_accuracy"] for n in names], color=["C3", "C0"])
+        for i, n in enumerate(names):
+            ax.annotate(f"{out[n]['responses_read']} responses\n{out[n]['comparisons']} pairs",
+                        (i, out[n]["heldout_accuracy"]), ha="center", va="bottom", fontsize=8)
+        ax.set_ylim(0.4, 1.0)
+        ax.set_ylabel("held-out pairwise accuracy")
+        ax.set_title("The same labeling budget: K = 2 against K = 4..9")
+    return out, draw
+
+
+def ppo_sweep(name, field, a, base, common, device, reward_paths=None):
+    """PPO from the base's SFT model once per value of the sweep; -> [{value, figures...}]."""
+    values = sweep(name, a.preset)
+    progress = Progress(name, len(values), a.seed)
+    out = []
+    for v in values:
+        progress.next(f"{field} {v}" if field else f"PPO against the RM of {name} {v}")
+        run = f"ppo_{name}{v}"
+        cfg = replace(ppo.Config(**ppo.PRESETS[a.preset]), init=os.path.join(base, "sft.pt"), name=run,
+                      reward=(reward_paths or {}).get(v, os.path.join(base, "reward.pt")), **common)
+        metrics = ppo.main(replace(cfg, **{field: v}) if field else cfg)
+        figs = policy_figures(os.path.join(common["out_dir"], run + ".pt"), base, a, device)
+        out.append({"value": v, **figs, "eval_rm_score": round(metrics["eval_rm_score"], 4)})
+    return out
+
+
+def exp_beta(a, base, common, device):
+    out = {"runs": ppo_sweep("beta", "kl_coef", a, base, common, device)}
+
+    def draw(ax):
+        pts = out["runs"]
+        ax.plot([math.sqrt(max(p["kl"], 0)) for p in pts], [p["gold"] for p in pts], "o-", label="gold score (truth)")
+        ax.plot([math.sqrt(max(p["kl"], 0)) for p in pts], [p["rm_score"] for p in pts], "s-", label="RM score (proxy)")
+        for p in pts:
+            ax.annotate(f"beta={p['value']}", (math.sqrt(max(p["kl"], 0)), p["gold"]), fontsize=7)
+        ax.set_xlabel("sqrt(KL(policy || SFT)) per answer")
+        ax.set_title("The KL coefficient: where gold and RM score part")
+    return out, draw
+
+
+def exp_ptx(a, base, common, device):
+    out = {"runs": ppo_sweep("ptx", "ptx_coef", a, base, common, device)}
+
+    def draw(ax):
+        pts = out["runs"]
+        ax.plot([p["pretrain_loss"] for p in pts], [p["win_rate_vs_sft"] for p in pts], "o-", label="win rate vs SFT")
+        ax.plot([p["pretrain_loss"] for p in pts], [p["gold"] for p in pts], "s-", label="gold score")
+        for p in pts:
+            ax.annotate(f"gamma={p['value']}", (p["pretrain_loss"], p["win_rate_vs_sft"]), fontsize=7)
+        ax.set_xlabel("pretraining loss on held-out corpus text (the alignment tax)")
+        ax.set_title("PPO-ptx: the pretraining coefficient swept")
+    return out, draw
+
+
+def exp_noise(a, base, common, device):
+    scales = sweep("noise", a.preset)
+    progress = Progress("noise (reward models)", len(scales), a.seed)
+    cfg = replace(reward.Config(**reward.PRESETS[a.preset]), init=os.path.join(base, "sft.pt"), **common)
+    rms, paths = {}, {}
+    for s in scales:
+        progress.next(f"labeler noise x{s}")
+        rms[s] = reward.main(replace(cfg, name=f"reward_noise{s}", noise_scale=s))
+        paths[s] = os.path.join(common["out_dir"], f"reward_noise{s}.pt")
+    runs = ppo_sweep("noise", None, a, base, common, device, reward_paths=paths)
+    out = {"runs": [{**r, "labeler_agreement": round(rms[r["value"]]["labeler_agreement"], 4),
+                     "rm_accuracy": round(rms[r["value"]]["heldout_accuracy"], 4)} for r in runs]}
+
+    def draw(ax):
+        pts = out["runs"]
+        xs = [p["value"] for p in pts]
+        for key, marker in (("labeler_agreement", "o-"), ("rm_accuracy", "s-"), ("gold", "^-")):
+            ax.plot(xs, [p[key] for p in pts], marker, label=key.replace("_", " "))
+        ax.set_xscale("log")
+        ax.set_xlabel("labeler noise, times the world's")
+        ax.set_title("Noisier labelers: agreement, RM accuracy, PPO's gold score")
+    return out, draw
+
+
+def exp_rounds(a, base, common, device):
+    rounds = sweep("rounds", a.preset)
+    progress = Progress("rounds", len(rounds), a.seed)
+    folder = common["out_dir"]
+    for f in ("pretrain.pt", "sft.pt", "reward.pt", "comparisons_reward.jsonl", "comparisons_heldout_reward.jsonl"):
+        if not os.path.exists(os.path.join(folder, f)):
+            shutil.copy(os.path.join(base, f), folder)  # round 1 starts from the base, as every experiment
+    out = {"runs": []}
+    for r in rounds:
+        progress.next(f"{r} round(s) of steps 2 and 3")
+        s = train_all.main(train_all.Config(preset=a.preset, out_dir=folder, seed=a.seed, rounds=r, device=a.device,
+                                            quiet=True))
+        out["runs"].append({"rounds": r, **{f"{k}_{m}": s[k][m] for k in ("win_rate_vs_sft", "gold_score")
+                                            for m in ("ppo", "ppo_ptx")},
+                            "new_tasks_gold_ppo": s["new_tasks"]["gold_score"]["ppo"]})
+
+    def draw(ax):
+        pts = out["runs"]
+        xs = [p["rounds"] for p in pts]
+        for key, marker in (("gold_score_ppo", "o-"), ("gold_score_ppo_ptx", "s-"), ("new_tasks_gold_ppo", "^--")):
+            ax.plot(xs, [p[key] for p in pts], marker, label=key.replace("_", " "))
+        ax.set_xticks(xs)
+        ax.set_xlabel("rounds of steps 2 and 3")
+        ax.set_title("What each round of new comparisons adds (test prompts)")
+    return out, draw
+
+
+EXPERIMENTS = {"pairs": exp_pairs, "k": exp_k, "beta": exp_beta, "ptx": exp_ptx, "noise": exp_noise,
+               "rounds": exp_rounds}
+
+
+def main():
+    a = parse_config(Args, description=__doc__)
+    if a.preset not in train_all.PRESETS:
+        raise UserError(f"--preset must be one of {', '.join(train_all.PRESETS)}, got {a.preset}")
+    a.out_dir = a.out_dir or os.path.join("out", f"experiments_{a.preset}")
+    device, _ = setup(a.device, a.seed)
+    common = dict(preset=a.preset, seed=a.seed, device=a.device, quiet=True)
+    base = make_base(a, common)
+    for name in EXPERIMENTS if a.name == "all" else [a.name]:
+        folder = os.path.join(a.out_dir, name)
+        ensure_out_dir(folder)
+        t0 = time.time()
+        results, draw = EXPERIMENTS[name](a, base, {**common, "out_dir": folder}, device)
+        results = {"experiment": name, "preset": a.preset, "seed": a.seed, "seconds": round(time.time() - t0, 1),
+                   **results}
+        write_json(os.path.join(folder, "results.json"), results)
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        draw(ax)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(folder, f"{name}.png"), dpi=100)
+        plt.close(fig)
+        print(f"[{name}] done in {results['seconds']:.0f}s: {folder}/results.json, {name}.png")
+
+
+if __name__ == "__main__":
+    run_cli(main)
