@@ -114,6 +114,12 @@ def policy_figures(path, base, a, device, n=200):
                 pretrain_loss=round(lm_loss(model, val_ids, device), 4))
 
 
+def lines(ax, pts, x, keys):
+    """One line per key of the points `pts` against their `x`."""
+    for key, marker in zip(keys, ("o-", "s-", "^-", "x--")):
+        ax.plot([p[x] for p in pts], [p[key] for p in pts], marker, label=key.replace("_", " "))
+
+
 def rows_of(out_dir, stage, key):
     return [r for r in metrics_rows(out_dir) if r["stage"] == stage and key in r]
 
@@ -224,8 +230,7 @@ def exp_ptx(a, base, common, device):
 
     def draw(ax):
         pts = out["runs"]
-        ax.plot([p["pretrain_loss"] for p in pts], [p["win_rate_vs_sft"] for p in pts], "o-", label="win rate vs SFT")
-        ax.plot([p["pretrain_loss"] for p in pts], [p["gold"] for p in pts], "s-", label="gold score")
+        lines(ax, pts, "pretrain_loss", ["win_rate_vs_sft", "gold"])
         for p in pts:
             ax.annotate(f"gamma={p['value']}", (p["pretrain_loss"], p["win_rate_vs_sft"]), fontsize=7)
         ax.set_xlabel("pretraining loss on held-out corpus text (the alignment tax)")
@@ -247,10 +252,7 @@ def exp_noise(a, base, common, device):
                      "rm_accuracy": round(rms[r["value"]]["heldout_accuracy"], 4)} for r in runs]}
 
     def draw(ax):
-        pts = out["runs"]
-        xs = [p["value"] for p in pts]
-        for key, marker in (("labeler_agreement", "o-"), ("rm_accuracy", "s-"), ("gold", "^-")):
-            ax.plot(xs, [p[key] for p in pts], marker, label=key.replace("_", " "))
+        lines(ax, out["runs"], "value", ["labeler_agreement", "rm_accuracy", "gold"])
         ax.set_xscale("log")
         ax.set_xlabel("labeler noise, times the world's")
         ax.set_title("Noisier labelers: agreement, RM accuracy, PPO's gold score")
@@ -274,11 +276,8 @@ def exp_rounds(a, base, common, device):
                             "new_tasks_gold_ppo": s["new_tasks"]["gold_score"]["ppo"]})
 
     def draw(ax):
-        pts = out["runs"]
-        xs = [p["rounds"] for p in pts]
-        for key, marker in (("gold_score_ppo", "o-"), ("gold_score_ppo_ptx", "s-"), ("new_tasks_gold_ppo", "^--")):
-            ax.plot(xs, [p[key] for p in pts], marker, label=key.replace("_", " "))
-        ax.set_xticks(xs)
+        lines(ax, out["runs"], "rounds", ["gold_score_ppo", "gold_score_ppo_ptx", "new_tasks_gold_ppo"])
+        ax.set_xticks([p["rounds"] for p in out["runs"]])
         ax.set_xlabel("rounds of steps 2 and 3")
         ax.set_title("What each round of new comparisons adds (test prompts)")
     return out, draw
