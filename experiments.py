@@ -306,7 +306,8 @@ def main():
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(7, 4.2))
         draw(ax)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(folder, f"{name}.png"), dpi=100)
         plt.close(fig)
