@@ -5,6 +5,7 @@ checkpoint.py: the models the steps hand each other, and what every step asks of
   ScalarModel           the reward model (Section 3.5): the GPT without its unembedding, plus a
                         scalar head; also PPO's value model, which starts from the RM
   load_reward_model     the RM with its tokenizer and the bias that puts demonstrations at 0
+  load_ppo_models       PPO's policy, frozen SFT reference, frozen RM and value model, checked to agree
   respond               answers to prompts: chat format for SFT and later stages, plain text for a
                         base model (with few-shot examples if given); the fast engine generates
   score_texts           the RM's score of (prompt, response) pairs
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
+import ddp
 import engine
 from common import arg, parse_config, run_cli
 from gpt import GPT, HF_CONV1D, UserError, load_checkpoint, padded_positions
@@ -142,6 +144,31 @@ def load_value_model(reward_path, reward_bias, device):
     return value_model
 
 
+def load_ppo_models(cfg, device):
+    """ppo.py's four models (cfg: its Config): policy (trained, from SFT or --start), reference = SFT
+    (frozen), RM (frozen), value model (trained, from the RM). -> (policy, ref, rm, value_model, tok,
+    reward_bias)."""
+    init = cfg.init or os.path.join(cfg.out_dir, "sft.pt")
+    reward_path = cfg.reward or os.path.join(cfg.out_dir, "reward.pt")
+    ref, tok, _ = load_language_model(init, device)
+    policy, policy_tok, _ = load_language_model(cfg.start or init, device)
+    if policy_tok.state() != tok.state():
+        raise UserError(f"{cfg.start}: its vocabulary differs from {init}'s")
+    ref.eval().requires_grad_(False)
+    rm, rm_tok, reward_bias, reward_scale = load_reward_model(reward_path, device)
+    if rm_tok.state() != tok.state():
+        raise UserError(f"{reward_path}: its vocabulary differs from {init}'s")
+    rm.eval().requires_grad_(False)
+    value_model = load_value_model(reward_path, reward_bias, device)
+    for m in (policy, ref, value_model.gpt):  # no dropout in RL: the ratio must be 1 before any update
+        m.set_dropout(0.0)
+    if cfg.max_new_tokens >= policy.config.block_size:
+        raise UserError(f"--max-new-tokens {cfg.max_new_tokens} leaves no room for a prompt in the model's "
+                        f"block_size {policy.config.block_size}")
+    print(f"{cfg.name}: reward bias {reward_bias:+.3f}, scale {reward_scale:.3f}")
+    return policy, ref, rm, value_model, tok, reward_bias
+
+
 @torch.no_grad()
 def score_texts(rm, tok, prompts, responses, block_size, device, batch_size=64):
     """Raw RM scores (before the demonstration bias) of (prompt, response) pairs."""
@@ -185,6 +212,7 @@ def respond(model, tok, prompts, mode="chat", max_new_tokens=48, temperature=0.0
     device = next(model.parameters()).device
     room = model.config.block_size - max_new_tokens  # prompt tokens that fit beside the answer
     answers = []
+    prompts = ddp.share(prompts)  # torchrun: each rank answers its share, and all get every answer
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
         if mode == "chat":
@@ -202,7 +230,7 @@ def respond(model, tok, prompts, mode="chat", max_new_tokens=48, temperature=0.0
             row = [t for t, m in zip(row, rmask) if m and t != tok.eos_id]
             text = tok.decode(row)
             answers.append(text.split("\n")[0].strip() if mode != "chat" else text.strip())
-    return answers
+    return ddp.gather(answers)
 
 
 @torch.no_grad()

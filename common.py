@@ -29,6 +29,7 @@ from dataclasses import asdict, field, fields
 import numpy as np
 import torch
 
+import ddp
 from gpt import UserError, atomic_save  # noqa: F401 (UserError: defined beside the model, which raises it too)
 
 
@@ -42,6 +43,8 @@ def run_cli(main):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        ddp.stop()  # torchrun: leave the process group (nothing on one process)
 
 
 # -----------------------------------------------------------------------------
@@ -89,7 +92,8 @@ def parse_config(cls, argv=None, presets=None, description=None):
 
 def setup(device="auto", seed=0):
     """Seed everything, pick the device, and return it with the autocast context to train in:
-    bfloat16 on CUDA (with TF32 matmuls), plain float32 on CPU."""
+    bfloat16 on CUDA (with TF32 matmuls), plain float32 on CPU. Under torchrun, join the process
+    group (ddp.py): every rank is seeded alike, so that all build the same world and model."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -97,7 +101,7 @@ def setup(device="auto", seed=0):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: no CUDA device here")
-    device = torch.device(device)
+    device = ddp.start(torch.device(device))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -110,7 +114,7 @@ def ensure_out_dir(path, flag="--out-dir"):
     """Create the run folder and prove it takes files: a bad folder fails now, not after an hour."""
     try:
         os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".write_test")
+        probe = os.path.join(path, f".write_test{os.getpid()}")  # one per process: torchrun runs several
         with open(probe, "w"):
             pass
         os.remove(probe)
@@ -147,7 +151,7 @@ class MetricsLog:
     plots drawn from the file show one run per stage."""
 
     def __init__(self, out_dir, stage, quiet=False, resume=False):
-        self.path = os.path.join(out_dir, "metrics.jsonl") if out_dir else None
+        self.path = os.path.join(out_dir, "metrics.jsonl") if out_dir and ddp.is_main() else None  # rank 0 writes
         self.stage, self.quiet = stage, quiet
         self.replaces = not resume  # a resumed stage keeps its lines (Resume.load trims them)
 
@@ -240,6 +244,8 @@ class Resume:
         return round(self.seconds_before + time.time() - self.t_start, 1)
 
     def save(self, **state):
+        if not ddp.is_main():  # torchrun: rank 0 writes; the ranks' states are the same
+            return
         state.update(config=self.config, metrics_lines=len(self.log.lines()[0]), torch_rng=torch.get_rng_state(),
                      seconds=self.seconds())
         if torch.cuda.is_available():  # dropout on a GPU draws from the GPU's generators
@@ -285,7 +291,8 @@ class Resume:
         raise KeyboardInterrupt
 
     def done(self):
-        if os.path.exists(self.path):
+        ddp.barrier()  # torchrun: the others wait for rank 0's checkpoint; none still reads this file
+        if ddp.is_main() and os.path.exists(self.path):
             os.remove(self.path)
 
 

@@ -46,6 +46,7 @@ from dataclasses import replace
 
 import torch
 
+import ddp
 import ppo
 import reward
 import sft
@@ -84,7 +85,8 @@ def check_inputs(cfg):
         if changed:
             raise UserError(f"{cfg.out_dir} holds {', '.join(made)} made from other inputs ({', '.join(changed)} "
                             f"changed); pass --force to re-run every stage, or choose another --out-dir")
-    write_json(path, inputs)
+    if ddp.is_main():  # torchrun: rank 0 writes
+        write_json(path, inputs)
 
 
 def split_data(cfg):
@@ -126,7 +128,9 @@ def split_data(cfg):
         if not recs:
             raise UserError(f"own data: nothing left for {name} after the split; give more records")
         paths[name] = os.path.join(cfg.out_dir, f"{name}.jsonl")
-        write_jsonl(paths[name], recs)
+        if ddp.is_main():  # torchrun: rank 0 writes the parts, which every rank's stages then read
+            write_jsonl(paths[name], recs)
+    ddp.barrier()
     counts = {name: len(recs) for name, recs in parts.items()}
     counts["sft_dropped_held_out"] = len(all_demos) - len(demos)
     print(f"own data: {n_test} test prompts held out of every stage; SFT {len(demos)} demonstrations "
@@ -291,14 +295,15 @@ def main(cfg):
                "files": {f: getattr(cfg, f) for f in ("sft_data", "rm_data", "prompts", "pretrain_data")},
                "data": counts, "n_test": len(test),
                "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-               "seconds": stages.seconds, **result}
-    write_json(os.path.join(out, "summary.json"), summary)
-    plot_stage_losses(out, ["sft", "reward", "judge"])
-    plot_scores_vs_kl(out, ["ppo", "ppo_ptx"], "scores_vs_kl.png")
+               "world_size": ddp.world(), "seconds": stages.seconds, **result}
     names = [m for m in MODELS if summary["win_rate_vs_sft"][m] is not None]
-    plot_win_rates(out, [(f"test prompts ({len(test)})", summary)], names,
-                   "The judge RM's preference against SFT on held-out test prompts (95% CI)")
-    write_report(out, summary, test, answers)
+    if ddp.is_main():  # torchrun: rank 0 writes
+        write_json(os.path.join(out, "summary.json"), summary)
+        plot_stage_losses(out, ["sft", "reward", "judge"])
+        plot_scores_vs_kl(out, ["ppo", "ppo_ptx"], "scores_vs_kl.png")
+        plot_win_rates(out, [(f"test prompts ({len(test)})", summary)], names,
+                       "The judge RM's preference against SFT on held-out test prompts (95% CI)")
+        write_report(out, summary, test, answers)
     w = summary["win_rate_vs_sft"]
     print("win rate vs SFT (judge RM): " + ", ".join(f"{m} {w[m]:.2f}" for m in names)
           + f"; RM accuracy {summary['rm_accuracy']:.3f}, judge {summary['judge_accuracy']:.3f}")

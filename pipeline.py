@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import torch
 
+import ddp
 import ppo
 from common import UserError
 from gpt import load_checkpoint
@@ -95,13 +96,15 @@ def sample_chat(model, ref, rm, tok, prompts, reward_bias, seed, max_new_tokens=
     cfg = ppo.Config(max_new_tokens=max_new_tokens, no_eos_penalty=0.0)
     model.eval()  # no dropout in the log-probs: an SFT checkpoint may carry some (the gpu preset's)
     ref.eval()
-    g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    g = torch.Generator(device=next(model.parameters()).device).manual_seed(ddp.seed(seed))
     answers, kl, scores = [], [], []
+    prompts = ddp.share(prompts)  # torchrun: each rank answers its share, and all get every answer
     for i in range(0, len(prompts), 64):
         b = ppo.score(ppo.rollout(model, tok, prompts[i:i + 64], cfg, g), model, ref, None, rm, cfg, reward_bias)
         answers += ppo.decode_responses(tok, b)
         kl += ((b["logprobs"] - b["ref_logprobs"]) * b["response_mask"]).sum(1).tolist()
         scores += b["scores"].tolist()
+    answers, kl, scores = ddp.gather(answers), ddp.gather(kl), ddp.gather(scores)
     return answers, sum(kl) / len(kl), scores
 
 

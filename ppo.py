@@ -26,6 +26,7 @@ Run on CPU (after sft.py and reward.py):
     python ppo.py --preset smoke --out-dir out/smoke
     python ppo.py --preset smoke --out-dir out/smoke --ptx-coef 1.0 --name ppo_ptx
     python ppo.py --preset smoke --out-dir out/smoke --resume      # after Ctrl-C (OUT_DIR/<name>.resume.pt)
+    torchrun --nproc_per_node 2 ppo.py --preset smoke --out-dir out/smoke   # each rank its share of the prompts
     python ppo.py --init out/mine/sft.pt --reward out/mine/reward.pt --prompts prompts.txt --out-dir out/mine
 --prompts: a text file (one a line) or records of any format formats.py reads, 5% held out for
 the evaluations; without a gold rubric PPO logs RM score and KL; PPO-ptx then needs --pretrain-data.
@@ -53,8 +54,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 import data
+import ddp
 import engine
-from checkpoint import last_index, load_language_model, load_reward_model, load_value_model, reward_scores
+from checkpoint import last_index, load_ppo_models, reward_scores
 from common import (MetricsLog, Resume, UserError, arg, check_files, check_positive, configure_optimizer,
                     ensure_out_dir, parse_config, run_cli, setup, stop_on_signal)
 from formats import read_prompts, read_texts, split_validation
@@ -271,23 +273,27 @@ def update(policy, value_model, opt_policy, opt_value, batch, advantages, return
     policy.train()
     value_model.train()
     B, T, device = len(batch["tokens"]), batch["T"], batch["tokens"].device
+    minibatch_size = cfg.minibatch_size // ddp.world()  # DDP: B and the minibatches are this rank's share
     stats, finite = [], torch.ones((), dtype=torch.bool, device=device)
     for epoch in range(cfg.ppo_epochs):
         order = torch.randperm(B, generator=torch.Generator().manual_seed(cfg.seed * 7919 + it * 31 + epoch))
-        for start in range(0, B, cfg.minibatch_size):
-            mb = order[start:start + cfg.minibatch_size].to(device)
+        for start in range(0, B, minibatch_size):
+            mb = order[start:start + minibatch_size].to(device)
             tokens, mask, response_mask = batch["tokens"][mb], batch["attention_mask"][mb], batch["response_mask"][mb]
             with autocast():
                 logprobs, entropy = token_logprobs(policy, tokens, mask, with_entropy=True)
                 values = value_model(tokens, mask)[:, T - 1:-1]
             pg_loss, v_loss, s = ppo_losses(logprobs[:, T - 1:], batch["logprobs"][mb], advantages[mb], values.float(),
                                             batch["values"][mb], returns[mb], response_mask, cfg.clip_coef, cfg.vf_clip)
+            w = ddp.weight(response_mask.sum())  # DDP: this rank's share of the response tokens (1.0 on one process)
+            pg_loss, v_loss, s = w * pg_loss, w * v_loss, {k: w * v for k, v in s.items()}
             loss = pg_loss
             if cfg.ptx_coef > 0:  # PPO-ptx: gamma * the pretraining LM loss, in every update
-                x, y = pretrain_batch(ptx_ids, cfg.ptx_batch_size, policy.config.block_size,
-                                      (it * cfg.ppo_epochs + epoch) * B + start, cfg.seed)  # one per minibatch
+                x, y = pretrain_batch(ptx_ids, cfg.ptx_batch_size, ddp.unwrap(policy).config.block_size,
+                                      (it * cfg.ppo_epochs + epoch) * cfg.batch_size + start * ddp.world(),
+                                      cfg.seed)  # one per minibatch; DDP: each rank its share of its rows
                 with autocast():
-                    ptx_loss = policy(x.to(device), y.to(device))[1]
+                    ptx_loss = policy(ddp.share(x).to(device), ddp.share(y).to(device))[1]
                 loss = loss + cfg.ptx_coef * ptx_loss
                 s["ptx_loss"] = ptx_loss.detach()
             finite &= torch.isfinite(loss.detach()) & torch.isfinite(v_loss.detach())
@@ -299,7 +305,7 @@ def update(policy, value_model, opt_policy, opt_value, batch, advantages, return
             opt_policy.step()
             opt_value.step()
             s.update(pg_loss=pg_loss.detach(), v_loss=v_loss.detach(),
-                     entropy=masked_mean(entropy[:, T - 1:].float().detach(), response_mask))
+                     entropy=w * masked_mean(entropy[:, T - 1:].float().detach(), response_mask))
             stats.append(s)
     return stats, finite
 
@@ -317,24 +323,28 @@ def iteration_metrics(tok, records, batch, kl, returns, kl_coef, stats, t_train)
     per_minibatch = torch.stack([torch.stack([s[k] for k in keys]) for s in stats]).tolist()  # one sync
     mean = {k: sum(row[j] for row in per_minibatch) / len(stats) for j, k in enumerate(keys)}
     total_t = batch["t_gen"] + batch["t_score"] + t_train
-    return dict(rm_score=batch["rm_scores"].mean().item(), **gold_mean(records, decode_responses(tok, batch), "gold"),
-                kl=kl.sum(1).mean().item(),
-                kl_coef=kl_coef, **mean,
-                explained_var=explained_variance(batch["values"], returns, batch["response_mask"]),
-                resp_len=batch["response_mask"].sum(1).mean().item(), ended=batch["ended"].float().mean().item(),
-                gen_frac=round(batch["t_gen"] / total_t, 3), score_frac=round(batch["t_score"] / total_t, 3),
-                train_frac=round(t_train / total_t, 3), iter_s=round(total_t, 3))
+    out = dict(rm_score=batch["rm_scores"].mean().item(), **gold_mean(records, decode_responses(tok, batch), "gold"),
+               kl=kl.sum(1).mean().item(), **mean,
+               resp_len=batch["response_mask"].sum(1).mean().item(), ended=batch["ended"].float().mean().item())
+    out = {k: ddp.mean(v) for k, v in out.items()}  # DDP: the whole batch's (ranks hold equal shares of it)
+    return dict(out, explained_var=explained_variance(*ddp.all_rows(batch["values"], returns, batch["response_mask"])),
+                kl_coef=kl_coef, gen_frac=round(batch["t_gen"] / total_t, 3),
+                score_frac=round(batch["t_score"] / total_t, 3), train_frac=round(t_train / total_t, 3),
+                iter_s=round(total_t, 3))
 
 
 @torch.no_grad()
 def evaluate(policy, ref, rm, tok, records, cfg, reward_bias, generator, autocast=contextlib.nullcontext):
-    """On held-out prompts: mean RM score (sampled answers), gold score (simulated prompts), KL to SFT per answer."""
+    """On held-out prompts: mean RM score (sampled answers), gold score (simulated prompts), KL to SFT per answer.
+    Under torchrun each rank answers its share of the prompts; the means and answers are the whole set's."""
+    records = ddp.share(records)
     batch = rollout(policy, tok, [r["prompt"] for r in records], cfg, generator, autocast)
     score(batch, policy, ref, None, rm, cfg, reward_bias, autocast)
     answers = decode_responses(tok, batch)
     kl = ((batch["logprobs"] - batch["ref_logprobs"]) * batch["response_mask"]).sum(1)
-    return dict(eval_rm_score=batch["rm_scores"].mean().item(), **gold_mean(records, answers, "eval_gold"),
-                eval_kl=kl.mean().item()), answers
+    stats = dict(eval_rm_score=batch["rm_scores"].mean().item(), **gold_mean(records, answers, "eval_gold"),
+                 eval_kl=kl.mean().item())
+    return {k: ddp.weighted_mean(v, len(records)) for k, v in stats.items()}, ddp.gather(answers)
 
 
 # -----------------------------------------------------------------------------
@@ -351,30 +361,6 @@ def validate(cfg):
     if cfg.whole_step and not cfg.cuda_graph:
         raise UserError("--whole-step records the whole decode step in the CUDA graphs of --cuda-graph: add that flag")
     ensure_out_dir(cfg.out_dir)
-
-
-def load_models(cfg, device):
-    """The four models: policy (trained, from SFT or --start), reference = SFT (frozen), RM (frozen),
-    value model (trained, from the RM). -> (policy, ref, rm, value_model, tok, reward_bias)."""
-    init = cfg.init or os.path.join(cfg.out_dir, "sft.pt")
-    reward_path = cfg.reward or os.path.join(cfg.out_dir, "reward.pt")
-    ref, tok, _ = load_language_model(init, device)
-    policy, policy_tok, _ = load_language_model(cfg.start or init, device)
-    if policy_tok.state() != tok.state():
-        raise UserError(f"{cfg.start}: its vocabulary differs from {init}'s")
-    ref.eval().requires_grad_(False)
-    rm, rm_tok, reward_bias, reward_scale = load_reward_model(reward_path, device)
-    if rm_tok.state() != tok.state():
-        raise UserError(f"{reward_path}: its vocabulary differs from {init}'s")
-    rm.eval().requires_grad_(False)
-    value_model = load_value_model(reward_path, reward_bias, device)
-    for m in (policy, ref, value_model.gpt):  # no dropout in RL: the ratio must be 1 before any update
-        m.set_dropout(0.0)
-    if cfg.max_new_tokens >= policy.config.block_size:
-        raise UserError(f"--max-new-tokens {cfg.max_new_tokens} leaves no room for a prompt in the model's "
-                        f"block_size {policy.config.block_size}")
-    print(f"{cfg.name}: reward bias {reward_bias:+.3f}, scale {reward_scale:.3f}")
-    return policy, ref, rm, value_model, tok, reward_bias
 
 
 def load_data(cfg, tok, block_size):
@@ -404,9 +390,12 @@ def main(cfg=None):
     cfg = cfg or parse_config(Config, presets=PRESETS, description=__doc__)
     validate(cfg)
     device, autocast = setup(cfg.device, cfg.seed)
+    ddp.check_divides({"--batch-size": cfg.batch_size, "--minibatch-size": cfg.minibatch_size,
+                       "--ptx-batch-size": cfg.ptx_batch_size if cfg.ptx_coef else 0})
     log = MetricsLog(cfg.out_dir, cfg.name, cfg.quiet, cfg.resume)
     resume = Resume(cfg.out_dir, cfg.name, cfg, log)
-    policy, ref, rm, value_model, tok, reward_bias = load_models(cfg, device)
+    policy, ref, rm, value_model, tok, reward_bias = load_ppo_models(cfg, device)
+    train_policy, train_value = ddp.wrap(policy), ddp.wrap(value_model)  # DDP: their backward averages gradients
     prompts, eval_records, ptx_ids = load_data(cfg, tok, policy.config.block_size)
     if cfg.cuda_graph and device.type != "cuda":
         print(f"{cfg.name}: --cuda-graph needs a CUDA device; rollouts decode without graphs on {device.type}")
@@ -414,10 +403,10 @@ def main(cfg=None):
     opt_value = configure_optimizer(value_model, cfg.value_lr, weight_decay=0.0, device_type=device.type)
     kl_ctl = AdaptiveKL(cfg.kl_coef, cfg.target_kl)
     rng = random.Random(cfg.seed + 3)                                    # which prompts each iteration
-    generator = torch.Generator(device=device).manual_seed(cfg.seed + 3)  # the rollouts' sampling
+    generator = torch.Generator(device=device).manual_seed(ddp.seed(cfg.seed + 3))  # the rollouts' sampling
 
     def run_eval(it):  # held-out prompts, sampled with the same draws at every evaluation
-        g = torch.Generator(device=device).manual_seed(cfg.seed + 4)
+        g = torch.Generator(device=device).manual_seed(ddp.seed(cfg.seed + 4))
         stats, answers = evaluate(policy, ref, rm, tok, eval_records, cfg, reward_bias, g, autocast)
         log.log(it, **stats)
         return stats, answers
@@ -425,7 +414,8 @@ def main(cfg=None):
     def resumable():  # what --resume needs to continue exactly
         return dict(policy=policy.state_dict(), value=value_model.state_dict(), opt_policy=opt_policy.state_dict(),
                     opt_value=opt_value.state_dict(), kl_coef=kl_ctl.value, rng=rng.getstate(),
-                    generator=generator.get_state(), generator_device=device.type, it=it, first_eval=first_eval)
+                    generator=ddp.gather([generator.get_state()]), generator_device=device.type, it=it,
+                    first_eval=first_eval)  # DDP: each rank's sampling state
 
     if cfg.resume:
         it, first_eval = resume_state(resume, cfg, device, policy, value_model, opt_policy, opt_value, kl_ctl, rng,
@@ -437,9 +427,9 @@ def main(cfg=None):
 
     with stop_on_signal() as stop:
         while it < cfg.iterations:
-            if stop.requested:  # Ctrl-C / SIGTERM between iterations: save, leave
+            if ddp.any_rank(stop.requested):  # Ctrl-C / SIGTERM between iterations: save, leave
                 resume.interrupted(f"iteration {it} of {cfg.iterations}", **resumable())
-            records = rng.sample(prompts, min(cfg.batch_size, len(prompts)))
+            records = ddp.share(rng.sample(prompts, min(cfg.batch_size, len(prompts))))  # DDP: this rank's share
             # 1-2. rollout and score, without dropout (so that the update's first ratio is 1)
             policy.eval()
             batch = rollout(policy, tok, [r["prompt"] for r in records], cfg, generator, autocast)
@@ -451,18 +441,21 @@ def main(cfg=None):
             rewards, kl = kl_shaped_rewards(batch["scores"], batch["logprobs"], batch["ref_logprobs"],
                                             batch["response_mask"], kl_ctl.value)
             advantages, returns = gae(rewards, batch["values"], batch["response_mask"], cfg.discount, cfg.lam)
-            advantages = masked_whiten(advantages, batch["response_mask"])
+            if ddp.on():  # DDP: whitened over every rank's rows, as one process whitens the whole batch
+                advantages = ddp.over_all_rows(masked_whiten, advantages, batch["response_mask"])
+            else:
+                advantages = masked_whiten(advantages, batch["response_mask"])
             # 5. the PPO update
             t0 = time.time()
-            stats, finite = update(policy, value_model, opt_policy, opt_value, batch, advantages, returns, cfg, it,
-                                   ptx_ids, autocast)
+            stats, finite = update(train_policy, train_value, opt_policy, opt_value, batch, advantages, returns, cfg,
+                                   it, ptx_ids, autocast)
             if not finite:  # the weights are poisoned now; the last saved state predates them
                 raise UserError(f"{cfg.name}: loss is not finite at iteration {it}; stopped; the last good state "
                                 f"is {resume.path}")
             metrics = iteration_metrics(tok, records, batch, kl, returns, kl_ctl.value, stats, time.time() - t0)
-            log.log(it + 1, **metrics)
+            log.log(it + 1, **metrics, **ddp.rank_losses(stats[-1]["pg_loss"].item(), len(records)))
             if cfg.adaptive_kl:
-                kl_ctl.update(metrics["kl"], len(records))
+                kl_ctl.update(metrics["kl"], len(records) * ddp.world())
             it += 1
             if it % cfg.eval_every == 0 and it < cfg.iterations:
                 run_eval(it)
@@ -476,10 +469,11 @@ def main(cfg=None):
           + f"KL to SFT {last_eval['eval_kl']:.2f} nats per answer; {metrics['seconds']:.0f}s")
     for r, a in list(zip(eval_records, answers))[:3]:
         print(f"  {r['prompt'][-100:]!r} -> {a[:100]!r}")
-    save_checkpoint(os.path.join(cfg.out_dir, f"{cfg.name}.pt"), policy, stage=cfg.name, tokenizer=tok.state(),
-                    config=asdict(cfg), metrics=metrics)
+    if ddp.is_main():  # torchrun: rank 0 writes
+        save_checkpoint(os.path.join(cfg.out_dir, f"{cfg.name}.pt"), policy, stage=cfg.name, tokenizer=tok.state(),
+                        config=asdict(cfg), metrics=metrics, world_size=ddp.world())
+        plot_scores_vs_kl(cfg.out_dir, [cfg.name], f"{cfg.name}_scores_vs_kl.png")
     resume.done()
-    plot_scores_vs_kl(cfg.out_dir, [cfg.name], f"{cfg.name}_scores_vs_kl.png")
     return metrics
 
 
@@ -490,7 +484,7 @@ def resume_state(resume, cfg, device, policy, value_model, opt_policy, opt_value
         part.load_state_dict(state[key])
     kl_ctl.value = state["kl_coef"]
     rng.setstate(state["rng"])
-    generator.set_state(state["generator"].cpu())
+    generator.set_state(state["generator"][ddp.rank()].cpu())
     resume.restore_rng(state)
     print(f"resumed {cfg.name} at iteration {state['it']}")
     return state["it"], state["first_eval"]

@@ -19,6 +19,8 @@ Run on CPU (after sft.py):
     python chat.py --label --policy out/smoke/sft.pt            # you rank the samples, then:
     python reward.py --data out/smoke/comparisons_human.jsonl --init out/smoke/sft.pt --out-dir out/mine
     python reward.py --preset smoke --out-dir out/smoke --resume   # after Ctrl-C: no sampling again
+    torchrun --nproc_per_node 2 reward.py --preset smoke --out-dir out/smoke   # data parallel (ddp.py): each
+                                          # rank samples its share of the prompts and trains on its prompts of a batch
 --data takes pairwise {"prompt","chosen","rejected"}, Anthropic HH {"chosen","rejected"} or
 ranked {"prompt","completions","ranking"} JSONL instead of the simulated labelers.
 
@@ -46,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 import data
+import ddp
 from checkpoint import ScalarModel, load_language_model, load_start, respond, reward_scores, score_texts
 from common import (MetricsLog, Resume, UserError, arg, check_files, check_positive, configure_optimizer, cosine_lr,
                     ensure_out_dir, parse_config, run_cli, setup, stop_on_signal)
@@ -198,12 +201,18 @@ def accuracy(rm, tok, comps, block_size, device, batch_size=32):
     """Pairwise accuracy over pairs of distinct responses: r(winner) > r(loser)."""
     right = total = 0
     rm.eval()
+    comps = ddp.share(comps)  # torchrun: each rank scores its share; the counts are summed
     for i in range(0, len(comps), batch_size):
         rewards, rmask = comparison_batch(rm, tok, comps[i:i + batch_size], block_size, device)
         _, acc = ranking_loss(rewards, rmask)
-        n = sum(len(c["completions"]) * (len(c["completions"]) - 1) // 2 for c in comps[i:i + batch_size])
+        n = n_pairs(comps[i:i + batch_size])
         right, total = right + acc.item() * n, total + n
-    return right / max(total, 1)
+    return ddp.total(right) / max(ddp.total(total), 1)
+
+
+def n_pairs(comps):
+    """The comparisons C(K,2) that rankings of K responses hold."""
+    return sum(len(c["completions"]) * (len(c["completions"]) - 1) // 2 for c in comps)
 
 
 def oracle_accuracy(comps):
@@ -228,7 +237,7 @@ def demonstration_bias(rm, tok, demos, train, block_size, device):
         prompts, responses = [d["prompt"] for d in demos], [d["response"] for d in demos]
     else:
         prompts, responses = [c["prompt"] for c in train[:2000]], [c["completions"][c["ranking"][0]] for c in train[:2000]]
-    scores = score_texts(rm, tok, prompts, responses, block_size, device)
+    scores = ddp.gather(score_texts(rm, tok, ddp.share(prompts), ddp.share(responses), block_size, device))  # torchrun
     bias = sum(scores) / len(scores)
     return bias, (sum((s - bias) ** 2 for s in scores) / len(scores)) ** 0.5
 
@@ -250,7 +259,7 @@ def comparisons(cfg, gpt, tok, comps, device):
             raise UserError(f"--policy {cfg.policy}: its vocabulary differs from --init's "
                             f"({cfg.init or os.path.join(cfg.out_dir, 'sft.pt')})")
     rng = random.Random(cfg.seed + 2)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed + 2)
+    generator = torch.Generator(device=device).manual_seed(ddp.seed(cfg.seed + 2))  # torchrun: a stream per rank
     world = data.build(cfg.preset, cfg.seed)
     train_labelers = [replace(l, noise=l.noise * cfg.noise_scale) for l in world["labelers"] if not l.heldout]
     heldout_labelers = [l for l in world["labelers"] if l.heldout]
@@ -266,13 +275,14 @@ def comparisons(cfg, gpt, tok, comps, device):
                "oracle_accuracy": oracle_accuracy(heldout), "dropped_prompts": dropped,
                "sampling_seconds": round(time.time() - t0, 1)}
     n_k = sum(len(c["completions"]) for c in train) / max(1, len(train))
-    print(f"reward: {len(train)} training prompts ranked (mean K {n_k:.1f}, {len(pairs)} comparisons; {dropped} "
-          f"dropped with fewer than {cfg.k_min} distinct samples), {len(val)} validation and {len(heldout)} test "
+    print(f"reward: {len(train)} training prompts ranked{ddp.describe()} (mean K {n_k:.1f}, {len(pairs)} comparisons; "
+          f"{dropped} dropped with fewer than {cfg.k_min} distinct samples), {len(val)} validation and {len(heldout)} test "
           f"prompts ranked by held-out labelers; sampling took {metrics['sampling_seconds']:.0f}s; labeler agreement "
           f"{metrics['labeler_agreement']:.3f} (paper: 0.726), the gold rubric on the test pairs "
           f"{metrics['oracle_accuracy']:.3f}")
-    write_jsonl(os.path.join(cfg.out_dir, f"comparisons_{name}.jsonl"), train)
-    write_jsonl(os.path.join(cfg.out_dir, f"comparisons_heldout_{name}.jsonl"), heldout)
+    if ddp.is_main():  # torchrun: rank 0 writes (every rank holds the same comparisons)
+        write_jsonl(os.path.join(cfg.out_dir, f"comparisons_{name}.jsonl"), train)
+        write_jsonl(os.path.join(cfg.out_dir, f"comparisons_heldout_{name}.jsonl"), heldout)
     demos = [{"prompt": d["prompt"], "response": d["response"]} for d in world["sft"]]
     return train, val, heldout, demos, metrics
 
@@ -330,6 +340,7 @@ def main(cfg=None):
         # 2) the reward model: the SFT model plus a scalar head
         gpt.set_dropout(cfg.dropout)
         rm = ScalarModel(gpt).to(device)
+        rm_ddp = ddp.wrap(rm)  # DDP: its backward averages the gradients over ranks (one process: rm itself)
         optimizer = configure_optimizer(rm, cfg.lr, cfg.weight_decay, device_type=device.type)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         steps = cfg.epochs * steps_per_epoch
@@ -350,7 +361,7 @@ def main(cfg=None):
             resume.save(**resumable())  # the sampled comparisons are safe from here on
         # 3) the loop: each batch element one prompt with all its K ranked responses (eq. 1)
         while step < steps:
-            if stop.requested:
+            if ddp.any_rank(stop.requested):
                 resume.interrupted(f"step {step} of {steps}", **resumable())
             epoch, k = divmod(step, steps_per_epoch)
             order = list(range(len(train)))
@@ -360,19 +371,24 @@ def main(cfg=None):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             rm.train()
+            rows, n_mine = ddp.part(len(batch))  # DDP: this rank's prompts, each with all its responses
             with autocast():
-                rewards, rmask = comparison_batch(rm, tok, batch, block, device)
+                rewards, rmask = comparison_batch(rm_ddp, tok, batch[rows], block, device)
             loss, acc = ranking_loss(rewards, rmask)
+            w = ddp.weight(n_mine)  # DDP: its share of the batch's prompts (1 on one process)
             if not torch.isfinite(loss):
                 raise UserError(f"reward: loss is {loss.item()} at step {step}; stopped; the last good "
                                 f"state is {resume.path}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * w if ddp.on() else loss).backward()
             norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)
             optimizer.step()
-            if step % 10 == 0 or step == steps - 1:
-                log.log(step, loss=loss.item(), train_accuracy=acc.item(), lr=lr, grad_norm=float(norm),
-                        reward_gap=float((rewards[:, 0] - rewards[:, 1]).mean().detach()))
+            if step % 10 == 0 or step == steps - 1:  # DDP: the whole batch's figures (ddp.py; as is on one process)
+                pairs = n_pairs(batch[rows]) if n_mine else 0
+                log.log(step, loss=ddp.mean(loss.item() * w), train_accuracy=ddp.weighted_mean(acc.item(), pairs),
+                        lr=lr, grad_norm=float(norm),
+                        reward_gap=ddp.mean(float((rewards[:, 0] - rewards[:, 1]).mean().detach()) * w),
+                        **ddp.rank_losses(loss.item(), n_mine))
             step += 1
             if cfg.eval_each_pass and step % steps_per_epoch == 0:
                 log.log(step, heldout_accuracy=accuracy(rm, tok, heldout, block, device),
@@ -392,9 +408,10 @@ def main(cfg=None):
           + (f" beside labeler agreement {metrics['labeler_agreement']:.3f} and the gold rubric's "
              f"{metrics['oracle_accuracy']:.3f}" if "labeler_agreement" in metrics else "")
           + f"; demonstrations score {bias:+.3f} +- {scale:.3f} before the bias")
-    save_checkpoint(os.path.join(cfg.out_dir, name + ".pt"), rm.gpt, stage="reward", tokenizer=tok.state(),
-                    reward_head=rm.head.state_dict(), reward_bias=bias, reward_scale=scale,
-                    config=asdict(cfg), metrics=metrics)
+    if ddp.is_main():  # torchrun: rank 0 writes
+        save_checkpoint(os.path.join(cfg.out_dir, name + ".pt"), rm.gpt, stage="reward", tokenizer=tok.state(),
+                        reward_head=rm.head.state_dict(), reward_bias=bias, reward_scale=scale,
+                        config=asdict(cfg), metrics=metrics, world_size=ddp.world())
     resume.done()
     return metrics
 

@@ -23,6 +23,8 @@ BPE and the base model learn your language or domain. --init also takes a local 
 directory (its tokenizer files are read from the same directory). --pretrain-data gives SFT on your
 own demonstrations a corpus to mix in (--ptx-coef) and to measure the pretraining loss on.
 Ctrl-C saves OUT_DIR/<stage>.resume.pt; the same command with --resume continues to the same weights.
+`torchrun --nproc_per_node N sft.py ...` runs data parallel (ddp.py): each rank takes its rows of every
+batch; --batch-size stays the global batch.
 
 Where this departs from the paper:
   1. The base model is a few-million-parameter GPT pretrained here for minutes, not GPT-3.
@@ -48,6 +50,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 import data
+import ddp
 from checkpoint import lm_loss, load_any, load_start, respond
 from common import (MetricsLog, Resume, UserError, arg, check_files, check_positive, configure_optimizer, cosine_lr,
                     ensure_out_dir, flops_per_token, gpu_peaks, parse_config, run_cli, setup, stop_on_signal)
@@ -165,7 +168,7 @@ def validation_metrics(model, tok, records, init_path, corpus_ids, seed, device)
     the gold score of answers to held-out users' validation prompts, sampled at temperature 1 (as
     RLHF samples and as the evaluation judges) and greedy, and the pretraining loss on held-out
     corpus text (`corpus_ids`) beside the starting model's (how much of its language SFT keeps)."""
-    g = torch.Generator(device=device).manual_seed(seed + 11)
+    g = torch.Generator(device=device).manual_seed(ddp.seed(seed + 11))  # torchrun: a stream per rank
     out = {"val_gold": gold_eval(model, tok, records, temperature=1.0, generator=g)[0],
            "val_gold_greedy": gold_eval(model, tok, records)[0]}
     out["pretrain_loss"] = lm_loss(model, corpus_ids, device)
@@ -190,19 +193,21 @@ def main(cfg=None):
     cfg = cfg or parse_config(Config, presets=PRESETS, description=__doc__)
     validate(cfg)
     device, autocast = setup(cfg.device, cfg.seed)
+    ddp.check_divides({"--batch-size": cfg.batch_size, "--ptx-batch": cfg.ptx_batch if cfg.ptx_coef else 0})
     log = MetricsLog(cfg.out_dir, cfg.stage, cfg.quiet, cfg.resume)
     t_start = time.time()
 
     # 1) the data and the model
     if cfg.stage == "pretrain":  # the simulated corpus, or your own text (--data)
-        corpus = read_texts(cfg.data) if cfg.data else data.build(cfg.preset, cfg.seed, cfg.out_dir)["corpus"]
+        world_files = cfg.out_dir if ddp.is_main() else None  # torchrun: rank 0 writes the world's JSONL
+        corpus = read_texts(cfg.data) if cfg.data else data.build(cfg.preset, cfg.seed, world_files)["corpus"]
         tok = train_tokenizer("\n".join(corpus), cfg.vocab_size or data.PRESETS[cfg.preset]["vocab_size"])
         train_ids, val_ids = corpus_split(tok, corpus, cfg.block_size, f"--data {cfg.data}")
         model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=tok.vocab_size, n_layer=cfg.n_layer,
                               n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)).to(device)
         steps = cfg.max_steps
         print(f"pretrain: {len(corpus)} documents, {len(train_ids)} tokens, vocabulary {tok.vocab_size}, "
-              f"model {model.num_params() / 1e6:.2f}M parameters")
+              f"model {model.num_params() / 1e6:.2f}M parameters{ddp.describe()}")
         init_path = None
     else:
         model, tok, init_path = load_start(cfg, device)
@@ -227,18 +232,18 @@ def main(cfg=None):
         train_pairs, val_pairs = demo_pairs(tok, train_recs, block), demo_pairs(tok, val_recs, block)
         cut = n_truncated(train_pairs, model.config.block_size)
         print(f"sft: {len(train_pairs)} demonstrations ({cut} cut to block_size {model.config.block_size}), "
-              f"{len(val_pairs)} validation, from {init_path}")
+              f"{len(val_pairs)} validation, from {init_path}{ddp.describe()}")
         steps = cfg.epochs * ((len(train_pairs) + cfg.batch_size - 1) // cfg.batch_size)
 
     def get_batch(step):  # pretraining: random windows of the corpus; SFT: epochs of demonstrations
         if cfg.stage == "pretrain":
-            return pretrain_batch(train_ids, cfg.batch_size, model.config.block_size, step, cfg.seed)
-        return epoch_batch(tok, train_pairs, cfg.batch_size, model.config.block_size, step, cfg.seed)
+            return pretrain_batch(train_ids, cfg.batch_size, raw_model.config.block_size, step, cfg.seed)
+        return epoch_batch(tok, train_pairs, cfg.batch_size, raw_model.config.block_size, step, cfg.seed)
 
     def val_loss():  # held-out corpus text; held-out users' demonstrations (their response tokens)
         if cfg.stage == "pretrain":
             return lm_loss(raw_model, val_ids, device, autocast)
-        return response_loss(model, tok, val_pairs, cfg.batch_size, device, autocast)
+        return response_loss(raw_model, tok, val_pairs, cfg.batch_size, device, autocast)
 
     # 2) the optimizer; an interrupted run's state (--resume)
     raw_model = model
@@ -254,6 +259,7 @@ def main(cfg=None):
         print(f"resumed {cfg.stage} at step {step}")
     if cfg.compile:
         model = torch.compile(model)
+    model = ddp.wrap(model)  # DDP: backward averages the gradients over ranks (one process: the model itself)
 
     def resumable():
         return dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), step=step,
@@ -264,7 +270,7 @@ def main(cfg=None):
     flops = flops_per_token(raw_model.config, raw_model.config.block_size)
     with stop_on_signal() as stop:
         while step < steps:
-            if stop.requested:  # Ctrl-C / SIGTERM: the step in hand is finished; save, leave
+            if ddp.any_rank(stop.requested):  # Ctrl-C / SIGTERM: the step in hand is finished; save, leave
                 resume.interrupted(f"step {step}", **resumable())
             lr = cosine_lr(step, steps, cfg.lr, cfg.warmup)
             for group in optimizer.param_groups:
@@ -276,14 +282,16 @@ def main(cfg=None):
                 resume.save(**resumable())
             t0 = time.time()
             x, y = get_batch(step)
-            x, y = x.to(device), y.to(device)
+            rows, n_rows = ddp.part(len(x))  # DDP: this rank's rows of the batch (one process: all)
+            x, y = x[rows].to(device), y[rows].to(device)
+            w = ddp.weight((y != -1).sum() if n_rows else 0)  # DDP: its share of the tokens (1 on one process)
             with autocast():
                 _, loss = model(x, y)
-                total = loss
+                total = loss * w if ddp.on() else loss
                 if cfg.stage == "sft" and cfg.ptx_coef:  # the corpus's LM loss beside the demonstrations'
-                    xp, yp = pretrain_batch(ptx_ids, cfg.ptx_batch, model.config.block_size, step, cfg.seed + 7)
-                    ptx_loss = model(xp.to(device), yp.to(device))[1]
-                    total = loss + cfg.ptx_coef * ptx_loss
+                    xp, yp = pretrain_batch(ptx_ids, cfg.ptx_batch, raw_model.config.block_size, step, cfg.seed + 7)
+                    ptx_loss = model(ddp.share(xp).to(device), ddp.share(yp).to(device))[1]
+                    total = total + cfg.ptx_coef * ptx_loss
             if not torch.isfinite(total):
                 raise UserError(f"{cfg.stage}: loss is {total.item()} at step {step}; last good checkpoint kept")
             optimizer.zero_grad(set_to_none=True)
@@ -293,14 +301,17 @@ def main(cfg=None):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             dt = time.time() - t0
-            tokens = int((y != -1).sum()) if cfg.stage == "sft" else y.numel()
-            fields = dict(loss=loss.item(), lr=lr, grad_norm=float(norm), tok_per_s=round(x.numel() / dt))
-            if device.type == "cuda":
-                fields["mfu"] = round(flops * x.numel() / dt / gpu_peaks(device)[0], 4)
-            fields["train_tokens"] = tokens
-            if total is not loss:
-                fields["ptx_loss"] = ptx_loss.item()
             if step % 10 == 0 or step == steps - 1:
+                tokens = int((y != -1).sum()) if cfg.stage == "sft" else y.numel()
+                # DDP: the logged figures are the whole batch's (ddp.mean, ddp.total: no-ops on one process)
+                fields = dict(loss=ddp.mean(loss.item() * w), lr=lr, grad_norm=float(norm),
+                              tok_per_s=round(ddp.total(x.numel() * (n_rows > 0)) / dt))
+                if device.type == "cuda":
+                    fields["mfu"] = round(flops * x.numel() / dt / gpu_peaks(device)[0], 4)
+                fields["train_tokens"] = int(ddp.total(tokens * (n_rows > 0)))
+                if cfg.stage == "sft" and cfg.ptx_coef:
+                    fields["ptx_loss"] = ddp.mean(ptx_loss.item())
+                fields.update(ddp.rank_losses(loss.item(), n_rows))  # DDP: each rank's loss on its own rows
                 log.log(step, **fields)
             step += 1
 
@@ -322,10 +333,11 @@ def main(cfg=None):
                        pretrain_loss_init=lm_loss(load_any(init_path, device)[0], corpus_val_ids, device))
         print(f"sft: pretraining loss on held-out --pretrain-data text {metrics['pretrain_loss_init']:.3f} before, "
               f"{metrics['pretrain_loss']:.3f} after")
-    save_checkpoint(os.path.join(cfg.out_dir, f"{cfg.stage}.pt"), raw_model, stage=cfg.stage,
-                    tokenizer=tok.state(), config=asdict(cfg), metrics=metrics)
+    if ddp.is_main():  # DDP: rank 0 writes
+        save_checkpoint(os.path.join(cfg.out_dir, f"{cfg.stage}.pt"), raw_model, stage=cfg.stage,
+                        tokenizer=tok.state(), config=asdict(cfg), metrics=metrics, world_size=ddp.world())
+        plot_losses(cfg.out_dir, cfg.stage)
     resume.done()
-    plot_losses(cfg.out_dir, cfg.stage)
     print(f"{cfg.stage}: done in {metrics['seconds']:.0f}s, val loss {val_history[0][1]:.3f} -> {v:.3f}; "
           f"wrote {os.path.join(cfg.out_dir, cfg.stage + '.pt')}")
     return metrics

@@ -25,6 +25,7 @@ and along PPO's training, where over-optimization shows (Gao et al. 2022).
     python train_all.py --preset smoke --out-dir out/smoke     # a few minutes on 2 CPU cores
     python train_all.py                                        # gpu preset on CUDA, else cpu
     python tools/seeds.py --preset cpu --seeds 0 1 2           # the same over seeds: mean and spread
+    torchrun --nproc_per_node 8 train_all.py --preset gpu      # data parallel on 8 GPUs (ddp.py; gloo on a CPU)
     python train_all.py --init DIR_OR_CKPT --sft-data F --rm-data F --prompts F [--pretrain-data F]
                                                                # your own model and data (own_data.py)
 
@@ -48,6 +49,7 @@ from dataclasses import dataclass, replace
 import torch
 
 import data
+import ddp
 import ppo
 import reward
 import sft
@@ -119,7 +121,7 @@ def answer_test(models, tok, rm, bias, records, shots, constant, seed):
     for k, name in enumerate(MODELS):
         stream = seed * 1000 + 17 * (k + 1)
         if name in ("base", "base_fewshot"):  # plain text, not the chat format: no KL to SFT to speak of
-            g = torch.Generator(device=device).manual_seed(stream)
+            g = torch.Generator(device=device).manual_seed(ddp.seed(stream))  # torchrun: a stream per rank
             answers[name] = respond(models["base"], tok, prompts, mode="base" if name == "base" else "fewshot",
                                     examples=shots, temperature=1.0, generator=g)
             kl[name] = None
@@ -367,14 +369,15 @@ def main(cfg=None):
     seconds["total"] = stages.total()  # the whole pipeline, over every run
     summary = {"preset": cfg.preset, "seed": cfg.seed, "rounds": cfg.rounds, "n_test": len(tests["seen"]),
                "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-               "seconds": seconds, "funnel": result.pop("funnel"),
+               "world_size": ddp.world(), "seconds": seconds, "funnel": result.pop("funnel"),
                "labeler_agreement": round(rm_metrics.get("labeler_agreement", float("nan")), 4),
                "rm_accuracy": round(rm_metrics.get("heldout_accuracy", float("nan")), 4),
                "rm_oracle_accuracy": round(rm_metrics.get("oracle_accuracy", float("nan")), 4),
                "rm_dropped_prompts": rm_metrics.get("dropped_prompts"), **result}
-    write_json(os.path.join(out, "summary.json"), summary)
-    plot_all(out, summary, MODELS)
-    write_report(out, summary, tests, answers)
+    if ddp.is_main():  # torchrun: rank 0 writes (every rank holds the same summary)
+        write_json(os.path.join(out, "summary.json"), summary)
+        plot_all(out, summary, MODELS)
+        write_report(out, summary, tests, answers)
     for part, figs in (("seen tasks", summary), ("new tasks", summary["new_tasks"])):
         w, g = figs["win_rate_vs_sft"], figs["gold_score"]
         print(f"{part}: win rate vs SFT " + ", ".join(f"{m} {w[m]:.2f}" for m in MODELS)

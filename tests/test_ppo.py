@@ -13,7 +13,7 @@ from conftest import RM_BIAS, copy_run, interrupt_on_call, same_run
 
 import ppo
 import tokenizer
-from checkpoint import ScalarModel, load_reward_model, reward_scores
+from checkpoint import ScalarModel, load_reward_model, load_value_model, reward_scores
 from gpt import GPT, GPTConfig, UserError, token_logprobs
 from ppo import gae, kl_shaped_rewards, masked_whiten, ppo_losses
 from world import make_world
@@ -149,7 +149,7 @@ def test_value_model_starts_as_the_reward_minus_the_bias(run_dir):
     """Initialized from the RM as PPO uses it: at an answer's last token V equals the reward."""
     path = os.path.join(run_dir, "reward.pt")
     rm, _, bias, _ = load_reward_model(path)
-    value = ppo.load_value_model(path, bias, "cpu")
+    value = load_value_model(path, bias, "cpu")
     tokens, mask = torch.randint(0, 50, (3, 10)), torch.ones(3, 10, dtype=torch.long)
     assert bias == RM_BIAS
     assert torch.allclose(value(tokens, mask)[:, -1], reward_scores(rm, tokens, mask) - RM_BIAS, atol=1e-6)
