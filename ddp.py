@@ -66,9 +66,10 @@ def is_main():
     return rank() == 0
 
 
-def describe():
-    """For a stage's first line: '' on one process, else ', 2 processes (gloo)'."""
-    return f", {world()} processes ({dist.get_backend()})" if on() else ""
+def announce(stage):
+    """A stage's first line under torchrun: how many processes share each batch (nothing on one process)."""
+    if on():
+        print(f"{stage}: {world()} processes ({dist.get_backend()}), each computing its share of every batch")
 
 
 def seed(s):

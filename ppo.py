@@ -290,7 +290,7 @@ def update(policy, value_model, opt_policy, opt_value, batch, advantages, return
             loss = pg_loss
             if cfg.ptx_coef > 0:  # PPO-ptx: gamma * the pretraining LM loss, in every update
                 x, y = pretrain_batch(ptx_ids, cfg.ptx_batch_size, ddp.unwrap(policy).config.block_size,
-                                      (it * cfg.ppo_epochs + epoch) * cfg.batch_size + start * ddp.world(),
+                                      (it * cfg.ppo_epochs + epoch) * B * ddp.world() + start * ddp.world(),
                                       cfg.seed)  # one per minibatch; DDP: each rank its share of its rows
                 with autocast():
                     ptx_loss = policy(ddp.share(x).to(device), ddp.share(y).to(device))[1]
@@ -392,11 +392,13 @@ def main(cfg=None):
     device, autocast = setup(cfg.device, cfg.seed)
     ddp.check_divides({"--batch-size": cfg.batch_size, "--minibatch-size": cfg.minibatch_size,
                        "--ptx-batch-size": cfg.ptx_batch_size if cfg.ptx_coef else 0})
+    ddp.announce(cfg.name)
     log = MetricsLog(cfg.out_dir, cfg.name, cfg.quiet, cfg.resume)
     resume = Resume(cfg.out_dir, cfg.name, cfg, log)
     policy, ref, rm, value_model, tok, reward_bias = load_ppo_models(cfg, device)
     train_policy, train_value = ddp.wrap(policy), ddp.wrap(value_model)  # DDP: their backward averages gradients
     prompts, eval_records, ptx_ids = load_data(cfg, tok, policy.config.block_size)
+    ddp.check_divides({"--batch-size (at most the number of prompts)": min(cfg.batch_size, len(prompts))})
     if cfg.cuda_graph and device.type != "cuda":
         print(f"{cfg.name}: --cuda-graph needs a CUDA device; rollouts decode without graphs on {device.type}")
     opt_policy = configure_optimizer(policy, cfg.lr, weight_decay=0.0, device_type=device.type)

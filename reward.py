@@ -275,7 +275,7 @@ def comparisons(cfg, gpt, tok, comps, device):
                "oracle_accuracy": oracle_accuracy(heldout), "dropped_prompts": dropped,
                "sampling_seconds": round(time.time() - t0, 1)}
     n_k = sum(len(c["completions"]) for c in train) / max(1, len(train))
-    print(f"reward: {len(train)} training prompts ranked{ddp.describe()} (mean K {n_k:.1f}, {len(pairs)} comparisons; "
+    print(f"reward: {len(train)} training prompts ranked (mean K {n_k:.1f}, {len(pairs)} comparisons; "
           f"{dropped} dropped with fewer than {cfg.k_min} distinct samples), {len(val)} validation and {len(heldout)} test "
           f"prompts ranked by held-out labelers; sampling took {metrics['sampling_seconds']:.0f}s; labeler agreement "
           f"{metrics['labeler_agreement']:.3f} (paper: 0.726), the gold rubric on the test pairs "
@@ -306,6 +306,7 @@ def main(cfg=None):
     validate(cfg)
     device, autocast = setup(cfg.device, cfg.seed)
     name = output_name(cfg)  # later rounds keep the first round's RM beside theirs
+    ddp.announce(name)
     log = MetricsLog(cfg.out_dir, name, cfg.quiet, cfg.resume)
     resume = Resume(cfg.out_dir, name, cfg, log)
     state = resume.load(device) if cfg.resume else None

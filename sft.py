@@ -194,6 +194,7 @@ def main(cfg=None):
     validate(cfg)
     device, autocast = setup(cfg.device, cfg.seed)
     ddp.check_divides({"--batch-size": cfg.batch_size, "--ptx-batch": cfg.ptx_batch if cfg.ptx_coef else 0})
+    ddp.announce(cfg.stage)
     log = MetricsLog(cfg.out_dir, cfg.stage, cfg.quiet, cfg.resume)
     t_start = time.time()
 
@@ -207,7 +208,7 @@ def main(cfg=None):
                               n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)).to(device)
         steps = cfg.max_steps
         print(f"pretrain: {len(corpus)} documents, {len(train_ids)} tokens, vocabulary {tok.vocab_size}, "
-              f"model {model.num_params() / 1e6:.2f}M parameters{ddp.describe()}")
+              f"model {model.num_params() / 1e6:.2f}M parameters")
         init_path = None
     else:
         model, tok, init_path = load_start(cfg, device)
@@ -232,7 +233,7 @@ def main(cfg=None):
         train_pairs, val_pairs = demo_pairs(tok, train_recs, block), demo_pairs(tok, val_recs, block)
         cut = n_truncated(train_pairs, model.config.block_size)
         print(f"sft: {len(train_pairs)} demonstrations ({cut} cut to block_size {model.config.block_size}), "
-              f"{len(val_pairs)} validation, from {init_path}{ddp.describe()}")
+              f"{len(val_pairs)} validation, from {init_path}")
         steps = cfg.epochs * ((len(train_pairs) + cfg.batch_size - 1) // cfg.batch_size)
 
     def get_batch(step):  # pretraining: random windows of the corpus; SFT: epochs of demonstrations
