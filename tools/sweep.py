@@ -9,9 +9,12 @@ figure:
           among the runs whose pretraining loss stays within --max-tax times the starting model's
   reward  the accuracy on validation comparisons (`val_accuracy`), prompts from held-out users
           ranked by held-out labelers
+  dpo     the gold score of answers sampled on validation prompts (`val_gold`), trained on the
+          rankings that reward.py left beside --init (comparisons_reward.jsonl)
 
     python tools/sweep.py sft --preset cpu --init out/cpu/pretrain.pt --grid lr=1e-4,3e-4 epochs=2,4
     python tools/sweep.py reward --preset cpu --init out/cpu/sft.pt --grid lr=5e-5,1e-4 epochs=1,2
+    python tools/sweep.py dpo --preset cpu --init out/cpu/sft.pt --grid beta=0.03,0.1,0.3 lr=1e-5,3e-5
 
 Writes OUT_DIR/sweep.jsonl (one line per run: its settings and metrics) as it goes, so a long
 sweep can be read before it ends.
@@ -26,20 +29,21 @@ from dataclasses import asdict, dataclass, fields, replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
 
+import dpo  # noqa: E402
 import reward  # noqa: E402
 import sft  # noqa: E402
 from common import UserError, arg, ensure_out_dir, parse_config, run_cli  # noqa: E402
 
-STEPS = {"sft": (sft, "val_gold"), "reward": (reward, "val_accuracy")}
+STEPS = {"sft": (sft, "val_gold"), "reward": (reward, "val_accuracy"), "dpo": (dpo, "val_gold")}
 
 
 @dataclass
 class Args:
-    step: str = arg("", "sft or reward", positional=True, choices=list(STEPS))
+    step: str = arg("", "sft, reward or dpo", positional=True, choices=list(STEPS))
     grid: list = arg([], "NAME=V1,V2,... for each swept field of the step's Config (e.g. lr=1e-4,3e-4)",
                      nargs="+")
     preset: str = arg("cpu", "the step's preset: its other settings and the data")
-    init: str = arg("", "the checkpoint every run starts from (sft: pretrain.pt; reward: sft.pt)")
+    init: str = arg("", "the checkpoint every run starts from (sft: pretrain.pt; reward, dpo: sft.pt)")
     out_dir: str = arg("out/sweep", "one folder per run below this, and sweep.jsonl")
     seed: int = arg(0, "seed of the world and of every run")
     max_tax: float = arg(2.0, "sft: a run whose pretraining loss exceeds this times the starting model's is not chosen")
@@ -92,6 +96,12 @@ def main():
     if a.step == "reward":
         sample_once()
     base = module.Config(**module.PRESETS[a.preset])
+    if a.step == "dpo":  # the rankings reward.py wrote beside the SFT model
+        folder = os.path.dirname(a.init)
+        base = replace(base, data=os.path.join(folder, "comparisons_reward.jsonl"),
+                       heldout=os.path.join(folder, "comparisons_heldout_reward.jsonl"))
+        if not os.path.isfile(base.data):
+            raise UserError(f"dpo: {base.data}: no rankings beside --init; run reward.py there first")
     rows = []
     for i, point in enumerate(points):
         name = "_".join(f"{k}{v}" for k, v in point.items()) or "default"
