@@ -69,7 +69,8 @@ def plot_overoptimization(out_dir, curve):
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
     for ax, key, title in zip(axes, ("gold", "rm_score"), ("gold score (the truth)", "RM score (the proxy)")):
-        for name, color, marker in (("best_of_n", "C2", "o"), ("ppo", "C0", "s"), ("ppo_ptx", "C1", "^")):
+        for name, color, marker in (("best_of_n", "C2", "o"), ("ppo", "C0", "s"), ("ppo_ptx", "C1", "^"),
+                                    ("dpo", "C3", "D")):
             pts = curve.get(name) or []
             ax.plot([p["sqrt_kl"] for p in pts], [p[key] for p in pts], marker=marker, color=color,
                     label=name.replace("_", "-"))
@@ -87,7 +88,7 @@ def plot_overoptimization(out_dir, curve):
 
 
 COLORS = {"base": "0.6", "base_fewshot": "0.45", "constant": "0.8", "sft": "C2", "best_of_4": "C4", "best_of_16": "C5",
-          "ppo": "C0", "ppo_ptx": "C1"}
+          "ppo": "C0", "ppo_ptx": "C1", "dpo": "C3"}
 
 
 def plot_stage_losses(out_dir, stages, rows=None):
@@ -142,7 +143,7 @@ def plot_win_rates(out_dir, parts, names, title):
 def plot_all(out_dir, summary, models):
     """losses.png (every training stage), scores_vs_kl.png (PPO and PPO-ptx), win_rates.png (like
     the paper's Figure 1, seen and new tasks), overoptimization.png: the pictures of a train_all.py run."""
-    plot_stage_losses(out_dir, ["pretrain", "sft", "reward"])
+    plot_stage_losses(out_dir, ["pretrain", "sft", "reward", "dpo"])
     # RM and gold score against KL during PPO (over-optimization shows here)
     plot_scores_vs_kl(out_dir, ["ppo", "ppo_ptx"], "scores_vs_kl.png")
     names = [m for m in models if summary["win_rate_vs_sft"].get(m) is not None]

@@ -6,6 +6,8 @@ train_all.py: the whole InstructGPT pipeline, then an evaluation like the paper'
     step 2  reward model  reward.py                    K = 4..9 distinct SFT samples per prompt, ranked
     step 3  PPO           ppo.py                       RM score - beta * KL to SFT
             PPO-ptx       ppo.py --ptx-coef G          + gamma * pretraining loss
+            DPO           dpo.py                       beside PPO: the policy from step 2's rankings
+                                                       directly, no RM, no sampling (Rafailov et al. 2023)
     steps 2 and 3 repeat for --rounds R: labelers rank samples of each line's current policy (PPO's,
     PPO-ptx's), and each round's RM trains on the comparisons of every round so far.
 
@@ -15,7 +17,7 @@ new tasks (instances the world kept out of every SFT, RM and PPO prompt: does wh
 generalize?). Per model, each sampling from its own random stream: the win rate against SFT (with
 a 95% interval) and the fraction of answers identical to SFT's, the gold rubric per dimension, the
 RM score, the KL to SFT, the pretraining loss on held-out corpus text (the "alignment tax"). The
-models: the prompted base model, the few-shot prompted base model, SFT, PPO, PPO-ptx, and two
+models: the prompted base model, the few-shot prompted base model, SFT, PPO, PPO-ptx, DPO, and two
 baselines, a constant answer (the best of a few, chosen on validation prompts) and best-of-n from
 SFT picked by the RM (n = 4, 16). Beside them: the RM's held-out accuracy, the labelers'
 agreement and the gold rubric's accuracy on the same pairs (the ceiling an RM can reach); the
@@ -50,6 +52,7 @@ import torch
 
 import data
 import ddp
+import dpo
 import ppo
 import reward
 import sft
@@ -62,7 +65,7 @@ from plots import metrics_rows, plot_all
 from tokenizer import Tokenizer, corpus_split
 from world import gold_score
 
-MODELS = ["base", "base_fewshot", "constant", "sft", "best_of_4", "best_of_16", "ppo", "ppo_ptx"]
+MODELS = ["base", "base_fewshot", "constant", "sft", "best_of_4", "best_of_16", "ppo", "ppo_ptx", "dpo"]
 CONSTANTS = ["I don't know.", "Sorry, I can't help with that.", "OK.", "Yes, I can help."]  # the constant baseline's choices
 BEST_OF = [1, 2, 4, 8, 16, 32, 64]  # n of the over-optimization curve (Gao et al. 2022, Figure 1)
 
@@ -131,7 +134,7 @@ def answer_test(models, tok, rm, bias, records, shots, constant, seed):
             groups, scores = sample_n(models["sft"], rm, tok, prompts, 16, bias, stream)
             for n in (4, 16):
                 answers[f"best_of_{n}"], kl[f"best_of_{n}"] = best_of(groups, scores, n)[0], best_of_n_kl(n)
-        elif name in ("sft", "ppo", "ppo_ptx"):
+        elif name in ("sft", "ppo", "ppo_ptx", "dpo"):
             answers[name], kl[name], _ = sample_chat(models[name], models["sft"], rm, tok, prompts, bias, stream)
     return answers, kl
 
@@ -162,7 +165,7 @@ def figures(records, answers, reference, heldout, rm, bias, tok, block, seed):
 def overoptimization(models, rm, bias, tok, records, out_dir, seed):
     """Gold and RM score against sqrt(KL to SFT) on validation prompts (Gao et al. 2022, Figure 1):
     best-of-n from SFT for n in BEST_OF (64 samples per prompt, split into 64/n groups of n), and
-    PPO and PPO-ptx at each of their evaluations during training (metrics.jsonl)."""
+    PPO and PPO-ptx at each of their evaluations during training (metrics.jsonl), and DPO's policy."""
     groups, scores = sample_n(models["sft"], rm, tok, [r["prompt"] for r in records], BEST_OF[-1], bias, seed + 9)
     golds = [[gold_score(r["task"], a)["total"] for a in g] for r, g in zip(records, groups)]
     curve = {"best_of_n": []}
@@ -181,6 +184,12 @@ def overoptimization(models, rm, bias, tok, records, out_dir, seed):
         curve[name] = [dict(iteration=r["step"], kl=round(r["eval_kl"], 4), sqrt_kl=round(math.sqrt(max(0.0, r["eval_kl"])), 4),
                             gold=round(r["eval_gold"], 4), rm_score=round(r["eval_rm_score"], 4))
                        for r in rows if r["stage"] == name and "eval_gold" in r]
+    if "dpo" in models:  # DPO trains without sampling or evaluations: one point, its final policy
+        prompts = [r["prompt"] for r in records]
+        answers, kl, scores = sample_chat(models["dpo"], models["sft"], rm, tok, prompts, bias, seed + 19)
+        gold = sum(gold_score(r["task"], a)["total"] for r, a in zip(records, answers)) / len(records)
+        curve["dpo"] = [dict(kl=round(kl, 4), sqrt_kl=round(math.sqrt(max(0.0, kl)), 4), gold=round(gold, 4),
+                             rm_score=round(sum(scores) / len(scores), 4))]
     curve["n_prompts"] = len(records)
     return curve
 
@@ -359,11 +368,14 @@ def main(cfg=None):
                 ppo.Config(**ppo.PRESETS[cfg.preset]), name=line + suffix, start=policy[line], reward=rms[line][0],
                 **ptx, **common))
         policy = {line: os.path.join(out, f"{line}{suffix}.pt") for line in policy}
+    # DPO beside PPO: the same round-1 rankings the RM trained on, SFT as the reference
+    stage("dpo", "dpo.pt", dpo, replace(dpo.Config(**dpo.PRESETS[cfg.preset]), n_val=0, **common))
 
     print("== evaluation")
     t0 = time.time()
     rm_path, rm_metrics = rms["ppo"]
-    paths = {"base": os.path.join(out, "pretrain.pt"), "sft": os.path.join(out, "sft.pt"), **policy, "reward": rm_path}
+    paths = {"base": os.path.join(out, "pretrain.pt"), "sft": os.path.join(out, "sft.pt"), **policy,
+             "dpo": os.path.join(out, "dpo.pt"), "reward": rm_path}
     result, tests, answers = evaluate(out, cfg, device, paths)
     seconds["evaluation"] = round(time.time() - t0, 1)
     seconds["total"] = stages.total()  # the whole pipeline, over every run

@@ -7,7 +7,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = sorted(f[:-3] for f in os.listdir(ROOT) if f.endswith(".py"))
-STEPS = {"sft", "reward", "ppo", "chat"}
+STEPS = {"sft", "reward", "ppo", "dpo", "chat"}
 
 
 def imports(module):
