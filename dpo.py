@@ -30,8 +30,8 @@ Where this departs from the DPO paper:
   1. Rankings of K = 4..9 answers, all C(K,2) pairs weighted 1/C(K,2), not single pairs (above).
   2. The rankings are of SFT's samples, as the RM's are; the DPO paper also samples from the
      reference model when it can ("preferred-FT" data otherwise).
-  3. beta is chosen by the gold score of answers to validation prompts (tools/sweep.py), as SFT's
-     settings are; the paper used 0.1 and 0.5.
+  3. beta and the learning rate are to be chosen by the gold score of answers to validation
+     prompts (`tools/sweep.py dpo`), as SFT's settings are; the paper used beta 0.1 and 0.5.
   4. Tiny models, a few thousand rankings, a few minutes on a CPU.
 """
 
@@ -79,7 +79,7 @@ class Config:
     quiet: bool = arg(False, "no per-step log lines")
 
 
-PRESETS = {  # lr, beta and epochs: chosen on validation prompts (tools/sweep.py, docs/results.md)
+PRESETS = {  # beta: the DPO paper's; batch sizes and epochs: the RM's (reward.py); tools/sweep.py dpo tunes them
     "smoke": dict(batch_size=8, lr=1e-4, beta=0.1, epochs=2, n_val=40),
     "cpu": dict(batch_size=16, lr=3e-5, beta=0.1, epochs=1),
     "gpu": dict(batch_size=32, lr=1e-5, beta=0.1, epochs=1),
