@@ -93,15 +93,15 @@ def parse_config(cls, argv=None, presets=None, description=None):
 def setup(device="auto", seed=0):
     """Seed everything, pick the device, and return it with the autocast context to train in:
     bfloat16 on CUDA (with TF32 matmuls), plain float32 on CPU. Under torchrun, join the process
-    group (ddp.py): every rank is seeded alike, so that all build the same world and model."""
+    group (ddp.py): every rank builds the same world; each draws its own dropout masks."""
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: no CUDA device here")
     device = ddp.start(torch.device(device))
+    torch.manual_seed(ddp.seed(seed))  # torchrun: each rank its own dropout masks (DDP copies rank 0's weights)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -244,12 +244,16 @@ class Resume:
         return round(self.seconds_before + time.time() - self.t_start, 1)
 
     def save(self, **state):
-        if not ddp.is_main():  # torchrun: rank 0 writes; the ranks' states are the same
-            return
-        state.update(config=self.config, metrics_lines=len(self.log.lines()[0]), torch_rng=torch.get_rng_state(),
-                     seconds=self.seconds())
-        if torch.cuda.is_available():  # dropout on a GPU draws from the GPU's generators
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if ddp.on():  # torchrun: every rank's random state (its dropout), which rank 0 writes
+            state.update(world_size=ddp.world(), torch_rng=ddp.gather([torch.get_rng_state()]),
+                         cuda_rng=ddp.gather([torch.cuda.get_rng_state()]) if torch.cuda.is_available() else None)
+            if not ddp.is_main():
+                return
+        else:
+            state["torch_rng"] = torch.get_rng_state()
+            if torch.cuda.is_available():  # dropout on a GPU draws from the GPU's generators
+                state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        state.update(config=self.config, metrics_lines=len(self.log.lines()[0]), seconds=self.seconds())
         atomic_save(state, self.path)
 
     def load(self, device):
@@ -266,6 +270,9 @@ class Resume:
                 flag = "--" + key.replace("_", "-")
                 raise UserError(f"--resume: {flag} is {self.config.get(key)!r} here but {value!r} in the "
                                 f"interrupted run; resume with the same flags")
+        if state.get("world_size", 1) != ddp.world():  # each rank continues its own random streams
+            raise UserError(f"--resume: {self.name} was interrupted with {state.get('world_size', 1)} process(es) "
+                            f"and this run has {ddp.world()}; resume it with as many")
         was = state.get("generator_device", torch.device(device).type)
         if was != torch.device(device).type:  # a sampling generator's state belongs to one kind of device
             raise UserError(f"--resume: {self.name} was interrupted on {was} and this run is on "
@@ -280,6 +287,11 @@ class Resume:
     def restore_rng(self, state):
         """Put back the random generators as they were at the save. Call it last, just before the
         loop: building models draws from the same generators."""
+        if isinstance(state["torch_rng"], list):  # torchrun: this rank's own
+            torch.set_rng_state(state["torch_rng"][ddp.rank()].cpu())
+            if state.get("cuda_rng") and torch.cuda.is_available():
+                torch.cuda.set_rng_state(state["cuda_rng"][ddp.rank()].cpu())
+            return
         torch.set_rng_state(state["torch_rng"].cpu())
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda_rng"]])

@@ -20,6 +20,7 @@ The process group is set up by common.setup, the first thing every script calls.
 a table of what each rank does, the tests that hold it to one process, and measured runs.
 """
 
+import inspect
 import os
 import sys
 
@@ -104,8 +105,11 @@ def wrap(model):
     """The model whose backward averages the gradients over ranks (the model itself on one process)."""
     if not on():
         return model
+    # its buffers are constants: no collective in every forward (the flag's name changed in torch 2.x)
+    quiet = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters \
+        else "broadcast_buffers"
     return DistributedDataParallel(model, device_ids=[_device.index] if _device.type == "cuda" else None,
-                                   forward_sync_buffers=False)  # its buffers are constants: no collective per forward
+                                   **{quiet: False})
 
 
 def unwrap(model):

@@ -15,8 +15,9 @@ A ranking of K answers is used as eq. 1 uses it: all C(K,2) pairs of one prompt 
 element, weighted 1/C(K,2), so that a prompt's many correlated pairs count as one data point
 (InstructGPT Section 3.5). The DPO paper's Appendix A.3 gives another form for rankings, the
 Plackett-Luce likelihood -sum_k log( exp(r_k) / sum_{j>=k} exp(r_j) ) over the answers in ranked
-order. Both are maximum likelihood under a model of how labelers rank; for K = 2 they are the same
-loss. The pairwise form is kept here because the reward model is trained with it: DPO and RM + PPO
+order. That one is the likelihood of the whole ranking; the pairwise form treats the ranking's
+pairs as independent Bradley-Terry comparisons (a composite likelihood). For K = 2 they are the
+same loss. The pairwise form is kept here because the reward model is trained with it: DPO and RM + PPO
 then learn from the same rankings through the same likelihood, and differ only in how the policy
 is made from it.
 
@@ -154,15 +155,17 @@ def read_rankings(cfg):
 
 
 @torch.no_grad()
-def heldout_accuracy(policy, ref, tok, comps, block_size, device, beta, batch_size=32):
+def heldout_accuracy(policy, ref, tok, comps, block_size, device, beta, autocast, batch_size=32):
     """The fraction of held-out pairs the implicit reward beta * log(pi / pi_SFT) ranks as the
     labelers did: DPO's counterpart of the reward model's held-out accuracy."""
     right = total = 0.0
     policy.eval()
     for i in range(0, len(comps), batch_size):
         chunk = comps[i:i + batch_size]
-        logps, rmask = ranked_logprobs(policy, tok, chunk, block_size, device)
-        _, acc, _ = dpo_loss(logps, ranked_logprobs(ref, tok, chunk, block_size, device)[0], rmask, beta)
+        with autocast():
+            logps, rmask = ranked_logprobs(policy, tok, chunk, block_size, device)
+            ref_logps = ranked_logprobs(ref, tok, chunk, block_size, device)[0]
+        _, acc, _ = dpo_loss(logps, ref_logps, rmask, beta)
         n = sum(len(c["ranking"]) * (len(c["ranking"]) - 1) // 2 for c in chunk)
         right, total = right + acc.item() * n, total + n
     policy.train()
@@ -195,8 +198,8 @@ def main(cfg=None):
     train = [c for c in train if len(c["ranking"]) >= 2]
     if not train:
         raise UserError("dpo: no ranking with two answers or more")
-    ref_logps = []  # per prompt (K,): the frozen reference's log-probs, computed once
-    with torch.no_grad():
+    ref_logps = []  # per prompt (K,): the frozen reference's log-probs, computed once, as the policy's are
+    with torch.no_grad(), autocast():
         for i in range(0, len(train), 32):
             logps, _ = ranked_logprobs(ref, tok, train[i:i + 32], block, device)
             ref_logps += [row[:len(c["ranking"])] for row, c in zip(logps, train[i:i + 32])]
@@ -218,7 +221,7 @@ def main(cfg=None):
         resume.restore_rng(state)
         print(f"resumed {cfg.name} at step {step}")
     else:
-        log.log(0, heldout_accuracy=heldout_accuracy(policy, ref, tok, heldout, block, device, cfg.beta))
+        log.log(0, heldout_accuracy=heldout_accuracy(policy, ref, tok, heldout, block, device, cfg.beta, autocast))
 
     def resumable():
         return dict(policy=policy.state_dict(), optimizer=optimizer.state_dict(), step=step)
@@ -243,23 +246,24 @@ def main(cfg=None):
             for p, i in enumerate(mine):
                 ref_batch[p, :len(ref_logps[i])] = ref_logps[i]
             loss, acc, margin = dpo_loss(logps, ref_batch, rmask, cfg.beta)
-            if not torch.isfinite(loss):
-                raise UserError(f"{cfg.name}: loss is {loss.item()} at step {step}; stopped")
+            if ddp.any_rank(not torch.isfinite(loss)):  # torchrun: every rank stops, not only the one that saw it
+                raise UserError(f"{cfg.name}: the loss is not finite at step {step}; stopped")
             w = ddp.weight(n_mine)  # DDP: this rank's share of the batch's prompts (1 on one process)
             optimizer.zero_grad(set_to_none=True)
             (loss * w if ddp.on() else loss).backward()
             norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
             optimizer.step()
-            if step % 10 == 0 or step == steps - 1:
-                log.log(step, loss=ddp.mean(loss.item() * w), pair_accuracy=ddp.mean(acc.item() * w),
-                        margin=ddp.mean(margin.item() * w), lr=lr, grad_norm=float(norm),
+            if step % 10 == 0 or step == steps - 1:  # DDP: the whole batch's figures (as is on one process)
+                pairs = sum(len(train[i]["ranking"]) * (len(train[i]["ranking"]) - 1) // 2 for i in mine) if n_mine else 0
+                log.log(step, loss=ddp.mean(loss.item() * w), pair_accuracy=ddp.weighted_mean(acc.item(), pairs),
+                        margin=ddp.weighted_mean(margin.item(), pairs), lr=lr, grad_norm=float(norm),
                         **ddp.rank_losses(loss.item(), n_mine))
             step += 1
             if step % 200 == 0:
                 resume.save(**resumable())
 
     # 4) held-out pairs; the gold score of answers to validation prompts (what beta is chosen by)
-    metrics = {"heldout_accuracy": heldout_accuracy(policy, ref, tok, heldout, block, device, cfg.beta),
+    metrics = {"heldout_accuracy": heldout_accuracy(policy, ref, tok, heldout, block, device, cfg.beta, autocast),
                "steps": steps, "seconds": resume.seconds()}
     if cfg.n_val:
         records = data.build(cfg.preset, cfg.seed)["val"][:cfg.n_val]

@@ -399,6 +399,8 @@ def main(cfg=None):
     train_policy, train_value = ddp.wrap(policy), ddp.wrap(value_model)  # DDP: their backward averages gradients
     prompts, eval_records, ptx_ids = load_data(cfg, tok, policy.config.block_size)
     ddp.check_divides({"--batch-size (at most the number of prompts)": min(cfg.batch_size, len(prompts))})
+    if len(eval_records) < ddp.world():
+        raise UserError(f"{len(eval_records)} held-out prompts (--n-eval) for {ddp.world()} processes: each needs one")
     if cfg.cuda_graph and device.type != "cuda":
         print(f"{cfg.name}: --cuda-graph needs a CUDA device; rollouts decode without graphs on {device.type}")
     opt_policy = configure_optimizer(policy, cfg.lr, weight_decay=0.0, device_type=device.type)
@@ -436,7 +438,7 @@ def main(cfg=None):
             policy.eval()
             batch = rollout(policy, tok, [r["prompt"] for r in records], cfg, generator, autocast)
             score(batch, policy, ref, value_model, rm, cfg, reward_bias, autocast)
-            if not torch.isfinite(batch["scores"]).all():
+            if ddp.any_rank(not torch.isfinite(batch["scores"]).all()):  # torchrun: every rank stops
                 raise UserError(f"{cfg.name}: the reward model gave a non-finite score at iteration {it}; stopped; "
                                 f"the last good state is {resume.path}")
             # 3-4. KL-shaped rewards, GAE, whitened advantages
@@ -451,7 +453,7 @@ def main(cfg=None):
             t0 = time.time()
             stats, finite = update(train_policy, train_value, opt_policy, opt_value, batch, advantages, returns, cfg,
                                    it, ptx_ids, autocast)
-            if not finite:  # the weights are poisoned now; the last saved state predates them
+            if ddp.any_rank(not finite):  # the weights are poisoned now; the last saved state predates them
                 raise UserError(f"{cfg.name}: loss is not finite at iteration {it}; stopped; the last good state "
                                 f"is {resume.path}")
             metrics = iteration_metrics(tok, records, batch, kl, returns, kl_ctl.value, stats, time.time() - t0)
@@ -486,7 +488,8 @@ def resume_state(resume, cfg, device, policy, value_model, opt_policy, opt_value
         part.load_state_dict(state[key])
     kl_ctl.value = state["kl_coef"]
     rng.setstate(state["rng"])
-    generator.set_state(state["generator"][ddp.rank()].cpu())
+    g = state["generator"]  # a list of every rank's (an older file: the one process's)
+    generator.set_state((g[ddp.rank()] if isinstance(g, list) else g).cpu())
     resume.restore_rng(state)
     print(f"resumed {cfg.name} at iteration {state['it']}")
     return state["it"], state["first_eval"]

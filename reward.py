@@ -377,8 +377,8 @@ def main(cfg=None):
                 rewards, rmask = comparison_batch(rm_ddp, tok, batch[rows], block, device)
             loss, acc = ranking_loss(rewards, rmask)
             w = ddp.weight(n_mine)  # DDP: its share of the batch's prompts (1 on one process)
-            if not torch.isfinite(loss):
-                raise UserError(f"reward: loss is {loss.item()} at step {step}; stopped; the last good "
+            if ddp.any_rank(not torch.isfinite(loss)):  # torchrun: every rank stops, not only the one that saw it
+                raise UserError(f"reward: the loss is not finite at step {step}; stopped; the last good "
                                 f"state is {resume.path}")
             optimizer.zero_grad(set_to_none=True)
             (loss * w if ddp.on() else loss).backward()

@@ -293,8 +293,8 @@ def main(cfg=None):
                     xp, yp = pretrain_batch(ptx_ids, cfg.ptx_batch, raw_model.config.block_size, step, cfg.seed + 7)
                     ptx_loss = model(ddp.share(xp).to(device), ddp.share(yp).to(device))[1]
                     total = total + cfg.ptx_coef * ptx_loss
-            if not torch.isfinite(total):
-                raise UserError(f"{cfg.stage}: loss is {total.item()} at step {step}; last good checkpoint kept")
+            if ddp.any_rank(not torch.isfinite(total)):  # torchrun: every rank stops, not only the one that saw it
+                raise UserError(f"{cfg.stage}: the loss is not finite at step {step}; last good checkpoint kept")
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)  # after backward

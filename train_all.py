@@ -298,6 +298,7 @@ def write_report(out_dir, summary, tests, answers):
     lines += [f"| best-of-{p['n']} | {p['sqrt_kl']:.2f} | {p['gold']:+.3f} | {p['rm_score']:+.3f} |" for p in o["best_of_n"]]
     lines += [f"| {m} iteration {p['iteration']} | {p['sqrt_kl']:.2f} | {p['gold']:+.3f} | {p['rm_score']:+.3f} |"
               for m in ("ppo", "ppo_ptx") for p in o[m]]
+    lines += [f"| dpo | {p['sqrt_kl']:.2f} | {p['gold']:+.3f} | {p['rm_score']:+.3f} |" for p in o.get("dpo", [])]
     lines += ["", f"Reward model: held-out pairwise accuracy {summary['rm_accuracy']:.3f}; the noise-free gold rubric "
               f"on the same pairs {summary['rm_oracle_accuracy']:.3f} (the ceiling); labeler agreement "
               f"{summary['labeler_agreement']:.3f} (paper: RM 69.6-72.4% against agreement 72.6-77.3%).", "",

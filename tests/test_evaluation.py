@@ -32,7 +32,7 @@ def test_each_model_samples_from_its_own_stream(loaded):
     import pipeline
     import train_all
     models, rm, bias, tok = loaded
-    models = {**models, "ppo": models["sft"], "ppo_ptx": models["sft"]}
+    models = {**models, "ppo": models["sft"], "ppo_ptx": models["sft"], "dpo": models["sft"]}
     shared = [pipeline.sample_chat(models[m], models["sft"], rm, tok, PROMPTS, bias, seed=7)[0] for m in ("sft", "ppo")]
     assert shared[0] == shared[1]  # the coupling the evaluation must avoid
     records = [{"prompt": p} for p in PROMPTS]

@@ -12,7 +12,7 @@ from conftest import start_and_signal
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ["preset", "seed", "seconds", "funnel", "labeler_agreement", "rm_accuracy", "rm_oracle_accuracy",
         "win_rate_vs_sft", "gold_score", "kl_to_sft", "pretrain_loss", "identical_to_sft", "new_tasks", "overoptimization"]
-MODELS = ["base", "base_fewshot", "constant", "sft", "best_of_4", "best_of_16", "ppo", "ppo_ptx"]
+MODELS = ["base", "base_fewshot", "constant", "sft", "best_of_4", "best_of_16", "ppo", "ppo_ptx", "dpo"]
 
 
 def run(*args, **kw):
@@ -61,7 +61,7 @@ def test_a_second_run_skips_finished_stages(smoke):
     before = json.load(open(os.path.join(out, "summary.json")))
     r = run("train_all.py", "--preset", "smoke", "--out-dir", out, "--seed", "0", "--quiet")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.count("exists, skipped") == 5
+    assert r.stdout.count("exists, skipped") == 6  # pretrain, sft, reward, ppo, ppo_ptx, dpo
     after = json.load(open(os.path.join(out, "summary.json")))
     assert after["win_rate_vs_sft"] == before["win_rate_vs_sft"] and after["gold_score"] == before["gold_score"]
     # the total counts the stages' seconds from the first run, not only this run's evaluation
