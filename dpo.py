@@ -49,10 +49,10 @@ import ddp
 from checkpoint import load_language_model, respond
 from common import (MetricsLog, Resume, UserError, arg, check_files, check_positive, configure_optimizer, cosine_lr,
                     ensure_out_dir, parse_config, run_cli, setup, stop_on_signal)
-from formats import read_records, split_validation
+from formats import n_pairs, read_records, split_validation
 from gpt import save_checkpoint
 from tokenizer import sft_batch
-from world import gold_score
+from world import gold_mean
 
 
 @dataclass
@@ -167,7 +167,7 @@ def heldout_accuracy(policy, ref, tok, comps, block_size, device, beta, autocast
             logps, rmask = ranked_logprobs(policy, tok, chunk, block_size, device)
             ref_logps = ranked_logprobs(ref, tok, chunk, block_size, device)[0]
         _, acc, _ = dpo_loss(logps, ref_logps, rmask, beta)
-        n = sum(len(c["ranking"]) * (len(c["ranking"]) - 1) // 2 for c in chunk)
+        n = n_pairs(chunk)
         right, total = right + acc.item() * n, total + n
     policy.train()
     return right / max(total, 1)
@@ -206,8 +206,7 @@ def main(cfg=None):
             ref_logps += [row[:len(c["ranking"])] for row, c in zip(logps, train[i:i + 32])]
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     steps = cfg.epochs * steps_per_epoch
-    n_pairs = sum(len(c["ranking"]) * (len(c["ranking"]) - 1) // 2 for c in train)
-    print(f"{cfg.name}: {len(train)} training rankings ({n_pairs} pairs), {len(heldout)} held out, beta {cfg.beta}, "
+    print(f"{cfg.name}: {len(train)} training rankings ({n_pairs(train)} pairs), {len(heldout)} held out, beta {cfg.beta}, "
           f"{steps} steps, from {init}")
 
     # 2) the optimizer; an interrupted run's state
@@ -255,7 +254,7 @@ def main(cfg=None):
             norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
             optimizer.step()
             if step % 10 == 0 or step == steps - 1:  # DDP: the whole batch's figures (as is on one process)
-                pairs = sum(len(train[i]["ranking"]) * (len(train[i]["ranking"]) - 1) // 2 for i in mine) if n_mine else 0
+                pairs = n_pairs([train[i] for i in mine]) if n_mine else 0
                 log.log(step, loss=ddp.mean(loss.item() * w), pair_accuracy=ddp.weighted_mean(acc.item(), pairs),
                         margin=ddp.weighted_mean(margin.item(), pairs), lr=lr, grad_norm=float(norm),
                         **ddp.rank_losses(loss.item(), n_mine))
@@ -271,7 +270,7 @@ def main(cfg=None):
         for key, model in (("val_gold", policy), ("val_gold_sft", ref)):  # the same draws for both
             g = torch.Generator(device=device).manual_seed(ddp.seed(cfg.seed + 11))
             answers = respond(model, tok, [r["prompt"] for r in records], temperature=1.0, generator=g)
-            metrics[key] = sum(gold_score(r["task"], a)["total"] for r, a in zip(records, answers)) / len(records)
+            metrics.update(gold_mean(records, answers, key))
     log.log(steps, **metrics)
     print(f"{cfg.name}: held-out pairs ranked right by the implicit reward {metrics['heldout_accuracy']:.3f}"
           + (f"; validation gold score {metrics['val_gold']:+.3f} (SFT: {metrics['val_gold_sft']:+.3f})"

@@ -37,6 +37,7 @@ import sft
 import train_all
 from checkpoint import lm_loss, load_language_model, load_reward_model
 from common import UserError, arg, ensure_out_dir, parse_config, run_cli, setup
+from formats import n_pairs
 from pipeline import Stages, sample_chat, win_rate, write_json
 from plots import metrics_rows, pyplot
 from tokenizer import corpus_split
@@ -136,12 +137,12 @@ def exp_pairs(a, base, common, device):
     reward.main(replace(cfg, name="grouped"))
     with open(os.path.join(common["out_dir"], "comparisons_grouped.jsonl")) as f:
         comps = [json.loads(line) for line in f]
-    n_pairs = sum(len(c["ranking"]) * (len(c["ranking"]) - 1) // 2 for c in comps)
-    batch = max(1, round(cfg.batch_size * n_pairs / len(comps)))  # the same comparisons per step
+    pairs = n_pairs(comps)
+    batch = max(1, round(cfg.batch_size * pairs / len(comps)))  # the same comparisons per step
     progress.next(f"each comparison its own data point, {batch} per step")
     reward.main(replace(cfg, name="separate", separate_pairs=True, batch_size=batch))
-    out = {"passes": passes, "prompts": len(comps), "comparisons": n_pairs,
-           "forward_passes_per_pass": {"grouped": sum(len(c["ranking"]) for c in comps), "separate": 2 * n_pairs}}
+    out = {"passes": passes, "prompts": len(comps), "comparisons": pairs,
+           "forward_passes_per_pass": {"grouped": sum(len(c["ranking"]) for c in comps), "separate": 2 * pairs}}
     for name in ("grouped", "separate"):
         rows = rows_of(common["out_dir"], name, "train_accuracy_pass")
         out[name] = [dict(passes=i + 1, heldout_accuracy=round(r["heldout_accuracy"], 4),
@@ -180,7 +181,7 @@ def exp_k(a, base, common, device):
         with open(os.path.join(common["out_dir"], f"comparisons_{name}.jsonl")) as f:
             comps = [json.loads(line) for line in f]
         out[name] = dict(prompts=len(comps), responses_read=sum(len(c["ranking"]) for c in comps),
-                         comparisons=sum(len(c["ranking"]) * (len(c["ranking"]) - 1) // 2 for c in comps),
+                         comparisons=n_pairs(comps),
                          heldout_accuracy=round(reward.accuracy(rm, tok, heldout, rm.gpt.config.block_size, device), 4))
 
     def draw(ax):

@@ -319,6 +319,11 @@ def read_records(path, quiet=False):
     return kind, out
 
 
+def n_pairs(comps):
+    """The comparisons C(K,2) that rankings of K responses hold."""
+    return sum(len(c["completions"]) * (len(c["completions"]) - 1) // 2 for c in comps)
+
+
 def demonstrations(kind, records):
     """Demonstrations from a file of either kind: a comparison's best-ranked answer demonstrates
     (how the HH-based SFT runs train on the chosen dialogues)."""

@@ -52,7 +52,7 @@ import ddp
 from checkpoint import ScalarModel, load_language_model, load_start, respond, reward_scores, score_texts
 from common import (MetricsLog, Resume, UserError, arg, check_files, check_positive, configure_optimizer, cosine_lr,
                     ensure_out_dir, parse_config, run_cli, setup, stop_on_signal)
-from formats import read_records, split_validation, write_jsonl
+from formats import n_pairs, read_records, split_validation, write_jsonl
 from gpt import save_checkpoint
 from tokenizer import encode_responses
 from world import gold_score
@@ -208,11 +208,6 @@ def accuracy(rm, tok, comps, block_size, device, batch_size=32):
         n = n_pairs(comps[i:i + batch_size])
         right, total = right + acc.item() * n, total + n
     return ddp.total(right) / max(ddp.total(total), 1)
-
-
-def n_pairs(comps):
-    """The comparisons C(K,2) that rankings of K responses hold."""
-    return sum(len(c["completions"]) * (len(c["completions"]) - 1) // 2 for c in comps)
 
 
 def oracle_accuracy(comps):

@@ -63,7 +63,7 @@ from gpt import load_checkpoint
 from pipeline import Stages, best_of, best_of_n_kl, fmt, sample_chat, sample_n, win_rate, write_json
 from plots import metrics_rows, plot_all
 from tokenizer import Tokenizer, corpus_split
-from world import gold_score
+from world import gold_mean, gold_score
 
 MODELS = ["base", "base_fewshot", "constant", "sft", "best_of_4", "best_of_16", "ppo", "ppo_ptx", "dpo"]
 CONSTANTS = ["I don't know.", "Sorry, I can't help with that.", "OK.", "Yes, I can help."]  # the constant baseline's choices
@@ -187,7 +187,7 @@ def overoptimization(models, rm, bias, tok, records, out_dir, seed):
     if "dpo" in models:  # DPO trains without sampling or evaluations: one point, its final policy
         prompts = [r["prompt"] for r in records]
         answers, kl, scores = sample_chat(models["dpo"], models["sft"], rm, tok, prompts, bias, seed + 19)
-        gold = sum(gold_score(r["task"], a)["total"] for r, a in zip(records, answers)) / len(records)
+        gold = gold_mean(records, answers, "gold")["gold"]
         curve["dpo"] = [dict(kl=round(kl, 4), sqrt_kl=round(math.sqrt(max(0.0, kl)), 4), gold=round(gold, 4),
                              rm_score=round(sum(scores) / len(scores), 4))]
     curve["n_prompts"] = len(records)
