@@ -119,7 +119,7 @@ def ranked_logprobs(model, tok, comps, block_size, device):
     return logps, rmask
 
 
-def dpo_loss(logps, ref_logps, ranking_mask, beta):
+def dpo_loss(logps, ref_logps, ranking_mask, beta):  # exercise: DPO eq. 7, Rafailov et al. 2023
     """
     DPO eq. 7 over rankings. logps, ref_logps (P, K): log pi(y|x) and log pi_SFT(y|x) of prompt p's
     answers in ranked order, best first; ranking_mask (P, K) 1 for real answers.

@@ -179,3 +179,21 @@ def test_ppo_losses():
     close(v_loss, 0.5 * (max(1.0, 1.8 ** 2) + 1.0) / 2, "values [1, 0], rollout values [0, 0], returns [2, 1], vf_clip "
           "0.2: 0.5 * mean of max((V - R)^2, (V_clipped - R)^2), V_clipped = 0.2 for the first token")
     close(stats["clipfrac"], 1.0, "clipfrac: the fraction of real tokens whose ratio left [0.8, 1.2] (both)")
+
+
+def test_dpo_loss():
+    """dpo.dpo_loss, DPO eq. 7 over a ranking: the implicit reward h = beta * (log pi - log pi_ref);
+    per prompt -1/C(K,2) sum_{i<j} log sigmoid(h_i - h_j) over its ranked answers (best first),
+    averaged over prompts; the pairs' accuracy (a tie counts half) and their mean margin."""
+    from dpo import dpo_loss
+    logps = torch.tensor([[-1.0, -3.0, -2.0], [-4.0, -4.0, 0.0]])
+    ref_logps = torch.tensor([[-2.0, -2.0, -2.0], [-4.0, -4.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    loss, acc, margin = dpo_loss(logps, ref_logps, mask, beta=0.5)
+    ls = F.logsigmoid
+    want = (-(ls(torch.tensor(1.0)) + ls(torch.tensor(0.5)) + ls(torch.tensor(-0.5))) / 3 - ls(torch.tensor(0.0))) / 2
+    close(loss, want, "beta 0.5: prompt 0's implicit rewards are [0.5, -0.5, 0] (margins 1, 0.5, -0.5 over its C(3,2) "
+          "= 3 pairs), prompt 1's [0, 0, pad] (one pair, margin 0; the third answer is masked); loss = mean over the "
+          "2 prompts of -1/C(K,2) sum log sigmoid(h_i - h_j)")
+    close(acc, (1 + 1 + 0 + 0.5) / 4, "accuracy over the 4 real pairs: two right, one wrong, one tie counting half")
+    close(margin, (1 + 0.5 - 0.5 + 0) / 4, "margin: the mean h_i - h_j over the 4 real pairs")
