@@ -83,13 +83,16 @@ def test_oracle_accuracy_is_the_gold_rubric_as_an_rm():
 
 def test_seeds_mean_and_spread_of_every_figure():
     import seeds
-    a = {"seed": 0, "rm_accuracy": 0.6, "win_rate_vs_sft": {"ppo": 0.7, "base": None}, "win_rate_ci": {"ppo": [0.6, 0.8]}}
-    b = {"seed": 1, "rm_accuracy": 0.7, "win_rate_vs_sft": {"ppo": 0.5, "base": None}, "win_rate_ci": {"ppo": [0.4, 0.6]}}
+    a = {"seed": 0, "rm_accuracy": 0.6, "win_rate_vs_sft": {"ppo": 0.7, "base": None, "sft": 0.5},
+         "win_rate_ci": {"ppo": [0.6, 0.8]}}
+    b = {"seed": 1, "rm_accuracy": 0.7, "win_rate_vs_sft": {"ppo": 0.5, "base": None, "sft": 0.5},
+         "win_rate_ci": {"ppo": [0.4, 0.6]}}
     s = seeds.spread([a, b])
     assert "seed" not in s and "win_rate_vs_sft.base" not in s
     assert s["rm_accuracy"]["mean"] == pytest.approx(0.65) and s["rm_accuracy"]["std"] == pytest.approx(0.0707, abs=1e-4)
     assert s["win_rate_vs_sft.ppo"]["values"] == [0.7, 0.5] and s["win_rate_ci.ppo.1"]["min"] == 0.6
-    assert "| ppo | 0.600 ± 0.141 |" in seeds.table(s, [0, 1])
+    table = seeds.table(s, [0, 1])
+    assert "| ppo | 0.600 ± 0.141 |" in table and "| sft | 0.500 |" in table  # no spread where the seeds agree
 
 
 def test_sweep_grid_and_choice_within_the_tax():

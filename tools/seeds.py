@@ -63,9 +63,11 @@ def spread(summaries):
 
 def table(stats, seeds):
     """The README's main table: per model, mean +- standard deviation over seeds."""
-    def cell(key, spec="+.3f"):
+    def cell(key, spec="+.3f"):  # a figure every seed shares (SFT's 0.5, best-of-n's KL) has no spread to show
         s = stats.get(key)
-        return "-" if s is None else f"{format(s['mean'], spec)} ± {s['std']:.3f}"
+        if s is None:
+            return "-"
+        return format(s["mean"], spec) + (f" ± {format(s['std'], spec.lstrip('+'))}" if s["std"] else "")
     lines = [f"Mean ± standard deviation over seeds {', '.join(map(str, seeds))}.", "",
              "| model | win rate vs SFT, seen tasks | gold, seen | win rate vs SFT, new tasks | gold, new | "
              "KL to SFT | pretraining loss |", "| --- |" + " ---: |" * 6]
