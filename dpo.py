@@ -250,7 +250,7 @@ def main(cfg=None):
                 raise UserError(f"{cfg.name}: the loss is not finite at step {step}; stopped")
             w = ddp.weight(n_mine)  # DDP: this rank's share of the batch's prompts (1 on one process)
             optimizer.zero_grad(set_to_none=True)
-            (loss * w if ddp.on() else loss).backward()
+            (loss * w).backward()
             norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
             optimizer.step()
             if step % 10 == 0 or step == steps - 1:  # DDP: the whole batch's figures (as is on one process)

@@ -376,7 +376,7 @@ def main(cfg=None):
                 raise UserError(f"reward: the loss is not finite at step {step}; stopped; the last good "
                                 f"state is {resume.path}")
             optimizer.zero_grad(set_to_none=True)
-            (loss * w if ddp.on() else loss).backward()
+            (loss * w).backward()
             norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)
             optimizer.step()
             if step % 10 == 0 or step == steps - 1:  # DDP: the whole batch's figures (ddp.py; as is on one process)

@@ -288,7 +288,7 @@ def main(cfg=None):
             w = ddp.weight((y != -1).sum() if n_rows else 0)  # DDP: its share of the tokens (1 on one process)
             with autocast():
                 _, loss = model(x, y)
-                total = loss * w if ddp.on() else loss
+                total = loss * w
                 if cfg.stage == "sft" and cfg.ptx_coef:  # the corpus's LM loss beside the demonstrations'
                     xp, yp = pretrain_batch(ptx_ids, cfg.ptx_batch, raw_model.config.block_size, step, cfg.seed + 7)
                     ptx_loss = model(ddp.share(xp).to(device), ddp.share(yp).to(device))[1]
