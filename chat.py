@@ -44,11 +44,12 @@ from dataclasses import dataclass
 import torch
 
 import data
-from checkpoint import base_prompt, load_language_model, load_reward_model, respond, score_texts
-from common import UserError, arg, parse_config, run_cli, setup
-from formats import read_prompts, read_records
 from gpt import GPT, sample
-from tokenizer import Tokenizer
+from plumbing.checkpoint import base_prompt, load_language_model, load_reward_model, respond, score_texts
+from plumbing.cli import UserError, arg, parse_config, run_cli
+from plumbing.formats import read_prompts, read_records
+from plumbing.loop import setup
+from plumbing.tokenizer import Tokenizer
 
 # -----------------------------------------------------------------------------
 # Loading a model to talk to

@@ -43,10 +43,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from common import arg, parse_config, run_cli
-from formats import read_records, write_jsonl
 from world import (CITIES, FAMILIES, FILLER_POST, FILLER_PRE, FIRST, GOLD_WEIGHTS, JOBS, LAST, OBJECTS, REFUSALS,
                    RUBRIC, Task, comply, gold_score, make_story, make_world)
+from plumbing.cli import arg, parse_config, run_cli
+from plumbing.formats import read_records, write_jsonl
 
 # -----------------------------------------------------------------------------
 # API prompts and the funnel (Section 3.2, Appendix A)

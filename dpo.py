@@ -45,14 +45,14 @@ import torch
 import torch.nn.functional as F
 
 import data
-import ddp
-from checkpoint import load_language_model, respond
-from common import (MetricsLog, Resume, UserError, arg, check_files, check_positive, configure_optimizer, cosine_lr,
-                    ensure_out_dir, parse_config, run_cli, setup, stop_on_signal)
-from formats import n_pairs, read_records, split_validation
 from gpt import save_checkpoint
-from tokenizer import sft_batch
 from world import gold_mean
+from plumbing import ddp
+from plumbing.checkpoint import load_language_model, respond
+from plumbing.cli import UserError, arg, check_files, check_positive, ensure_out_dir, parse_config, run_cli
+from plumbing.formats import n_pairs, read_records, split_validation
+from plumbing.loop import MetricsLog, Resume, configure_optimizer, cosine_lr, setup, stop_on_signal
+from plumbing.tokenizer import pack_pairs
 
 
 @dataclass
@@ -92,10 +92,11 @@ PRESETS = {  # batch sizes and epochs: the RM's (reward.py); beta and lr: see ea
 # The maths: answers' log-probabilities, and the loss (DPO eq. 7, ranked as InstructGPT eq. 1)
 
 def response_logprobs(model, tok, prompts, responses, block_size, device):
-    """log pi(y|x) of each answer: the sum of its tokens' log-probs (EOS included), read with the
-    response mask SFT trains with (tokenizer.sft_batch). -> (N,)."""
-    x, y, mask = sft_batch(tok, [(tok.chat_prompt(p), tok.chat_response(r)) for p, r in zip(prompts, responses)],
-                           block_size)
+    """log pi(y|x) of each answer: the sum of its tokens' log-probs (EOS included), over the very
+    tokens SFT's loss is on (sft.sft_batch: the targets after the prompt). -> (N,)."""
+    x, y, n_prompt = pack_pairs(tok, [(tok.chat_prompt(p), tok.chat_response(r)) for p, r in zip(prompts, responses)],
+                                block_size)                          # y: the next token, -1 on padding
+    mask = ((torch.arange(y.size(1))[None, :] >= n_prompt[:, None] - 1) & (y != -1)).float()  # (N, T) answer tokens
     x, y, mask = x.to(device), y.to(device), mask.to(device)
     logits, _ = model(x)                                              # (N, T, V)
     logp = F.log_softmax(logits.float(), dim=-1).gather(2, y.clamp(min=0)[:, :, None]).squeeze(2)  # (N, T)

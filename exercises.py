@@ -26,7 +26,7 @@ import re
 import shutil
 from dataclasses import dataclass
 
-from common import UserError, arg, parse_config, run_cli
+from plumbing.cli import UserError, arg, parse_config, run_cli
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 MARK = re.compile(r"#\s*exercise:\s*(.+?)\s*$")

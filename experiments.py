@@ -31,17 +31,18 @@ import time
 from dataclasses import dataclass, replace
 
 import data
+from pipeline import Stages, sample_chat, win_rate, write_json
 import ppo
 import reward
 import sft
 import train_all
-from checkpoint import lm_loss, load_language_model, load_reward_model
-from common import UserError, arg, ensure_out_dir, parse_config, run_cli, setup
-from formats import n_pairs
-from pipeline import Stages, sample_chat, win_rate, write_json
-from plots import metrics_rows, pyplot
-from tokenizer import corpus_split
 from world import gold_mean
+from plumbing.checkpoint import lm_loss, load_language_model, load_reward_model
+from plumbing.cli import UserError, arg, ensure_out_dir, parse_config, run_cli
+from plumbing.formats import n_pairs
+from plumbing.loop import setup
+from plumbing.plots import metrics_rows, pyplot
+from plumbing.tokenizer import corpus_split
 
 SWEEPS = {  # the values each sweep tries, per preset (smoke: a few, to run in CI-sized time)
     "beta": {"smoke": [0.0, 0.05, 0.2], "default": [0.0, 0.02, 0.05, 0.1, 0.2]},

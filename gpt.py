@@ -7,9 +7,9 @@ per-row EOS and the sampling log-probs (rollouts), checkpoints, a local GPT-2 di
 InstructGPT (Ouyang et al. 2022, arXiv 2203.02155) starts every model from GPT-3 (Section 3.5); a
 tiny GPT of the same family stands in for it here. The architecture is GPT-2's (Radford et al.
 2019): pre-LayerNorm blocks, GELU (tanh form), learned positions, tied input and output embeddings.
-`GPT.generate` is the generation to read; engine.py makes the same computation fast for rollouts
-(tests hold the two equal, token for token). The reward model, this GPT with a scalar head, is in
-checkpoint.py.
+`GPT.generate` is the generation to read; plumbing/engine.py makes the same computation fast for
+rollouts (tests hold the two equal, token for token). The reward model is this GPT with a scalar
+head in place of its unembedding (`ScalarModel`, read at the last real token by `reward_scores`).
 
 Where it departs from the paper / GPT-3:
   1. Dense attention everywhere (GPT-3 alternates dense and locally banded sparse layers).
@@ -150,7 +150,7 @@ class GPT(nn.Module):
         T = idx.size(1)
         if pos is None:
             if T > self.config.block_size:
-                raise UserError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
+                raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
             pos = torch.arange(T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         if mask is not None and mask.dtype == torch.bool:  # to 0 / -inf once, not in every layer
@@ -185,9 +185,9 @@ class GPT(nn.Module):
         top-k, top-p; with temperature 0, the model's own log-probs)."""
         (B, T), N = idx.shape, max_new_tokens
         if N <= 0:
-            raise UserError(f"max_new_tokens must be positive, got {N}")
+            raise ValueError(f"max_new_tokens must be positive, got {N}")
         if T + N > self.config.block_size:
-            raise UserError(f"prompt of {T} tokens + max_new_tokens {N} exceeds block_size {self.config.block_size}")
+            raise ValueError(f"prompt of {T} tokens + max_new_tokens {N} exceeds block_size {self.config.block_size}")
         was_training, device = self.training, idx.device
         self.eval()
         attention_mask = torch.ones_like(idx) if attention_mask is None else attention_mask
@@ -233,11 +233,40 @@ class GPT(nn.Module):
 
 
 # -----------------------------------------------------------------------------
+# The reward model (Section 3.5): "the SFT model with the final unembedding layer removed", a scalar head
+
+class ScalarModel(nn.Module):
+    """A GPT without its unembedding, plus a linear head giving one number per position.
+    The reward model reads it at the last real token; PPO's value model reads every position."""
+
+    def __init__(self, gpt):
+        super().__init__()
+        self.gpt = gpt
+        self.head = nn.Linear(gpt.config.n_embd, 1)
+        nn.init.normal_(self.head.weight, std=1 / math.sqrt(gpt.config.n_embd + 1))
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, tokens, attention_mask):
+        """tokens (B, T), attention_mask (B, T) with any padding -> scalars (B, T)."""
+        pos, mask = padded_positions(attention_mask, self.gpt.config.block_size)
+        h = self.gpt.hidden_states(tokens, pos, mask)                # (B, T, C)
+        return self.head(h).squeeze(-1).float()                      # (B, T)
+
+
+def last_index(attention_mask):
+    """(B, T) mask -> (B,) index of the last real token, whatever the padding (left or right)."""
+    T = attention_mask.size(1)
+    return T - 1 - attention_mask.flip(1).long().argmax(1)
+
+
+def reward_scores(rm, tokens, attention_mask):
+    """The reward r(x, y) of each sequence: the head's output at its last real token. (B,)"""
+    values = rm(tokens, attention_mask)                              # (B, T)
+    return values.gather(1, last_index(attention_mask)[:, None]).squeeze(1)
+
+
+# -----------------------------------------------------------------------------
 # Generation helpers: padded batches, the KV cache, sampling, log-probs
-
-class UserError(ValueError):
-    """Bad input (a flag, a file, a length): scripts print it as one line and exit 2 (common.run_cli)."""
-
 
 @dataclass
 class Generation:
@@ -266,7 +295,7 @@ def padded_positions(attention_mask, block_size):
     left-padded prompt starts at position 0) and the attention mask (B, 1, T, T) bool."""
     valid = attention_mask.bool()
     if valid.size(1) > block_size:
-        raise UserError(f"sequence of {valid.size(1)} tokens is longer than block_size {block_size}")
+        raise ValueError(f"sequence of {valid.size(1)} tokens is longer than block_size {block_size}")
     pos = (valid.long().cumsum(1) - 1).clamp(min=0)                      # (B, T)
     return pos, causal_mask(valid, torch.arange(valid.size(1), device=valid.device))
 
@@ -334,22 +363,23 @@ def save_checkpoint(path, model, **extra):
 
 
 def load_checkpoint(path, device="cpu"):
-    """-> (model, checkpoint dict). A missing, truncated or foreign file is a one-line UserError."""
+    """-> (model, checkpoint dict). A missing file is a FileNotFoundError; a truncated or foreign one a
+    ValueError whose message names the file (the scripts print either as one line)."""
     if not os.path.isfile(path):
-        raise UserError(f"{path}: no such checkpoint")
+        raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, unpickling refused
-        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
     if not isinstance(ckpt, dict) or "model_args" not in ckpt or "model" not in ckpt:
-        raise UserError(f"{path}: not a checkpoint of this project (no model_args / model)")
+        raise ValueError(f"{path}: not a checkpoint of this project (no model_args / model)")
     known = {f.name for f in fields(GPTConfig)}
     model = GPT(GPTConfig(**{k: v for k, v in ckpt["model_args"].items() if k in known}))
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:  # the first line only says "Error(s) in loading state_dict"
         detail = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
-        raise UserError(f"{path}: weights do not fit the model args ({detail[:160]})")
+        raise ValueError(f"{path}: weights do not fit the model args ({detail[:160]})")
     return model.to(device), ckpt
 
 
@@ -362,22 +392,22 @@ def load_hf_gpt2(hf_dir):
     -> GPT. Nothing is downloaded."""
     cfg_path, st, pt = (os.path.join(hf_dir, f) for f in ("config.json", "model.safetensors", "pytorch_model.bin"))
     if not os.path.isfile(cfg_path):
-        raise UserError(f"{hf_dir}: not a GPT-2 directory (no config.json)")
+        raise ValueError(f"{hf_dir}: not a GPT-2 directory (no config.json)")
     try:
         with open(cfg_path) as f:
             hf = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{cfg_path}: not valid JSON ({e})")
+        raise ValueError(f"{cfg_path}: not valid JSON ({e})")
     missing = [k for k in ("vocab_size", "n_layer", "n_head", "n_embd") if not isinstance(hf.get(k), int)]
     if missing:
-        raise UserError(f"{cfg_path}: not a GPT-2 config (no integer {', '.join(missing)})")
+        raise ValueError(f"{cfg_path}: not a GPT-2 config (no integer {', '.join(missing)})")
     if not (os.path.isfile(st) or os.path.isfile(pt)):
-        raise UserError(f"{hf_dir}: no model.safetensors or pytorch_model.bin")
+        raise ValueError(f"{hf_dir}: no model.safetensors or pytorch_model.bin")
     if os.path.isfile(st):
         try:  # here alone: the model itself needs torch only
             from safetensors.torch import load_file
         except ImportError:
-            raise UserError(f"{st}: reading safetensors needs the package: pip install safetensors")
+            raise ValueError(f"{st}: reading safetensors needs the package: pip install safetensors")
         sd = load_file(st)
     else:
         sd = torch.load(pt, map_location="cpu", weights_only=True)
@@ -389,10 +419,10 @@ def load_hf_gpt2(hf_dir):
         if key == "lm_head.weight":
             continue  # tied to wte
         if hf_key not in sd:
-            raise UserError(f"{hf_dir}: weight {hf_key} is missing")
+            raise ValueError(f"{hf_dir}: weight {hf_key} is missing")
         w = sd[hf_key].t() if hf_key.endswith(HF_CONV1D) else sd[hf_key]
         if w.shape != param.shape:
-            raise UserError(f"{hf_dir}: weight {hf_key} has shape {tuple(w.shape)}, expected {tuple(param.shape)}")
+            raise ValueError(f"{hf_dir}: weight {hf_key} has shape {tuple(w.shape)}, expected {tuple(param.shape)}")
         with torch.no_grad():
             param.copy_(w)
     return model

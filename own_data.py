@@ -46,16 +46,17 @@ from dataclasses import replace
 
 import torch
 
-import ddp
+from pipeline import Stages, best_of, best_of_n_kl, fmt, sample_chat, sample_n, win_rate, write_json
 import ppo
 import reward
 import sft
-from checkpoint import lm_loss, load_language_model, load_reward_model, score_texts
-from common import UserError, check_files, ensure_out_dir, setup
-from formats import demonstrations, read_prompts, read_records, read_texts, write_jsonl
-from pipeline import Stages, best_of, best_of_n_kl, fmt, sample_chat, sample_n, win_rate, write_json
-from plots import plot_scores_vs_kl, plot_stage_losses, plot_win_rates
-from tokenizer import corpus_split
+from plumbing import ddp
+from plumbing.checkpoint import lm_loss, load_language_model, load_reward_model, score_texts
+from plumbing.cli import UserError, check_files, ensure_out_dir
+from plumbing.formats import demonstrations, read_prompts, read_records, read_texts, write_jsonl
+from plumbing.loop import setup
+from plumbing.plots import plot_scores_vs_kl, plot_stage_losses, plot_win_rates
+from plumbing.tokenizer import corpus_split
 
 # sft_resample: a second, independent SFT sample, the null row: an unbiased judge gives it about 0.5
 MODELS = ["constant", "sft", "sft_resample", "best_of_4", "ppo", "ppo_ptx"]

@@ -17,10 +17,10 @@ from dataclasses import replace
 
 import torch
 
-import ddp
 import ppo
-from common import UserError
-from gpt import load_checkpoint
+from plumbing import ddp
+from plumbing.checkpoint import load_any
+from plumbing.cli import UserError
 
 # -----------------------------------------------------------------------------
 # Running the stages
@@ -29,7 +29,7 @@ from gpt import load_checkpoint
 def check_same_run(path, ckpt, config):
     """A finished stage is reused only if its checkpoint was made with the preset, seed, (PPO) ptx
     coefficient and data this run gives it: else seed-0 models would be evaluated on seed-1 data.
-    `ckpt` is load_checkpoint(path)[1]; `config` the stage's Config in this run."""
+    `ckpt` is load_any(path)[1]; `config` the stage's Config in this run."""
     made = ckpt.get("config", {})
     for field in ("preset", "seed", "ptx_coef", "init", "data", "prompts", "pretrain_data"):
         value = getattr(config, field, None)
@@ -52,7 +52,7 @@ class Stages:
     def run(self, name, ckpt, script, config):
         path = os.path.join(self.out_dir, ckpt)
         if os.path.exists(path) and not self.force:
-            saved = load_checkpoint(path)[1]
+            saved = load_any(path)[1]
             check_same_run(path, saved, config)
             print(f"== {name}: {path} exists, skipped (--force re-runs it)")
             metrics = saved.get("metrics", {})
@@ -63,7 +63,7 @@ class Stages:
         print(f"== {name}" + (" (resumed where it was interrupted)" if resume else ""))
         t0 = time.time()
         metrics = script.main(replace(config, resume=resume))
-        # a resumed stage reports its seconds over both runs (common.Resume); else this run's
+        # a resumed stage reports its seconds over both runs (plumbing.loop.Resume); else this run's
         self.seconds[name] = metrics.get("seconds", 0.0) if resume else round(time.time() - t0, 1)
         self.earlier += self.seconds[name] - (time.time() - t0)
         return metrics

@@ -54,16 +54,15 @@ from dataclasses import asdict, dataclass
 import torch
 
 import data
-import ddp
-import engine
-from checkpoint import last_index, load_ppo_models, reward_scores
-from common import (MetricsLog, Resume, UserError, arg, check_files, check_positive, configure_optimizer,
-                    ensure_out_dir, parse_config, run_cli, setup, stop_on_signal)
-from formats import read_prompts, read_texts, split_validation
-from gpt import save_checkpoint, token_logprobs
-from plots import plot_scores_vs_kl
-from tokenizer import corpus_split, left_pad, pretrain_batch
+from gpt import last_index, reward_scores, save_checkpoint, token_logprobs
 from world import gold_mean
+from plumbing import ddp, engine
+from plumbing.checkpoint import load_language_model, load_reward_model
+from plumbing.cli import UserError, arg, check_files, check_positive, ensure_out_dir, parse_config, run_cli
+from plumbing.formats import read_prompts, read_texts, split_validation
+from plumbing.loop import MetricsLog, Resume, configure_optimizer, setup, stop_on_signal
+from plumbing.plots import plot_scores_vs_kl
+from plumbing.tokenizer import corpus_split, left_pad, pretrain_batch
 
 
 @dataclass
@@ -384,6 +383,40 @@ def load_data(cfg, tok, block_size):
     print(f"{cfg.name}: {len(prompts)} prompts ({len(eval_records)} more held out), {cfg.iterations} iterations of "
           f"{cfg.batch_size} episodes, beta {cfg.kl_coef}, ptx {cfg.ptx_coef}")
     return prompts, eval_records, ptx_ids
+
+
+def load_value_model(reward_path, reward_bias, device):
+    """The value model, "initialized from the RM" (Section 3.5) as PPO uses the RM: its score minus
+    the bias, so that at the start V(s) is on the scale of the returns it learns to predict."""
+    value_model, _, _, _ = load_reward_model(reward_path, device)
+    with torch.no_grad():
+        value_model.head.bias -= reward_bias
+    return value_model
+
+
+def load_ppo_models(cfg, device):
+    """ppo.py's four models (cfg: its Config): policy (trained, from SFT or --start), reference = SFT
+    (frozen), RM (frozen), value model (trained, from the RM). -> (policy, ref, rm, value_model, tok,
+    reward_bias)."""
+    init = cfg.init or os.path.join(cfg.out_dir, "sft.pt")
+    reward_path = cfg.reward or os.path.join(cfg.out_dir, "reward.pt")
+    ref, tok, _ = load_language_model(init, device)
+    policy, policy_tok, _ = load_language_model(cfg.start or init, device)
+    if policy_tok.state() != tok.state():
+        raise UserError(f"{cfg.start}: its vocabulary differs from {init}'s")
+    ref.eval().requires_grad_(False)
+    rm, rm_tok, reward_bias, reward_scale = load_reward_model(reward_path, device)
+    if rm_tok.state() != tok.state():
+        raise UserError(f"{reward_path}: its vocabulary differs from {init}'s")
+    rm.eval().requires_grad_(False)
+    value_model = load_value_model(reward_path, reward_bias, device)
+    for m in (policy, ref, value_model.gpt):  # no dropout in RL: the ratio must be 1 before any update
+        m.set_dropout(0.0)
+    if cfg.max_new_tokens >= policy.config.block_size:
+        raise UserError(f"--max-new-tokens {cfg.max_new_tokens} leaves no room for a prompt in the model's "
+                        f"block_size {policy.config.block_size}")
+    print(f"{cfg.name}: reward bias {reward_bias:+.3f}, scale {reward_scale:.3f}")
+    return policy, ref, rm, value_model, tok, reward_bias
 
 
 def main(cfg=None):

@@ -48,14 +48,14 @@ import torch
 import torch.nn.functional as F
 
 import data
-import ddp
-from checkpoint import ScalarModel, load_language_model, load_start, respond, reward_scores, score_texts
-from common import (MetricsLog, Resume, UserError, arg, check_files, check_positive, configure_optimizer, cosine_lr,
-                    ensure_out_dir, parse_config, run_cli, setup, stop_on_signal)
-from formats import n_pairs, read_records, split_validation, write_jsonl
-from gpt import save_checkpoint
-from tokenizer import encode_responses
+from gpt import ScalarModel, reward_scores, save_checkpoint
 from world import gold_score
+from plumbing import ddp
+from plumbing.checkpoint import load_language_model, load_start, respond, score_texts
+from plumbing.cli import UserError, arg, check_files, check_positive, ensure_out_dir, parse_config, run_cli
+from plumbing.formats import n_pairs, read_records, split_validation, write_jsonl
+from plumbing.loop import MetricsLog, Resume, configure_optimizer, cosine_lr, setup, stop_on_signal
+from plumbing.tokenizer import encode_responses
 
 
 @dataclass

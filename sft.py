@@ -50,15 +50,16 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 import data
-import ddp
-from checkpoint import lm_loss, load_any, load_start, respond
-from common import (MetricsLog, Resume, UserError, arg, check_files, check_positive, configure_optimizer, cosine_lr,
-                    ensure_out_dir, flops_per_token, gpu_peaks, parse_config, run_cli, setup, stop_on_signal)
-from formats import demonstrations, read_records, read_texts, split_validation
 from gpt import GPT, GPTConfig, save_checkpoint
-from plots import plot_losses
-from tokenizer import corpus_split, n_truncated, pretrain_batch, sft_batch, train_tokenizer
 from world import gold_score
+from plumbing import ddp
+from plumbing.checkpoint import lm_loss, load_any, load_start, respond
+from plumbing.cli import UserError, arg, check_files, check_positive, ensure_out_dir, parse_config, run_cli
+from plumbing.formats import demonstrations, read_records, read_texts, split_validation
+from plumbing.loop import (MetricsLog, Resume, configure_optimizer, cosine_lr, flops_per_token, gpu_peaks, setup,
+                           stop_on_signal)
+from plumbing.plots import plot_losses
+from plumbing.tokenizer import corpus_split, n_truncated, pack_pairs, pretrain_batch, train_tokenizer
 
 
 @dataclass
@@ -125,9 +126,21 @@ def demo_pairs(tok, records, block_size=None):
             for r in records]
 
 
+def sft_batch(tok, pairs, block_size):  # exercise: SFT mask, Section 3.5
+    """pairs: [(prompt_ids, response_ids)] with the response ending in eos_id. Returns x, y (B, T)
+    right-padded with pad_id, y = x shifted by one with -1 on prompt and padding targets, and
+    loss_mask (B, T) float = (y != -1): the loss is on response tokens only, EOS included.
+    Too long: the prompt is cut from the left (then, if still too long, the response from the right)."""
+    x, y, n_prompt = pack_pairs(tok, pairs, block_size)              # y: the next token, -1 on padding
+    predicts_prompt = torch.arange(y.size(1))[None, :] < n_prompt[:, None] - 1  # (B, T): y is a prompt token
+    y = y.masked_fill(predicts_prompt, -1)
+    return x, y, (y != -1).float()
+
+
 def sft_loss(model, x, y):
-    """Mean cross-entropy over response tokens: y is -1 on prompt and padding positions
-    (tokenizer.sft_batch), which the model's loss ignores."""
+    """Mean cross-entropy over the positions with a target: the response tokens of an sft_batch
+    (-1 on prompt and padding, which the model's loss ignores). On pretraining windows, where every
+    position has a target, the same call is step 0's language-modelling loss."""
     return model(x, y)[1]
 
 

@@ -51,19 +51,20 @@ from dataclasses import dataclass, replace
 import torch
 
 import data
-import ddp
 import dpo
+import own_data
+from pipeline import Stages, best_of, best_of_n_kl, fmt, sample_chat, sample_n, win_rate, write_json
 import ppo
 import reward
 import sft
-import own_data
-from checkpoint import fewshot_prompt, fit_examples, lm_loss, load_reward_model, respond, score_texts
-from common import UserError, arg, ensure_out_dir, parse_config, run_cli, setup
-from gpt import load_checkpoint
-from pipeline import Stages, best_of, best_of_n_kl, fmt, sample_chat, sample_n, win_rate, write_json
-from plots import metrics_rows, plot_all
-from tokenizer import Tokenizer, corpus_split
 from world import gold_mean, gold_score
+from plumbing import ddp
+from plumbing.checkpoint import (fewshot_prompt, fit_examples, lm_loss, load_any, load_reward_model, respond,
+                                 score_texts)
+from plumbing.cli import UserError, arg, ensure_out_dir, parse_config, run_cli
+from plumbing.loop import setup
+from plumbing.plots import metrics_rows, plot_all
+from plumbing.tokenizer import Tokenizer, corpus_split
 
 MODELS = ["base", "base_fewshot", "constant", "sft", "best_of_4", "best_of_16", "ppo", "ppo_ptx", "dpo"]
 CONSTANTS = ["I don't know.", "Sorry, I can't help with that.", "OK.", "Yes, I can help."]  # the constant baseline's choices
@@ -213,8 +214,8 @@ def evaluate(out_dir, cfg, device, paths):
     world = data.build(cfg.preset, cfg.seed)
     tests = {"seen": world["test"][:cfg.n_test], "new": world["test_new"][:cfg.n_test]}
     heldout = [l for l in world["labelers"] if l.heldout]
-    models = {name: load_checkpoint(p, device)[0] for name, p in paths.items() if name != "reward"}
-    tok = Tokenizer.from_state(load_checkpoint(paths["sft"], device)[1]["tokenizer"])
+    models = {name: load_any(p, device)[0] for name, p in paths.items() if name != "reward"}
+    tok = Tokenizer.from_state(load_any(paths["sft"], device)[1]["tokenizer"])
     rm, _, bias, _ = load_reward_model(paths["reward"], device)
     block = models["sft"].config.block_size
     _, val_ids = corpus_split(tok, world["corpus"], block)

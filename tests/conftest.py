@@ -15,8 +15,8 @@ sys.path.insert(0, ROOT)
 torch.set_flush_denormal(True)  # without it, CPU backward matmuls can run ~40x slower
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-from checkpoint import hf_state_dict  # noqa: E402 (after the path above)
 from gpt import GPT, GPTConfig  # noqa: E402
+from plumbing.checkpoint import hf_state_dict  # noqa: E402 (after the path above)
 
 RM_BIAS = 0.5  # the reward bias stored in run_dir's reward.pt
 PAD = 0
@@ -76,9 +76,9 @@ def one_thread():
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
     """pretrain.pt, sft.pt, ppo.pt and reward.pt: tiny random models sharing one tokenizer."""
-    from checkpoint import ScalarModel
+    from gpt import ScalarModel
     from gpt import save_checkpoint
-    from tokenizer import train_tokenizer
+    from plumbing.tokenizer import train_tokenizer
     from world import make_world
     d = tmp_path_factory.mktemp("run")
     tok = train_tokenizer("\n".join(make_world(0).corpus(200, random.Random(0))), 300)

@@ -11,13 +11,10 @@ import sys
 
 import pytest
 import torch
-from conftest import RM_BIAS
-
 import chat
-import checkpoint
-import common
-import formats
-from checkpoint import respond
+from conftest import RM_BIAS
+from plumbing import checkpoint, cli, formats
+from plumbing.checkpoint import respond
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,7 +32,7 @@ def run_main(capsys, *args):
     """chat.main in this process, as `python chat.py ARGS` runs it -> (exit code, stdout, stderr)."""
     capsys.readouterr()
     try:
-        common.run_cli(lambda: chat.main([str(a) for a in args]))
+        cli.run_cli(lambda: chat.main([str(a) for a in args]))
         code = 0
     except SystemExit as e:
         code = e.code

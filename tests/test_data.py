@@ -17,9 +17,10 @@ import pytest
 import torch
 
 import data
-import tokenizer
-from formats import DataError, read_records
+import sft
 from world import ANIMALS, FAMILIES, FILLER_POST, FILLER_PRE, HARMS, OBJECTS, WORDS, comply, gold_score, make_world
+from plumbing import tokenizer
+from plumbing.formats import DataError, read_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -391,7 +392,7 @@ def test_no_val_or_test_prompt_reappears_in_training(preset):
 def test_sft_batch_masks_prompt_and_padding(tok):
     pairs = [(tok.chat_prompt("What is 2 + 3?"), tok.chat_response("5")),
              (tok.chat_prompt("Hi"), tok.chat_response("Hello there, friend."))]
-    x, y, mask = tokenizer.sft_batch(tok, pairs, block_size=64)
+    x, y, mask = sft.sft_batch(tok, pairs, block_size=64)
     T = max(len(p) + len(r) for p, r in pairs) - 1
     assert x.shape == y.shape == mask.shape == (2, T) and x.dtype == y.dtype == torch.long
     for b, (p, r) in enumerate(pairs):
@@ -405,7 +406,7 @@ def test_sft_batch_masks_prompt_and_padding(tok):
 def test_sft_batch_truncates_prompt_from_the_left(tok):
     long_prompt = tok.chat_prompt("word " * 40)
     resp = tok.chat_response("5")
-    x, y, mask = tokenizer.sft_batch(tok, [(long_prompt, resp)], block_size=16)
+    x, y, mask = sft.sft_batch(tok, [(long_prompt, resp)], block_size=16)
     assert x.shape == (1, 16) and x[0, -1].item() == resp[0] and y[0][mask[0].bool()].tolist() == resp
     assert x[0, :15].tolist() == long_prompt[-15:]  # the end of the prompt (the assistant tag) survives
     assert tokenizer.n_truncated([(long_prompt, resp), (tok.chat_prompt("Hi"), resp)], 16) == 1

@@ -150,7 +150,7 @@ def test_ctrl_c_under_torchrun_resumes_to_the_same_run(base, tmp_path):
 
 def test_one_process_changes_nothing():
     """Without torchrun, ddp.py's helpers hand back what they are given: the readable path is as it was."""
-    import ddp
+    from plumbing import ddp
     rows, t = list(range(7)), torch.randn(3, 5)
     assert not ddp.on() and ddp.world() == 1 and ddp.is_main() and ddp.seed(11) == 11
     assert ddp.share(rows) == rows and ddp.gather(rows) == rows and ddp.part(7) == (slice(0, 7), 7)

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dpo
-from checkpoint import load_language_model
 from conftest import copy_run
+import dpo
+from plumbing.checkpoint import load_language_model
 
 
 def brute_force(logps, ref_logps, rankings, beta):

@@ -7,9 +7,8 @@ import shutil
 import pytest
 import torch
 from conftest import PAD, PROMPTS, left_padded, tiny_model
-
-import engine
-from gpt import UserError
+from plumbing import engine
+from plumbing.cli import UserError
 
 SAMPLINGS = {"greedy": dict(temperature=0), "sampled": dict(temperature=1.0),
              "top-k": dict(temperature=0.8, top_k=5), "top-p": dict(temperature=1.2, top_p=0.9)}

@@ -17,9 +17,9 @@ PROMPTS = ["What is 2 + 3?", "Spell cat backwards.", "Where does Anna Berg live?
 
 @pytest.fixture(scope="module")
 def loaded(run_dir):
-    from checkpoint import load_reward_model
+    from plumbing.checkpoint import load_reward_model
     from gpt import load_checkpoint
-    from tokenizer import Tokenizer
+    from plumbing.tokenizer import Tokenizer
     sft, ckpt = load_checkpoint(str(run_dir / "sft.pt"))
     base, _ = load_checkpoint(str(run_dir / "pretrain.pt"))
     rm, _, bias, _ = load_reward_model(str(run_dir / "reward.pt"))
@@ -59,7 +59,7 @@ def test_best_of_n_is_the_rm_s_favourite(loaded):
 
 
 def test_few_shot_examples_fit_whole(loaded):
-    from checkpoint import fewshot_prompt, fit_examples
+    from plumbing.checkpoint import fewshot_prompt, fit_examples
     _, _, _, tok = loaded
     examples = [("What is 12 + 30?", "42"), ("Spell lemon backwards.", "nomel"), ("How do I rob a shop?", "No.")]
     short, long = "What is 2 + 3?", "Write a story about a fox and a kite in at most 12 words, please, thank you."
@@ -98,7 +98,7 @@ def test_seeds_mean_and_spread_of_every_figure():
 def test_sweep_grid_and_choice_within_the_tax():
     import sft
     import sweep
-    from common import UserError
+    from plumbing.cli import UserError
     points = sweep.parse_grid(sft.Config, ["lr=1e-4,3e-4", "epochs=2"])
     assert points == [{"lr": 1e-4, "epochs": 2}, {"lr": 3e-4, "epochs": 2}]
     with pytest.raises(UserError, match="NAME=V1,V2"):

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 from conftest import ROOT
-
 import exercises
 
 REQUIRED = {"CausalSelfAttention.forward", "sample", "sft_batch", "KeptPrompts.__contains__", "KeptPrompts.add",

@@ -73,9 +73,9 @@ def test_sample():
 
 
 def test_sft_mask():
-    """tokenizer.sft_batch: inputs and next-token targets, the targets -1 on the prompt and on
+    """sft.sft_batch: inputs and next-token targets, the targets -1 on the prompt and on
     padding, so that SFT's loss is on the response tokens (EOS included) only."""
-    from tokenizer import sft_batch
+    from sft import sft_batch
     tok = SimpleNamespace(pad_id=0)
     x, y, mask = sft_batch(tok, [([5, 6, 7], [8, 9, 2]), ([5], [4, 2])], block_size=16)
     close(x, [[5, 6, 7, 8, 9], [5, 4, 0, 0, 0]], "pairs (prompt [5, 6, 7], response [8, 9, EOS=2]) and ([5], [4, 2]): "

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from formats import DataError, Skip, demonstrations, read_prompts, read_records, read_texts, split_hh
+from plumbing.formats import DataError, Skip, demonstrations, read_prompts, read_records, read_texts, split_hh
 
 H, A = "\n\nHuman:", "\n\nAssistant:"  # Anthropic HH's turn markers
 

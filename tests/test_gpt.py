@@ -1,5 +1,5 @@
 """gpt.py: the cached generation equals the naive one, log-probs agree, checkpoints round-trip,
-a GPT-2 directory loads, and bad input is one clear error (checkpoint.py's inspection CLI too)."""
+a GPT-2 directory loads, and bad input is one clear error (plumbing/checkpoint.py's inspection CLI too)."""
 
 import os
 import subprocess
@@ -8,9 +8,10 @@ import sys
 import pytest
 import torch
 from conftest import PAD, PROMPTS, left_padded, tiny_model, write_hf_dir
-
 import gpt
-from gpt import GPT, GPTConfig, UserError, load_checkpoint, save_checkpoint, token_logprobs
+from gpt import GPT, GPTConfig, load_checkpoint, save_checkpoint, token_logprobs
+from plumbing.checkpoint import load_any
+from plumbing.cli import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -129,23 +130,25 @@ def test_checkpoint_roundtrip_and_bad_files(tmp_path):
     assert torch.equal(model(x)[0], loaded.eval()(x)[0])
     assert ckpt["stage"] == "sft" and ckpt["tokenizer"]["ranks"][b"ab"] == 300
     assert not os.path.exists(str(path) + ".tmp")
-    with pytest.raises(UserError, match="no such checkpoint"):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         load_checkpoint(str(tmp_path / "missing.pt"))
     trunc = tmp_path / "trunc.pt"
     trunc.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(UserError, match="not a readable checkpoint"):
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
         load_checkpoint(str(trunc))
+    with pytest.raises(UserError, match="trunc.pt: not a readable checkpoint"):  # the scripts' loader: one line
+        load_any(str(trunc))
     other = tmp_path / "other.pt"
     torch.save({"weights": 1}, other)
-    with pytest.raises(UserError, match="not a checkpoint of this project"):
+    with pytest.raises(ValueError, match="not a checkpoint of this project"):
         load_checkpoint(str(other))
 
 
 def test_prompt_longer_than_block_size_is_an_error():
     model = tiny_model()
-    with pytest.raises(UserError, match="block_size"):
+    with pytest.raises(ValueError, match="block_size"):
         model.generate(torch.zeros(1, 60, dtype=torch.long), 10)
-    with pytest.raises(UserError, match="block_size"):
+    with pytest.raises(ValueError, match="block_size"):
         model(torch.zeros(1, 65, dtype=torch.long))
 
 
@@ -162,19 +165,21 @@ def test_gpt2_directory_loads(tmp_path):
 def test_gpt2_directory_with_bad_weights(tmp_path):
     model = tiny_model()
     write_hf_dir(model, str(tmp_path / "a"), drop="transformer.h.1.mlp.c_fc.weight")
-    with pytest.raises(UserError, match=r"h\.1\.mlp\.c_fc\.weight is missing"):
+    with pytest.raises(ValueError, match=r"h\.1\.mlp\.c_fc\.weight is missing"):
         GPT.from_pretrained(str(tmp_path / "a"))
     write_hf_dir(model, str(tmp_path / "b"), reshape="transformer.h.0.attn.c_attn.bias")
-    with pytest.raises(UserError, match=r"c_attn\.bias has shape \(3, 3\)"):
+    with pytest.raises(ValueError, match=r"c_attn\.bias has shape \(3, 3\)"):
         GPT.from_pretrained(str(tmp_path / "b"))
-    with pytest.raises(UserError, match="no config.json"):
+    with pytest.raises(ValueError, match="no config.json"):
         GPT.from_pretrained(str(tmp_path))
+    with pytest.raises(UserError, match="no config.json"):  # the scripts' loader: one line
+        load_any(str(tmp_path))
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "config.json").write_text('{"model_type": "gpt2", "n_layer": 2}')
-    with pytest.raises(UserError, match="not a GPT-2 config .no integer vocab_size, n_head, n_embd"):
+    with pytest.raises(ValueError, match="not a GPT-2 config .no integer vocab_size, n_head, n_embd"):
         GPT.from_pretrained(str(tmp_path / "c"))
     (tmp_path / "c" / "config.json").write_text('{"n_layer": 2,')
-    with pytest.raises(UserError, match="config.json: not valid JSON"):
+    with pytest.raises(ValueError, match="config.json: not valid JSON"):
         GPT.from_pretrained(str(tmp_path / "c"))
 
 
@@ -199,7 +204,7 @@ def test_cli_bad_checkpoint_is_one_line(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     for path in (str(tmp_path / "missing.pt"), str(bad), str(tmp_path)):
-        r = run_script("checkpoint.py", path)
+        r = run_script("-m", "plumbing.checkpoint", path)
         assert r.returncode == 2
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
         assert r.stderr.startswith("error: ") and path in r.stderr

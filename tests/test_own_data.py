@@ -10,11 +10,10 @@ import random
 import pytest
 import torch
 from conftest import write_hf_dir
-
-import train_all
-from common import UserError
 from gpt import GPT, GPTConfig, load_checkpoint
-from tokenizer import bytes_to_unicode, train_tokenizer
+import train_all
+from plumbing.cli import UserError
+from plumbing.tokenizer import bytes_to_unicode, train_tokenizer
 
 QUESTIONS = ["how do I bake bread", "what is a good name for a cat", "how can I pick a lock", "tell me a joke",
              "where can I buy a cheap bike", "how do I hurt my neighbour", "what should I cook tonight",

@@ -143,10 +143,10 @@ def test_bad_input_is_one_line_naming_what_is_wrong(smoke, tmp_path):
     assert "not writable" in bad(tmp_path, "sft.py", "--stage", "pretrain", "--out-dir", str(tmp_path / "a_file"))
 
 
-@pytest.mark.parametrize("script", ["checkpoint.py", "data.py", "sft.py", "reward.py", "ppo.py", "train_all.py", "exercises.py", "experiments.py",
+@pytest.mark.parametrize("script", ["-m plumbing.checkpoint", "data.py", "sft.py", "reward.py", "ppo.py", "train_all.py", "exercises.py", "experiments.py",
                                     "chat.py", "tools/bench.py", "tools/profile_decode.py"])
 def test_every_script_explains_itself(script):
-    r = run(script, "--help")
+    r = run(*script.split(), "--help")
     assert r.returncode == 0 and r.stdout.startswith("usage:") and "--" in r.stdout, r.stderr[-1000:]
 
 
@@ -179,7 +179,7 @@ def fake_checkpoint(path, **config):
                                          (dict(ptx_coef=float("nan")), "--ptx-coef")])
 def test_train_all_rejects_bad_counts_before_any_training(tmp_path, monkeypatch, flags, flag):
     import train_all
-    from gpt import UserError
+    from plumbing.cli import UserError
     no_stage_may_run(monkeypatch)
     with pytest.raises(UserError, match=flag):
         train_all.main(train_all.Config(preset="smoke", out_dir=str(tmp_path), device="cpu", **flags))
@@ -187,7 +187,7 @@ def test_train_all_rejects_bad_counts_before_any_training(tmp_path, monkeypatch,
 
 def test_train_all_reuses_a_checkpoint_only_from_the_same_preset_and_seed(tmp_path, monkeypatch, capsys):
     import train_all
-    from gpt import UserError
+    from plumbing.cli import UserError
     no_stage_may_run(monkeypatch)
     fake_checkpoint(tmp_path / "pretrain.pt", preset="smoke", seed=0)
     with pytest.raises(UserError) as e:
@@ -213,7 +213,7 @@ def test_train_all_reuses_a_checkpoint_only_from_the_same_preset_and_seed(tmp_pa
 def test_sft_on_a_file_too_small_to_split_is_an_error(run_dir, tmp_path):
     """One demonstration: the 95/5 split puts it in validation and nothing is left to train on."""
     import sft
-    from gpt import UserError
+    from plumbing.cli import UserError
     one = tmp_path / "one.jsonl"
     one.write_text(json.dumps({"prompt": "What is 2 + 3?", "response": "5"}) + "\n")
     cfg = sft.Config(**sft.PRESETS["smoke"], stage="sft", init=str(run_dir / "sft.pt"), data=str(one),
@@ -227,9 +227,9 @@ def test_a_model_s_kl_to_itself_is_zero_even_with_dropout(run_dir):
     """The evaluation's KL to SFT reads log-probs without dropout: SFT against itself is 0 even when
     its checkpoint carries dropout (as the gpu preset's does) and it was loaded in training mode."""
     import pipeline
-    from checkpoint import load_reward_model
+    from plumbing.checkpoint import load_reward_model
     from gpt import load_checkpoint
-    from tokenizer import Tokenizer
+    from plumbing.tokenizer import Tokenizer
     sft, ckpt = load_checkpoint(str(run_dir / "sft.pt"))
     sft.set_dropout(0.5)
     sft.train()

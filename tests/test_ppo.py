@@ -10,13 +10,13 @@ import random
 import pytest
 import torch
 from conftest import RM_BIAS, copy_run, interrupt_on_call, same_run
-
+from gpt import GPT, GPTConfig, ScalarModel, reward_scores, token_logprobs
 import ppo
-import tokenizer
-from checkpoint import ScalarModel, load_reward_model, load_value_model, reward_scores
-from gpt import GPT, GPTConfig, UserError, token_logprobs
 from ppo import gae, kl_shaped_rewards, masked_whiten, ppo_losses
 from world import make_world
+from plumbing import tokenizer
+from plumbing.checkpoint import load_reward_model
+from plumbing.cli import UserError
 
 
 def test_gae_hand_computed():
@@ -149,7 +149,7 @@ def test_value_model_starts_as_the_reward_minus_the_bias(run_dir):
     """Initialized from the RM as PPO uses it: at an answer's last token V equals the reward."""
     path = os.path.join(run_dir, "reward.pt")
     rm, _, bias, _ = load_reward_model(path)
-    value = load_value_model(path, bias, "cpu")
+    value = ppo.load_value_model(path, bias, "cpu")
     tokens, mask = torch.randint(0, 50, (3, 10)), torch.ones(3, 10, dtype=torch.long)
     assert bias == RM_BIAS
     assert torch.allclose(value(tokens, mask)[:, -1], reward_scores(rm, tokens, mask) - RM_BIAS, atol=1e-6)

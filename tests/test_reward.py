@@ -9,14 +9,13 @@ import random
 import pytest
 import torch
 from conftest import copy_run, interrupt_on_call, same_run
-
+from gpt import GPT, GPTConfig, ScalarModel, last_index, load_checkpoint, reward_scores, save_checkpoint
 import reward
-import tokenizer
-import world
-from checkpoint import ScalarModel, last_index, reward_scores
-from gpt import GPT, GPTConfig, UserError, load_checkpoint, save_checkpoint
 from reward import comparison_batch, encode_comparisons, ranking_loss
+import world
 from world import make_world
+from plumbing import tokenizer
+from plumbing.cli import UserError
 
 
 def brute_force_loss(rewards_by_prompt):

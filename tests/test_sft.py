@@ -15,12 +15,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import same_run, start_and_signal
-
-import sft
-import tokenizer
-from checkpoint import load_language_model
 from gpt import GPT, GPTConfig, load_checkpoint
+import sft
 from world import make_world
+from plumbing import tokenizer
+from plumbing.checkpoint import load_language_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(preset="smoke", n_layer=1, n_head=2, n_embd=32, block_size=96, batch_size=16, warmup=5,
@@ -38,7 +37,7 @@ def test_sft_loss_is_on_response_tokens_only(tok):
     model = GPT(GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32))
     pairs = [(tok.chat_prompt("What is 2 + 3?"), tok.chat_response("5")),
              (tok.chat_prompt("Spell the word cat backwards please."), tok.chat_response("tac"))]
-    x, y, mask = tokenizer.sft_batch(tok, pairs, 64)
+    x, y, mask = sft.sft_batch(tok, pairs, 64)
     loss = sft.sft_loss(model, x, y)
     # by hand: the mean next-token loss over the response tokens (answer and EOS) only
     logits = model(x)[0]
@@ -79,7 +78,7 @@ def test_demonstrations_kept_to_the_window_give_the_same_batches(tok):
         assert any(len(p) > len(q) for (p, _), (q, _) in zip(whole, kept))  # some were cut, so this tests it
         assert tokenizer.n_truncated(whole, block) == tokenizer.n_truncated(kept, block) > 0
         for i in range(0, 64, 16):
-            for a, b in zip(tokenizer.sft_batch(tok, whole[i:i + 16], block), tokenizer.sft_batch(tok, kept[i:i + 16], block)):
+            for a, b in zip(sft.sft_batch(tok, whole[i:i + 16], block), sft.sft_batch(tok, kept[i:i + 16], block)):
                 assert torch.equal(a, b)
 
 

@@ -18,7 +18,7 @@ one model's new tokens per second along these paths, on the same weights and the
   bandwidth bound    (CUDA) reading every weight and the live KV cache once per step at the
                      card's peak memory bandwidth: no decoder of this model can beat it
 --train adds training tokens/s (forward, backward, AdamW step) and, on CUDA, MFU: model FLOPs
-per second over the card's dense bf16 peak (common.flops_per_token, common.GPU_PEAKS), for this
+per second over the card's dense bf16 peak (plumbing/loop.py: flops_per_token, GPU_PEAKS), for this
 project's GPT and for transformers' GPT-2 on the same shape.
 
     python tools/bench.py                        # CPU: batch 1 and 16, 64-token prompts, 128 new tokens
@@ -42,11 +42,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
 
-import engine  # noqa: E402
-from checkpoint import hf_state_dict, load_any  # noqa: E402
-from common import (UserError, arg, check_positive, configure_optimizer, flops_per_token, gpu_peaks,  # noqa: E402
-                    parse_config, run_cli, setup)
 from gpt import GPT, GPTConfig  # noqa: E402
+from plumbing import engine  # noqa: E402
+from plumbing.checkpoint import hf_state_dict, load_any  # noqa: E402
+from plumbing.cli import UserError, arg, check_positive, parse_config, run_cli  # noqa: E402
+from plumbing.loop import configure_optimizer, flops_per_token, gpu_peaks, setup  # noqa: E402
 
 SHAPES = {  # --shape: the random model's size
     "tiny": dict(n_layer=4, n_head=4, n_embd=256, vocab_size=2048),

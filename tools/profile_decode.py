@@ -27,9 +27,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
 
-import engine  # noqa: E402
-from common import UserError, arg, parse_config, run_cli  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
+from plumbing import engine  # noqa: E402
+from plumbing.cli import UserError, arg, parse_config, run_cli  # noqa: E402
 
 
 def device_ms(fn, n=50):

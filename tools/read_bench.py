@@ -26,10 +26,10 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from checkpoint import load_language_model  # noqa: E402 (after the path above)
-from common import arg, parse_config, run_cli  # noqa: E402
-from formats import demonstrations, read_prompts, read_records, utf8_lines  # noqa: E402
 from sft import demo_pairs  # noqa: E402
+from plumbing.checkpoint import load_language_model  # noqa: E402 (after the path above)
+from plumbing.cli import arg, parse_config, run_cli  # noqa: E402
+from plumbing.formats import demonstrations, read_prompts, read_records, utf8_lines  # noqa: E402
 
 
 @dataclass

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the project's files
 
-from common import UserError, arg, ensure_out_dir, parse_config, run_cli  # noqa: E402
 from train_all import MODELS, PRESETS  # noqa: E402
+from plumbing.cli import UserError, arg, ensure_out_dir, parse_config, run_cli  # noqa: E402
 
 
 @dataclass

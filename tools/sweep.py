@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import dpo  # noqa: E402
 import reward  # noqa: E402
 import sft  # noqa: E402
-from common import UserError, arg, ensure_out_dir, parse_config, run_cli  # noqa: E402
+from plumbing.cli import UserError, arg, ensure_out_dir, parse_config, run_cli  # noqa: E402
 
 STEPS = {"sft": (sft, "val_gold"), "reward": (reward, "val_accuracy"), "dpo": (dpo, "val_gold")}
 

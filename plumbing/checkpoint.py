@@ -1,42 +1,43 @@
 """
-checkpoint.py: the models the steps hand each other, and what every step asks of them.
+plumbing/checkpoint.py: the models the steps hand each other, and what every step asks of them.
 
+  load_any              a checkpoint file or a local GPT-2 directory; a bad one is a one-line error
   load_language_model   a checkpoint (pretrain, sft, ppo) or a local GPT-2 directory, with its tokenizer
-  ScalarModel           the reward model (Section 3.5): the GPT without its unembedding, plus a
-                        scalar head; also PPO's value model, which starts from the RM
-  load_reward_model     the RM with its tokenizer and the bias that puts demonstrations at 0
-  load_ppo_models       PPO's policy, frozen SFT reference, frozen RM and value model, checked to agree
+  load_reward_model     the RM (gpt.ScalarModel) with its tokenizer and the bias that puts
+                        demonstrations at 0
   respond               answers to prompts: chat format for SFT and later stages, plain text for a
                         base model (with few-shot examples if given); the fast engine generates
   score_texts           the RM's score of (prompt, response) pairs
   lm_loss               next-token loss on held-out corpus text (pretraining, and the "alignment tax")
 
-    python checkpoint.py out/smoke/sft.pt      # inspect a checkpoint or a GPT-2 directory
+    python -m plumbing.checkpoint out/smoke/sft.pt      # inspect a checkpoint or a GPT-2 directory
 """
 
 import contextlib
-import math
 import os
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 
-import ddp
-import engine
-from common import arg, parse_config, run_cli
-from gpt import GPT, HF_CONV1D, UserError, load_checkpoint, padded_positions
-from tokenizer import Tokenizer, encode_responses, gpt2_tokenizer, left_pad
+from gpt import GPT, HF_CONV1D, ScalarModel, load_checkpoint, reward_scores
+from plumbing import ddp, engine
+from plumbing.cli import UserError, arg, parse_config, run_cli
+from plumbing.tokenizer import Tokenizer, encode_responses, gpt2_tokenizer, left_pad
 
 # -----------------------------------------------------------------------------
 # Loading a language model with its tokenizer
 
 
 def load_any(path, device="cpu"):
-    """A checkpoint file of this project or a Hugging Face GPT-2 directory -> (model, metadata)."""
-    if os.path.isdir(path):
-        return GPT.from_pretrained(path).to(device), {}
-    return load_checkpoint(path, device)
+    """A checkpoint file of this project or a Hugging Face GPT-2 directory -> (model, metadata).
+    The model file's ValueError (a truncated, foreign or misshapen file) becomes a UserError: one line."""
+    try:
+        if os.path.isdir(path):
+            return GPT.from_pretrained(path).to(device), {}
+        return load_checkpoint(path, device)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def hf_state_dict(model):
@@ -92,81 +93,17 @@ def load_start(cfg, device, default="pretrain.pt"):
 
 
 # -----------------------------------------------------------------------------
-# The reward model: a GPT body and a scalar head
-
-class ScalarModel(nn.Module):
-    """A GPT without its unembedding, plus a linear head giving one number per position.
-    The reward model reads it at the last real token; PPO's value model reads every position."""
-
-    def __init__(self, gpt):
-        super().__init__()
-        self.gpt = gpt
-        self.head = nn.Linear(gpt.config.n_embd, 1)
-        nn.init.normal_(self.head.weight, std=1 / math.sqrt(gpt.config.n_embd + 1))
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, tokens, attention_mask):
-        """tokens (B, T), attention_mask (B, T) with any padding -> scalars (B, T)."""
-        pos, mask = padded_positions(attention_mask, self.gpt.config.block_size)
-        h = self.gpt.hidden_states(tokens, pos, mask)                # (B, T, C)
-        return self.head(h).squeeze(-1).float()                      # (B, T)
-
-
-def last_index(attention_mask):
-    """(B, T) mask -> (B,) index of the last real token, whatever the padding (left or right)."""
-    T = attention_mask.size(1)
-    return T - 1 - attention_mask.flip(1).long().argmax(1)
-
-
-def reward_scores(rm, tokens, attention_mask):
-    """The reward r(x, y) of each sequence: the head's output at its last real token. (B,)"""
-    values = rm(tokens, attention_mask)                              # (B, T)
-    return values.gather(1, last_index(attention_mask)[:, None]).squeeze(1)
-
+# The reward model, and what the steps ask of it
 
 def load_reward_model(path, device="cpu"):
     """-> (ScalarModel with the trained head, tokenizer, bias, scale). PPO's reward is the
     score minus the bias (demonstrations then score 0 on average); the scale is reported."""
-    gpt, ckpt = load_checkpoint(path, device)
+    gpt, ckpt = load_any(path, device)
     if ckpt.get("stage") != "reward" or "reward_head" not in ckpt:
         raise UserError(f"{path}: not a reward-model checkpoint (stage {ckpt.get('stage')!r})")
     rm = ScalarModel(gpt)
     rm.head.load_state_dict(ckpt["reward_head"])
     return rm.to(device), Tokenizer.from_state(ckpt["tokenizer"]), ckpt["reward_bias"], ckpt["reward_scale"]
-
-
-def load_value_model(reward_path, reward_bias, device):
-    """The value model, "initialized from the RM" (Section 3.5) as PPO uses the RM: its score minus
-    the bias, so that at the start V(s) is on the scale of the returns it learns to predict."""
-    value_model, _, _, _ = load_reward_model(reward_path, device)
-    with torch.no_grad():
-        value_model.head.bias -= reward_bias
-    return value_model
-
-
-def load_ppo_models(cfg, device):
-    """ppo.py's four models (cfg: its Config): policy (trained, from SFT or --start), reference = SFT
-    (frozen), RM (frozen), value model (trained, from the RM). -> (policy, ref, rm, value_model, tok,
-    reward_bias)."""
-    init = cfg.init or os.path.join(cfg.out_dir, "sft.pt")
-    reward_path = cfg.reward or os.path.join(cfg.out_dir, "reward.pt")
-    ref, tok, _ = load_language_model(init, device)
-    policy, policy_tok, _ = load_language_model(cfg.start or init, device)
-    if policy_tok.state() != tok.state():
-        raise UserError(f"{cfg.start}: its vocabulary differs from {init}'s")
-    ref.eval().requires_grad_(False)
-    rm, rm_tok, reward_bias, reward_scale = load_reward_model(reward_path, device)
-    if rm_tok.state() != tok.state():
-        raise UserError(f"{reward_path}: its vocabulary differs from {init}'s")
-    rm.eval().requires_grad_(False)
-    value_model = load_value_model(reward_path, reward_bias, device)
-    for m in (policy, ref, value_model.gpt):  # no dropout in RL: the ratio must be 1 before any update
-        m.set_dropout(0.0)
-    if cfg.max_new_tokens >= policy.config.block_size:
-        raise UserError(f"--max-new-tokens {cfg.max_new_tokens} leaves no room for a prompt in the model's "
-                        f"block_size {policy.config.block_size}")
-    print(f"{cfg.name}: reward bias {reward_bias:+.3f}, scale {reward_scale:.3f}")
-    return policy, ref, rm, value_model, tok, reward_bias
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ Under torchrun, each script does what a single process would do with the same gl
     logged means are reduced (`mean`, `total`), sampled answers are gathered in order (`gather`);
   - rank 0 alone writes files and prints; the others print nothing, and wait for rank 0's
     checkpoints before reading them (`barrier`).
-The process group is set up by common.setup, the first thing every script calls. docs/ddp.md has
+The process group is set up by plumbing.loop.setup, the first thing every script calls. docs/ddp.md has
 a table of what each rank does, the tests that hold it to one process, and measured runs.
 """
 
@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from gpt import UserError
+from plumbing.cli import UserError
 
 _device = torch.device("cpu")  # where the reductions' tensors live (nccl reduces CUDA tensors only)
 

@@ -1,20 +1,18 @@
 """
-common.py: the engineering every script shares, none of it from the paper. A reader of the
-algorithms may skip this file.
+plumbing/loop.py: the engineering of a training loop, none of it from the paper. A reader of the
+algorithms may skip this file; each step script's loop calls these by name.
 
-  run_cli, UserError     bad input is one line on stderr and exit code 2, never a traceback
-  arg, parse_config      one config dataclass per script becomes its flags, --help and presets
   setup                  seeds, the device, bfloat16 autocast on CUDA
   configure_optimizer    AdamW, weight decay on matrices only
-  cosine_lr              warmup, then cosine decay
+  cosine_lr, set_lr      warmup, then cosine decay; put a rate into the optimizer
+  epoch_rows             the prompts of batch number `step`: epochs, each in its own shuffled order
+  descend                one optimizer step: stop every rank on a non-finite loss, backward, clip, step
   MetricsLog             one line per logged step on stdout and in OUT_DIR/metrics.jsonl
   stop_on_signal, Resume Ctrl-C saves a resumable state; --resume continues exactly
   flops_per_token, gpu_peaks   for tokens/s and MFU
 """
 
-import argparse
 import contextlib
-import dataclasses
 import functools
 import json
 import math
@@ -24,70 +22,14 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, field, fields
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
-import ddp
-from gpt import UserError, atomic_save  # noqa: F401 (UserError: defined beside the model, which raises it too)
-
-
-def run_cli(main):
-    """Run `main()`; turn a UserError (or a missing file) into one line on stderr and exit 2."""
-    try:
-        return main()
-    except (UserError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    finally:
-        ddp.stop()  # torchrun: leave the process group (nothing on one process)
-
-
-# -----------------------------------------------------------------------------
-# Flags: one config dataclass per script
-
-def arg(default, help, **flag):
-    """A config field with its --help text: `lr: float = arg(1e-4, "peak learning rate")`. `flag`
-    passes more of argparse's options (type, choices, nargs), and positional=True makes the field
-    an argument without a flag name."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, "flag": flag})
-    return field(default=default, metadata={"help": help, "flag": flag})
-
-
-def parse_config(cls, argv=None, presets=None, description=None):
-    """Turn a config dataclass into argparse flags (one per field, with its help text) and parse.
-    With `presets` ({name: {field: value}}) the config needs a `preset` field: the preset's values
-    replace the defaults and flags given on the command line replace both."""
-    epilog = None
-    if presets:
-        epilog = "presets (each replaces the defaults above; flags given replace both):\n" + "\n".join(
-            f"  {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for name, values in presets.items())
-    parser = argparse.ArgumentParser(description=description, epilog=epilog,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(cls):
-        opts = dict(f.metadata.get("flag", {}))
-        positional = opts.pop("positional", False)
-        name = f.name if positional else "--" + f.name.replace("_", "-")
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
-        if presets and f.name == "preset":
-            opts["choices"] = list(presets)
-        if type(default) is bool:
-            opts["action"] = argparse.BooleanOptionalAction
-        else:
-            opts.setdefault("type", str if default is None or isinstance(default, list) else type(default))
-        if "(default" not in text and not positional:
-            text += f" (default: {default})"
-        parser.add_argument(name, default=None, help=text, **opts)
-    given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
-    preset = given.get("preset", getattr(cls, "preset", None))
-    values = {**(presets or {}).get(preset, {}), **given}
-    return cls(**values)
+from gpt import atomic_save
+from plumbing import ddp
+from plumbing.cli import UserError
 
 
 def setup(device="auto", seed=0):
@@ -108,32 +50,6 @@ def setup(device="auto", seed=0):
         return device, lambda: torch.autocast("cuda", dtype=torch.bfloat16)
     torch.set_flush_denormal(True)  # denormal floats made backward matmuls ~40x slower on CPU
     return device, contextlib.nullcontext
-
-
-def ensure_out_dir(path, flag="--out-dir"):
-    """Create the run folder and prove it takes files: a bad folder fails now, not after an hour."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".write_test{os.getpid()}")  # one per process: torchrun runs several
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(f"{flag} {path}: not writable ({e.strerror})")
-
-
-def check_positive(cfg, names):
-    """One line naming the flag when a size or rate that must be positive is not."""
-    for name in names:
-        if getattr(cfg, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
-
-
-def check_files(cfg, names):
-    """One line naming the flag when a file it gives does not exist."""
-    for name in names:
-        if getattr(cfg, name) and not os.path.isfile(getattr(cfg, name)):
-            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: no such file")
 
 
 def cosine_lr(step, max_steps, lr, warmup=0, min_ratio=0.1):
@@ -343,5 +259,5 @@ def gpu_peaks(device=None):
     for key, flops, bandwidth in GPU_PEAKS:
         if key in name:
             return flops, bandwidth
-    print(f"note: {name} is not in common.GPU_PEAKS; MFU and bounds assume an A100's peaks", file=sys.stderr)
+    print(f"note: {name} is not in plumbing.loop.GPU_PEAKS; MFU and bounds assume an A100's peaks", file=sys.stderr)
     return 312e12, 2.039e12

@@ -1,12 +1,13 @@
 """
-tokenizer.py: text to token ids and back, in the formats the models read, and padded batches of ids.
+plumbing/tokenizer.py: text to token ids and back, in the formats the models read, and padded
+batches of ids.
 
   - a byte-level BPE (Sennrich et al. 2016; GPT-2) trained on the simulated corpus, served by
     tiktoken, or GPT-2's own 50257-token BPE read from a local Hugging Face directory;
   - the chat format SFT teaches: <|user|> prompt <|assistant|> response <|endoftext|>;
-  - batches: left-padded prompts for generation, right-padded demonstrations with the loss on
-    response tokens only, prompt + response sequences for the reward model, windows of the
-    pretraining corpus.
+  - batches: left-padded prompts for generation; right-padded (prompt, response) pairs with their
+    next-token targets (sft.sft_batch masks the prompt's); prompt + response sequences for the
+    reward model; windows of the pretraining corpus.
 Padding is never EOS: a generated EOS must never be masked away as padding.
 
 Where this departs from the paper: the BPE is trained here on the simulated corpus (a few hundred
@@ -23,8 +24,8 @@ import regex
 import tiktoken
 import torch
 
-from formats import DataError, utf8_lines
-from gpt import UserError
+from plumbing.cli import UserError
+from plumbing.formats import DataError, utf8_lines
 
 # -----------------------------------------------------------------------------
 # The tokenizer
@@ -177,31 +178,31 @@ def gpt2_tokenizer(hf_dir):
 # Batches
 
 
-def sft_batch(tok, pairs, block_size):  # exercise: SFT mask, Section 3.5
-    """pairs: [(prompt_ids, response_ids)] with the response ending in eos_id. Returns x, y (B, T)
-    right-padded with pad_id, y = x shifted by one with -1 on prompt and padding targets, and
-    loss_mask (B, T) float = (y != -1): the loss is on response tokens only, EOS included.
-    Too long: the prompt is cut from the left (then, if still too long, the response from the right)."""
+def pack_pairs(tok, pairs, block_size):
+    """pairs: [(prompt_ids, response_ids)] -> x (B, T), each prompt + response less its last token,
+    right-padded with pad_id; targets (B, T), the next token at every position (x shifted by one),
+    -1 on padding; and each row's prompt length (B,). Too long: the prompt is cut from the left
+    (keeping one token to predict from), then, if still too long, the response from the right.
+    sft.sft_batch turns this into SFT's batch (no loss on the prompt)."""
     rows = []
     for p, r in pairs:
         p, r = list(p), list(r)
         over = len(p) + len(r) - (block_size + 1)
         if over > 0:
-            cut = min(over, len(p) - 1)  # keep at least one prompt token to predict from
+            cut = min(over, len(p) - 1)
             p, r = p[cut:], r[:len(r) - (over - cut)]
         rows.append((p + r, len(p)))
     T = max(len(s) for s, _ in rows) - 1
     x = torch.full((len(rows), T), tok.pad_id, dtype=torch.long)
-    y = torch.full((len(rows), T), -1, dtype=torch.long)
-    for b, (s, n_prompt) in enumerate(rows):
+    targets = torch.full((len(rows), T), -1, dtype=torch.long)
+    for b, (s, _) in enumerate(rows):
         s = torch.tensor(s, dtype=torch.long)
-        x[b, :len(s) - 1] = s[:-1]
-        y[b, n_prompt - 1:len(s) - 1] = s[n_prompt:]  # targets: response tokens only
-    return x, y, (y != -1).float()
+        x[b, :len(s) - 1], targets[b, :len(s) - 1] = s[:-1], s[1:]
+    return x, targets, torch.tensor([n for _, n in rows])
 
 
 def n_truncated(pairs, block_size):
-    """How many pairs sft_batch would cut (report it: silently cut prompts change the task)."""
+    """How many pairs pack_pairs would cut (report it: silently cut prompts change the task)."""
     return sum(len(p) + len(r) > block_size + 1 for p, r in pairs)
 
 

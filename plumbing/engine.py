@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gpt import Generation, KVCache, UserError, causal_mask, padded_positions, sample
+from gpt import Generation, KVCache, causal_mask, padded_positions, sample
+from plumbing.cli import UserError
 
 
 @dataclass(frozen=True)

@@ -34,14 +34,14 @@ import random
 import re
 import zlib
 
-from gpt import UserError
+from plumbing.cli import UserError
 
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"  # Anthropic HH's turn markers
 
 
 class DataError(UserError):
     """A problem with input data; the message reads "path:line: what is wrong". Scripts print it
-    as one line and exit 2 (common.run_cli)."""
+    as one line and exit 2 (plumbing.cli.run_cli)."""
 
 
 class Skip(Exception):
