@@ -324,7 +324,7 @@ def label(policy_path, out_path, k=4, prompts=(), temperature=1.0, max_new_token
 
 
 def prompts_to_label(path=None, preset="cpu", seed=0):
-    """Prompts to label: those of `path` (one a line, or records of any format formats.py reads),
+    """Prompts to label: those of `path` (one a line, or records of any format plumbing/formats.py reads),
     or the simulated RM prompts of data.build."""
     if not path:
         return data.build(preset, seed)["rm"]

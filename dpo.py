@@ -38,7 +38,6 @@ Where this departs from the DPO paper:
 
 import math
 import os
-import random
 from dataclasses import asdict, dataclass
 
 import torch
@@ -51,7 +50,8 @@ from plumbing import ddp
 from plumbing.checkpoint import load_language_model, respond
 from plumbing.cli import UserError, arg, check_files, check_positive, ensure_out_dir, parse_config, run_cli
 from plumbing.formats import n_pairs, read_records, split_validation
-from plumbing.loop import MetricsLog, Resume, configure_optimizer, cosine_lr, setup, stop_on_signal
+from plumbing.loop import (MetricsLog, Resume, configure_optimizer, cosine_lr, descend, epoch_rows, set_lr, setup,
+                           stop_on_signal)
 from plumbing.tokenizer import pack_pairs
 
 
@@ -157,6 +157,18 @@ def read_rankings(cfg):
 
 
 @torch.no_grad()
+def reference_logprobs(ref, tok, comps, block_size, device, autocast, batch_size=32):
+    """The frozen reference's log pi_SFT(y|x) of every ranked answer, computed once before training
+    (it never changes), as the policy's are. -> per prompt a (K,) tensor, best..worst."""
+    out = []
+    with autocast():
+        for i in range(0, len(comps), batch_size):
+            logps, _ = ranked_logprobs(ref, tok, comps[i:i + batch_size], block_size, device)
+            out += [row[:len(c["ranking"])] for row, c in zip(logps, comps[i:i + batch_size])]
+    return out
+
+
+@torch.no_grad()
 def heldout_accuracy(policy, ref, tok, comps, block_size, device, beta, autocast, batch_size=32):
     """The fraction of held-out pairs the implicit reward beta * log(pi / pi_SFT) ranks as the
     labelers did: DPO's counterpart of the reward model's held-out accuracy."""
@@ -200,13 +212,8 @@ def main(cfg=None):
     train = [c for c in train if len(c["ranking"]) >= 2]
     if not train:
         raise UserError("dpo: no ranking with two answers or more")
-    ref_logps = []  # per prompt (K,): the frozen reference's log-probs, computed once, as the policy's are
-    with torch.no_grad(), autocast():
-        for i in range(0, len(train), 32):
-            logps, _ = ranked_logprobs(ref, tok, train[i:i + 32], block, device)
-            ref_logps += [row[:len(c["ranking"])] for row, c in zip(logps, train[i:i + 32])]
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    steps = cfg.epochs * steps_per_epoch
+    ref_logps = reference_logprobs(ref, tok, train, block, device, autocast)
+    steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
     print(f"{cfg.name}: {len(train)} training rankings ({n_pairs(train)} pairs), {len(heldout)} held out, beta {cfg.beta}, "
           f"{steps} steps, from {init}")
 
@@ -215,11 +222,7 @@ def main(cfg=None):
     model = ddp.wrap(policy)  # DDP: backward averages the gradients over ranks (one process: the policy itself)
     step = 0
     if cfg.resume:
-        state = resume.load(device)
-        policy.load_state_dict(state["policy"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
-        resume.restore_rng(state)
+        step = resume.restore(resume.load(device), policy=policy, optimizer=optimizer)
         print(f"resumed {cfg.name} at step {step}")
     else:
         log.log(0, heldout_accuracy=heldout_accuracy(policy, ref, tok, heldout, block, device, cfg.beta, autocast))
@@ -230,30 +233,20 @@ def main(cfg=None):
     # 3) the loop: each batch element one prompt with all its ranked answers
     with stop_on_signal() as stop:
         while step < steps:
-            if ddp.any_rank(stop.requested):
-                resume.interrupted(f"step {step} of {steps}", **resumable())
-            epoch, k = divmod(step, steps_per_epoch)
-            order = list(range(len(train)))
-            random.Random(cfg.seed * 1000 + epoch).shuffle(order)
-            batch = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+            resume.stop_if_asked(stop, f"step {step} of {steps}", resumable)  # Ctrl-C / SIGTERM: save and leave
+            batch = epoch_rows(len(train), cfg.batch_size, step, cfg.seed)
             rows, n_mine = ddp.part(len(batch))  # DDP: this rank's prompts (one process: all)
             mine = batch[rows]
-            lr = cosine_lr(step, steps, cfg.lr, warmup=max(1, steps // 20))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = set_lr(optimizer, cosine_lr(step, steps, cfg.lr, warmup=max(1, steps // 20)))
             with autocast():
                 logps, rmask = ranked_logprobs(model, tok, [train[i] for i in mine], block, device)
             ref_batch = torch.zeros_like(logps)
             for p, i in enumerate(mine):
                 ref_batch[p, :len(ref_logps[i])] = ref_logps[i]
             loss, acc, margin = dpo_loss(logps, ref_batch, rmask, cfg.beta)
-            if ddp.any_rank(not torch.isfinite(loss)):  # torchrun: every rank stops, not only the one that saw it
-                raise UserError(f"{cfg.name}: the loss is not finite at step {step}; stopped")
             w = ddp.weight(n_mine)  # DDP: this rank's share of the batch's prompts (1 on one process)
-            optimizer.zero_grad(set_to_none=True)
-            (loss * w).backward()
-            norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-            optimizer.step()
+            norm = descend(optimizer, loss * w, policy.parameters(), cfg.grad_clip,
+                           f"{cfg.name}: the loss is not finite at step {step}; stopped")
             if step % 10 == 0 or step == steps - 1:  # DDP: the whole batch's figures (as is on one process)
                 pairs = n_pairs([train[i] for i in mine]) if n_mine else 0
                 log.log(step, loss=ddp.mean(loss.item() * w), pair_accuracy=ddp.weighted_mean(acc.item(), pairs),

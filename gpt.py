@@ -95,7 +95,7 @@ class Block(nn.Module):
 @dataclass
 class GPTConfig:
     block_size: int = 256    # longest sequence (prompt + response) the model can see
-    vocab_size: int = 1024   # the BPE trained by tokenizer.py, special tokens included (GPT-2: 50257)
+    vocab_size: int = 1024   # the BPE trained by plumbing/tokenizer.py, special tokens included (GPT-2: 50257)
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
@@ -217,7 +217,7 @@ class GPT(nn.Module):
             response_mask[:, i] = ~finished
             if eos_id is not None:
                 finished |= token == eos_id
-            if i == N - 1 or finished.all():  # (a host-device sync: engine.py checks less often)
+            if i == N - 1 or finished.all():  # (a host-device sync: plumbing/engine.py checks less often)
                 N = i + 1
                 break
             # 3) the next logits: the new token alone against the cache, or everything again (naive)

@@ -21,6 +21,7 @@ import ppo
 from plumbing import ddp
 from plumbing.checkpoint import load_any
 from plumbing.cli import UserError
+from plumbing.tokenizer import decode_responses
 
 # -----------------------------------------------------------------------------
 # Running the stages
@@ -101,7 +102,7 @@ def sample_chat(model, ref, rm, tok, prompts, reward_bias, seed, max_new_tokens=
     prompts = ddp.share(prompts)  # torchrun: each rank answers its share, and all get every answer
     for i in range(0, len(prompts), 64):
         b = ppo.score(ppo.rollout(model, tok, prompts[i:i + 64], cfg, g), model, ref, None, rm, cfg, reward_bias)
-        answers += ppo.decode_responses(tok, b)
+        answers += decode_responses(tok, b["tokens"][:, b["T"]:], b["response_mask"])
         kl += ((b["logprobs"] - b["ref_logprobs"]) * b["response_mask"]).sum(1).tolist()
         scores += b["scores"].tolist()
     answers, kl, scores = ddp.gather(answers), ddp.gather(kl), ddp.gather(scores)

@@ -14,7 +14,7 @@ InstructGPT, Section 3.5 "Reinforcement learning (RL)" (arXiv 2203.02155):
   performance regressions on public NLP data (the "alignment tax").
 
 One iteration of the loop in `main`, each step a function of its own:
-  1. rollout    the policy answers a batch of prompts (engine.py: gpt.py's GPT.generate, made fast)
+  1. rollout    the policy answers a batch of prompts (plumbing/engine.py: gpt.GPT.generate, made fast)
   2. score      the RM scores each answer at its last token; the frozen SFT model gives reference
                 log-probs; the value model gives V(s_t) for every response token
   3. kl_shaped_rewards: r_t = -beta * (log pi(y_t) - log pi_SFT(y_t)), + the RM score at the last
@@ -28,7 +28,7 @@ Run on CPU (after sft.py and reward.py):
     python ppo.py --preset smoke --out-dir out/smoke --resume      # after Ctrl-C (OUT_DIR/<name>.resume.pt)
     torchrun --nproc_per_node 2 ppo.py --preset smoke --out-dir out/smoke   # each rank its share of the prompts
     python ppo.py --init out/mine/sft.pt --reward out/mine/reward.pt --prompts prompts.txt --out-dir out/mine
---prompts: a text file (one a line) or records of any format formats.py reads, 5% held out for
+--prompts: a text file (one a line) or records of any format plumbing/formats.py reads, 5% held out for
 the evaluations; without a gold rubric PPO logs RM score and KL; PPO-ptx then needs --pretrain-data.
 
 Where this departs from the paper:
@@ -57,12 +57,13 @@ import data
 from gpt import last_index, reward_scores, save_checkpoint, token_logprobs
 from world import gold_mean
 from plumbing import ddp, engine
-from plumbing.checkpoint import load_language_model, load_reward_model
+from plumbing.checkpoint import load_reward_model, load_rlhf_models
 from plumbing.cli import UserError, arg, check_files, check_positive, ensure_out_dir, parse_config, run_cli
-from plumbing.formats import read_prompts, read_texts, split_validation
-from plumbing.loop import MetricsLog, Resume, configure_optimizer, setup, stop_on_signal
+from plumbing.environment import rl_data
+from plumbing.loop import (MetricsLog, Resume, configure_optimizer, descend, mean_of, seconds_since, setup,
+                           stop_if_not_finite, stop_on_signal, time_shares)
 from plumbing.plots import plot_scores_vs_kl
-from plumbing.tokenizer import corpus_split, left_pad, pretrain_batch
+from plumbing.tokenizer import decode_responses, left_pad, pretrain_batch
 
 
 @dataclass
@@ -198,15 +199,26 @@ def explained_variance(values, returns, mask):
     return (1 - var_d / var_r.clamp(min=1e-8)).item()
 
 
-class AdaptiveKL:
+def adaptive_kl(kl_coef, kl, target, n_episodes, horizon=10000):
     """Ziegler et al. 2019: beta <- beta * (1 + clip(KL / target - 1, -0.2, 0.2) * n / horizon)."""
+    return kl_coef * (1 + max(-0.2, min(0.2, kl / target - 1)) * n_episodes / horizon)
 
-    def __init__(self, kl_coef, target, horizon=10000):
-        self.value, self.target, self.horizon = kl_coef, target, horizon
 
-    def update(self, kl, n_episodes):
-        error = max(-0.2, min(0.2, kl / self.target - 1))
-        self.value *= 1 + error * n_episodes / self.horizon
+# -----------------------------------------------------------------------------
+# Where the response is: a rollout's tokens are prompt (T of them, left-padded) + response (N)
+
+def response_logprobs(model, tokens, mask, T, with_entropy=False):
+    """log pi(y_t | x, y_<t) of each response token, (B, N) (and the entropy there). The logits at
+    position j predict token j+1, so gpt.token_logprobs' column j is token j+1's log-prob, and
+    the response tokens tokens[:, T:] are its columns T-1 onward."""
+    out = token_logprobs(model, tokens, mask, with_entropy=with_entropy)
+    return tuple(o[:, T - 1:] for o in out) if with_entropy else out[:, T - 1:]
+
+
+def response_values(value_model, tokens, mask, T):
+    """V(s_t) of the state before each response token, (B, N): s_t = x + y_<t ends at position
+    T-1+t, so positions T-1 .. L-2 (the state after the last token is the episode's end: no value)."""
+    return value_model(tokens, mask)[:, T - 1:-1].float()
 
 
 # -----------------------------------------------------------------------------
@@ -229,12 +241,10 @@ def rollout(policy, tok, prompts, cfg, generator, autocast=contextlib.nullcontex
                               eos_id=tok.eos_id, pad_id=tok.pad_id, generator=generator,
                               suppress_ids=tok.never_sampled, cuda_graph=graphs,
                               whole_step=graphs and cfg.whole_step, compile_step=cfg.compile_decode)
-    if device.type == "cuda":
-        torch.cuda.synchronize()  # the clock must not stop while kernels still run
     T = idx.size(1)
     return dict(tokens=out.tokens, attention_mask=torch.cat([mask, out.response_mask], dim=1),
                 response_mask=out.response_mask.float(), ended=(out.tokens[:, T:] == tok.eos_id).any(1), T=T,
-                t_gen=time.time() - t0)
+                t_gen=seconds_since(t0, device))
 
 
 @torch.no_grad()
@@ -247,19 +257,16 @@ def score(batch, policy, ref, value_model, rm, cfg, reward_bias, autocast=contex
     t0 = time.time()
     tokens, mask, response_mask, T = batch["tokens"], batch["attention_mask"], batch["response_mask"], batch["T"]
     with autocast():
-        logprobs = token_logprobs(policy, tokens, mask)[:, T - 1:] * response_mask
-        ref_logprobs = token_logprobs(ref, tokens, mask)[:, T - 1:] * response_mask
+        logprobs = response_logprobs(policy, tokens, mask, T) * response_mask
+        ref_logprobs = response_logprobs(ref, tokens, mask, T) * response_mask
         values = torch.zeros_like(logprobs)
         if value_model is not None:
-            values = value_model(tokens, mask)[:, T - 1:-1].float() * response_mask
+            values = response_values(value_model, tokens, mask, T) * response_mask
         rm_scores = reward_scores(rm, tokens, mask) - reward_bias
-    scores = rm_scores
-    if cfg.no_eos_penalty:
-        scores = torch.where(batch["ended"], rm_scores, torch.full_like(rm_scores, cfg.no_eos_penalty))
-    if tokens.is_cuda:
-        torch.cuda.synchronize()
+    no_eos = torch.full_like(rm_scores, cfg.no_eos_penalty)  # an answer that never reached EOS
+    scores = torch.where(batch["ended"], rm_scores, no_eos) if cfg.no_eos_penalty else rm_scores
     batch.update(logprobs=logprobs, ref_logprobs=ref_logprobs, values=values, scores=scores, rm_scores=rm_scores,
-                 t_score=time.time() - t0)
+                 t_score=seconds_since(t0, tokens.device))
     return batch
 
 
@@ -272,7 +279,7 @@ def update(policy, value_model, opt_policy, opt_value, batch, advantages, return
     policy.train()
     value_model.train()
     B, T, device = len(batch["tokens"]), batch["T"], batch["tokens"].device
-    minibatch_size = cfg.minibatch_size // ddp.world()  # DDP: B and the minibatches are this rank's share
+    minibatch_size = cfg.minibatch_size // ddp.world()  # DDP: the rollout B and each minibatch are this rank's share
     stats, finite = [], torch.ones((), dtype=torch.bool, device=device)
     for epoch in range(cfg.ppo_epochs):
         order = torch.randperm(B, generator=torch.Generator().manual_seed(cfg.seed * 7919 + it * 31 + epoch))
@@ -280,70 +287,68 @@ def update(policy, value_model, opt_policy, opt_value, batch, advantages, return
             mb = order[start:start + minibatch_size].to(device)
             tokens, mask, response_mask = batch["tokens"][mb], batch["attention_mask"][mb], batch["response_mask"][mb]
             with autocast():
-                logprobs, entropy = token_logprobs(policy, tokens, mask, with_entropy=True)
-                values = value_model(tokens, mask)[:, T - 1:-1]
-            pg_loss, v_loss, s = ppo_losses(logprobs[:, T - 1:], batch["logprobs"][mb], advantages[mb], values.float(),
+                logprobs, entropy = response_logprobs(policy, tokens, mask, T, with_entropy=True)
+                values = response_values(value_model, tokens, mask, T)
+            pg_loss, v_loss, s = ppo_losses(logprobs, batch["logprobs"][mb], advantages[mb], values,
                                             batch["values"][mb], returns[mb], response_mask, cfg.clip_coef, cfg.vf_clip)
             w = ddp.weight(response_mask.sum())  # DDP: this rank's share of the response tokens (1.0 on one process)
             pg_loss, v_loss, s = w * pg_loss, w * v_loss, {k: w * v for k, v in s.items()}
             loss = pg_loss
             if cfg.ptx_coef > 0:  # PPO-ptx: gamma * the pretraining LM loss, in every update
-                x, y = pretrain_batch(ptx_ids, cfg.ptx_batch_size, ddp.unwrap(policy).config.block_size,
-                                      (it * cfg.ppo_epochs + epoch) * B * ddp.world() + start * ddp.world(),
-                                      cfg.seed)  # one per minibatch; DDP: each rank its share of its rows
+                x, y = ptx_minibatch(ptx_ids, cfg, ddp.unwrap(policy).config.block_size, (it, epoch, start), B)
                 with autocast():
-                    ptx_loss = policy(ddp.share(x).to(device), ddp.share(y).to(device))[1]
+                    ptx_loss = policy(x.to(device), y.to(device))[1]
                 loss = loss + cfg.ptx_coef * ptx_loss
                 s["ptx_loss"] = ptx_loss.detach()
-            finite &= torch.isfinite(loss.detach()) & torch.isfinite(v_loss.detach())
-            opt_policy.zero_grad(set_to_none=True)
-            opt_value.zero_grad(set_to_none=True)
-            (loss + v_loss).backward()                               # separate networks: separate gradients
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-            torch.nn.utils.clip_grad_norm_(value_model.parameters(), cfg.grad_clip)
-            opt_policy.step()
-            opt_value.step()
+            finite &= torch.isfinite(loss.detach()) & torch.isfinite(v_loss.detach())  # read once, by the caller
+            descend([opt_policy, opt_value], loss + v_loss, [policy.parameters(), value_model.parameters()],
+                    cfg.grad_clip)                                   # separate networks: separate gradients
             s.update(pg_loss=pg_loss.detach(), v_loss=v_loss.detach(),
-                     entropy=w * masked_mean(entropy[:, T - 1:].float().detach(), response_mask))
+                     entropy=w * masked_mean(entropy.float().detach(), response_mask))
             stats.append(s)
     return stats, finite
 
 
-def decode_responses(tok, batch):
-    """The rollout's answers as text, EOS and padding left out."""
-    rows, masks = batch["tokens"][:, batch["T"]:].tolist(), batch["response_mask"].tolist()
-    return [tok.decode([t for t, k in zip(row, m) if k and t != tok.eos_id]).strip() for row, m in zip(rows, masks)]
+def ptx_minibatch(ptx_ids, cfg, block_size, where, B):
+    """PPO-ptx's D_pretrain rows for the minibatch at `where` = (iteration, epoch, first row): a
+    batch of corpus windows numbered so that no two minibatches of the run share one. DDP: every
+    rank numbers the whole rollout's rows (B is its share) and takes its share of the batch."""
+    it, epoch, start = where
+    x, y = pretrain_batch(ptx_ids, cfg.ptx_batch_size, block_size,
+                          ((it * cfg.ppo_epochs + epoch) * B + start) * ddp.world(), cfg.seed)
+    return ddp.share(x), ddp.share(y)
 
 
-def iteration_metrics(tok, records, batch, kl, returns, kl_coef, stats, t_train):
-    """One log line's figures: the rollout's RM score, gold score (simulated prompts) and KL to SFT,
-    the minibatches' mean statistics, and where the iteration's time went."""
-    keys = list(stats[0])
-    per_minibatch = torch.stack([torch.stack([s[k] for k in keys]) for s in stats]).tolist()  # one sync
-    mean = {k: sum(row[j] for row in per_minibatch) / len(stats) for j, k in enumerate(keys)}
-    total_t = batch["t_gen"] + batch["t_score"] + t_train
-    out = dict(rm_score=batch["rm_scores"].mean().item(), **gold_mean(records, decode_responses(tok, batch), "gold"),
-               kl=kl.sum(1).mean().item(), **mean,
+def rollout_figures(tok, records, batch, prefix=""):
+    """What a scored rollout's answers got on average: the RM's score, the gold score (simulated
+    prompts) and the KL to SFT per answer. -> (figures named prefix + ..., the answers as text)."""
+    said = decode_responses(tok, batch["tokens"][:, batch["T"]:], batch["response_mask"])
+    kl = ((batch["logprobs"] - batch["ref_logprobs"]) * batch["response_mask"]).sum(1)
+    return {prefix + "rm_score": batch["rm_scores"].mean().item(), **gold_mean(records, said, prefix + "gold"),
+            prefix + "kl": kl.mean().item()}, said
+
+
+def iteration_metrics(tok, records, batch, returns, kl_coef, stats, t_train):
+    """One log line's figures: the rollout's (rollout_figures), the minibatches' mean statistics, the
+    answers' length, and where the iteration's time went."""
+    out = dict(rollout_figures(tok, records, batch)[0], **mean_of(stats),
                resp_len=batch["response_mask"].sum(1).mean().item(), ended=batch["ended"].float().mean().item())
     out = {k: ddp.mean(v) for k, v in out.items()}  # DDP: the whole batch's (ranks hold equal shares of it)
     return dict(out, explained_var=explained_variance(*ddp.all_rows(batch["values"], returns, batch["response_mask"])),
-                kl_coef=kl_coef, gen_frac=round(batch["t_gen"] / total_t, 3),
-                score_frac=round(batch["t_score"] / total_t, 3), train_frac=round(t_train / total_t, 3),
-                iter_s=round(total_t, 3))
+                kl_coef=kl_coef, **time_shares(gen=batch["t_gen"], score=batch["t_score"], train=t_train))
 
 
 @torch.no_grad()
-def evaluate(policy, ref, rm, tok, records, cfg, reward_bias, generator, autocast=contextlib.nullcontext):
-    """On held-out prompts: mean RM score (sampled answers), gold score (simulated prompts), KL to SFT per answer.
-    Under torchrun each rank answers its share of the prompts; the means and answers are the whole set's."""
-    records = ddp.share(records)
-    batch = rollout(policy, tok, [r["prompt"] for r in records], cfg, generator, autocast)
+def evaluate(policy, ref, rm, tok, records, cfg, reward_bias, autocast=contextlib.nullcontext):
+    """On held-out prompts, sampled with the same draws at every evaluation: mean RM score, gold score
+    (simulated prompts), KL to SFT per answer. Under torchrun each rank answers its share of the
+    prompts (with its own draws); the means and answers are the whole set's."""
+    records, device = ddp.share(records), next(policy.parameters()).device
+    g = torch.Generator(device=device).manual_seed(ddp.seed(cfg.seed + 4))
+    batch = rollout(policy, tok, [r["prompt"] for r in records], cfg, g, autocast)
     score(batch, policy, ref, None, rm, cfg, reward_bias, autocast)
-    answers = decode_responses(tok, batch)
-    kl = ((batch["logprobs"] - batch["ref_logprobs"]) * batch["response_mask"]).sum(1)
-    stats = dict(eval_rm_score=batch["rm_scores"].mean().item(), **gold_mean(records, answers, "eval_gold"),
-                 eval_kl=kl.mean().item())
-    return {k: ddp.weighted_mean(v, len(records)) for k, v in stats.items()}, ddp.gather(answers)
+    stats, said = rollout_figures(tok, records, batch, "eval_")
+    return {k: ddp.weighted_mean(v, len(records)) for k, v in stats.items()}, ddp.gather(said)
 
 
 # -----------------------------------------------------------------------------
@@ -362,29 +367,6 @@ def validate(cfg):
     ensure_out_dir(cfg.out_dir)
 
 
-def load_data(cfg, tok, block_size):
-    """The environment's prompts (PPO's training prompts); held-out prompts for the evaluations (the
-    simulated world's validation users', or 5% of --prompts, at most --n-eval); PPO-ptx's
-    D_pretrain as token ids (the training part of the simulated corpus or of --pretrain-data)."""
-    world = None if cfg.prompts else data.build(cfg.preset, cfg.seed)
-    if cfg.prompts:
-        prompts, eval_records = split_validation([{"prompt": p} for p in read_prompts(cfg.prompts)], cfg.seed,
-                                                 cfg.prompts)
-        eval_records = eval_records[:cfg.n_eval]
-    else:
-        prompts, eval_records = world["ppo"], world["val"][:cfg.n_eval]
-    room = block_size - cfg.max_new_tokens
-    cut = sum(len(tok.chat_prompt(r["prompt"])) > room for r in prompts)
-    if cut:  # rollout keeps the last `room` tokens of a longer prompt, as respond's samples do
-        print(f"{cfg.name}: {cut} of {len(prompts)} prompts are longer than {room} tokens (block_size - "
-              f"--max-new-tokens) and lose their left end")
-    corpus = read_texts(cfg.pretrain_data) if cfg.pretrain_data else None if cfg.prompts else world["corpus"]
-    ptx_ids = corpus_split(tok, corpus, block_size, f"--pretrain-data {cfg.pretrain_data}")[0] if corpus else None
-    print(f"{cfg.name}: {len(prompts)} prompts ({len(eval_records)} more held out), {cfg.iterations} iterations of "
-          f"{cfg.batch_size} episodes, beta {cfg.kl_coef}, ptx {cfg.ptx_coef}")
-    return prompts, eval_records, ptx_ids
-
-
 def load_value_model(reward_path, reward_bias, device):
     """The value model, "initialized from the RM" (Section 3.5) as PPO uses the RM: its score minus
     the bias, so that at the start V(s) is on the scale of the returns it learns to predict."""
@@ -398,23 +380,12 @@ def load_ppo_models(cfg, device):
     """ppo.py's four models (cfg: its Config): policy (trained, from SFT or --start), reference = SFT
     (frozen), RM (frozen), value model (trained, from the RM). -> (policy, ref, rm, value_model, tok,
     reward_bias)."""
-    init = cfg.init or os.path.join(cfg.out_dir, "sft.pt")
     reward_path = cfg.reward or os.path.join(cfg.out_dir, "reward.pt")
-    ref, tok, _ = load_language_model(init, device)
-    policy, policy_tok, _ = load_language_model(cfg.start or init, device)
-    if policy_tok.state() != tok.state():
-        raise UserError(f"{cfg.start}: its vocabulary differs from {init}'s")
-    ref.eval().requires_grad_(False)
-    rm, rm_tok, reward_bias, reward_scale = load_reward_model(reward_path, device)
-    if rm_tok.state() != tok.state():
-        raise UserError(f"{reward_path}: its vocabulary differs from {init}'s")
-    rm.eval().requires_grad_(False)
+    policy, ref, rm, tok, reward_bias, reward_scale = load_rlhf_models(cfg.init or os.path.join(cfg.out_dir, "sft.pt"),
+                                                                       cfg.start, reward_path, device)
     value_model = load_value_model(reward_path, reward_bias, device)
     for m in (policy, ref, value_model.gpt):  # no dropout in RL: the ratio must be 1 before any update
         m.set_dropout(0.0)
-    if cfg.max_new_tokens >= policy.config.block_size:
-        raise UserError(f"--max-new-tokens {cfg.max_new_tokens} leaves no room for a prompt in the model's "
-                        f"block_size {policy.config.block_size}")
     print(f"{cfg.name}: reward bias {reward_bias:+.3f}, scale {reward_scale:.3f}")
     return policy, ref, rm, value_model, tok, reward_bias
 
@@ -430,33 +401,34 @@ def main(cfg=None):
     resume = Resume(cfg.out_dir, cfg.name, cfg, log)
     policy, ref, rm, value_model, tok, reward_bias = load_ppo_models(cfg, device)
     train_policy, train_value = ddp.wrap(policy), ddp.wrap(value_model)  # DDP: their backward averages gradients
-    prompts, eval_records, ptx_ids = load_data(cfg, tok, policy.config.block_size)
-    ddp.check_divides({"--batch-size (at most the number of prompts)": min(cfg.batch_size, len(prompts))})
-    if len(eval_records) < ddp.world():
-        raise UserError(f"{len(eval_records)} held-out prompts (--n-eval) for {ddp.world()} processes: each needs one")
+    # the environment: prompts to answer (the simulated API's, or --prompts), held-out ones, D_pretrain for PPO-ptx
+    world = None if cfg.prompts else data.build(cfg.preset, cfg.seed)
+    prompts, eval_records, ptx_ids = rl_data(cfg, tok, policy.config.block_size, world)
+    print(f"{cfg.name}: {len(prompts)} prompts ({len(eval_records)} more held out), {cfg.iterations} iterations of "
+          f"{cfg.batch_size} episodes, beta {cfg.kl_coef}, ptx {cfg.ptx_coef}")
     if cfg.cuda_graph and device.type != "cuda":
         print(f"{cfg.name}: --cuda-graph needs a CUDA device; rollouts decode without graphs on {device.type}")
     opt_policy = configure_optimizer(policy, cfg.lr, weight_decay=0.0, device_type=device.type)
     opt_value = configure_optimizer(value_model, cfg.value_lr, weight_decay=0.0, device_type=device.type)
-    kl_ctl = AdaptiveKL(cfg.kl_coef, cfg.target_kl)
+    kl_coef = cfg.kl_coef  # beta; --adaptive-kl moves it toward --target-kl
     rng = random.Random(cfg.seed + 3)                                    # which prompts each iteration
     generator = torch.Generator(device=device).manual_seed(ddp.seed(cfg.seed + 3))  # the rollouts' sampling
 
-    def run_eval(it):  # held-out prompts, sampled with the same draws at every evaluation
-        g = torch.Generator(device=device).manual_seed(ddp.seed(cfg.seed + 4))
-        stats, answers = evaluate(policy, ref, rm, tok, eval_records, cfg, reward_bias, g, autocast)
+    def run_eval(it):
+        stats, answers = evaluate(policy, ref, rm, tok, eval_records, cfg, reward_bias, autocast)
         log.log(it, **stats)
         return stats, answers
 
-    def resumable():  # what --resume needs to continue exactly
-        return dict(policy=policy.state_dict(), value=value_model.state_dict(), opt_policy=opt_policy.state_dict(),
-                    opt_value=opt_value.state_dict(), kl_coef=kl_ctl.value, rng=rng.getstate(),
-                    generator=ddp.gather([generator.get_state()]), generator_device=device.type, it=it,
-                    first_eval=first_eval)  # DDP: each rank's sampling state
+    def resumable():  # what --resume needs to continue exactly (DDP: each rank's sampling state)
+        return resume.snapshot(policy=policy, value=value_model, opt_policy=opt_policy, opt_value=opt_value, rng=rng,
+                               generator=generator, kl_coef=kl_coef, it=it, first_eval=first_eval)
 
-    if cfg.resume:
-        it, first_eval = resume_state(resume, cfg, device, policy, value_model, opt_policy, opt_value, kl_ctl, rng,
-                                      generator)
+    if cfg.resume:  # an interrupted run's state (OUT_DIR/<name>.resume.pt)
+        state = resume.load(device)
+        kl_coef, it, first_eval = state["kl_coef"], state["it"], state["first_eval"]
+        resume.restore(state, policy=policy, value=value_model, opt_policy=opt_policy, opt_value=opt_value, rng=rng,
+                       generator=generator)
+        print(f"resumed {cfg.name} at iteration {it}")
     else:
         it = 0
         first_eval, _ = run_eval(0)
@@ -464,35 +436,30 @@ def main(cfg=None):
 
     with stop_on_signal() as stop:
         while it < cfg.iterations:
-            if ddp.any_rank(stop.requested):  # Ctrl-C / SIGTERM between iterations: save, leave
-                resume.interrupted(f"iteration {it} of {cfg.iterations}", **resumable())
+            resume.stop_if_asked(stop, f"iteration {it} of {cfg.iterations}", resumable)  # Ctrl-C: save, leave
             records = ddp.share(rng.sample(prompts, min(cfg.batch_size, len(prompts))))  # DDP: this rank's share
             # 1-2. rollout and score, without dropout (so that the update's first ratio is 1)
             policy.eval()
             batch = rollout(policy, tok, [r["prompt"] for r in records], cfg, generator, autocast)
             score(batch, policy, ref, value_model, rm, cfg, reward_bias, autocast)
-            if ddp.any_rank(not torch.isfinite(batch["scores"]).all()):  # torchrun: every rank stops
-                raise UserError(f"{cfg.name}: the reward model gave a non-finite score at iteration {it}; stopped; "
-                                f"the last good state is {resume.path}")
+            stop_if_not_finite(torch.isfinite(batch["scores"]).all(), f"{cfg.name}: the reward model gave a "
+                               f"non-finite score at iteration {it}; stopped; the last good state is {resume.path}")
             # 3-4. KL-shaped rewards, GAE, whitened advantages
-            rewards, kl = kl_shaped_rewards(batch["scores"], batch["logprobs"], batch["ref_logprobs"],
-                                            batch["response_mask"], kl_ctl.value)
+            rewards, _ = kl_shaped_rewards(batch["scores"], batch["logprobs"], batch["ref_logprobs"],
+                                            batch["response_mask"], kl_coef)
             advantages, returns = gae(rewards, batch["values"], batch["response_mask"], cfg.discount, cfg.lam)
-            if ddp.on():  # DDP: whitened over every rank's rows, as one process whitens the whole batch
-                advantages = ddp.over_all_rows(masked_whiten, advantages, batch["response_mask"])
-            else:
-                advantages = masked_whiten(advantages, batch["response_mask"])
+            # DDP: whitened over every rank's rows, as one process whitens the whole batch
+            advantages = ddp.over_all_rows(masked_whiten, advantages, batch["response_mask"])
             # 5. the PPO update
             t0 = time.time()
             stats, finite = update(train_policy, train_value, opt_policy, opt_value, batch, advantages, returns, cfg,
                                    it, ptx_ids, autocast)
-            if ddp.any_rank(not finite):  # the weights are poisoned now; the last saved state predates them
-                raise UserError(f"{cfg.name}: loss is not finite at iteration {it}; stopped; the last good state "
-                                f"is {resume.path}")
-            metrics = iteration_metrics(tok, records, batch, kl, returns, kl_ctl.value, stats, time.time() - t0)
+            stop_if_not_finite(finite, f"{cfg.name}: loss is not finite at iteration {it}; stopped; the last good "
+                               f"state is {resume.path}")  # the weights are poisoned; the saved state predates them
+            metrics = iteration_metrics(tok, records, batch, returns, kl_coef, stats, time.time() - t0)
             log.log(it + 1, **metrics, **ddp.rank_losses(stats[-1]["pg_loss"].item(), len(records)))
             if cfg.adaptive_kl:
-                kl_ctl.update(metrics["kl"], len(records) * ddp.world())
+                kl_coef = adaptive_kl(kl_coef, metrics["kl"], cfg.target_kl, len(records) * ddp.world())
             it += 1
             if it % cfg.eval_every == 0 and it < cfg.iterations:
                 run_eval(it)
@@ -512,20 +479,6 @@ def main(cfg=None):
         plot_scores_vs_kl(cfg.out_dir, [cfg.name], f"{cfg.name}_scores_vs_kl.png")
     resume.done()
     return metrics
-
-
-def resume_state(resume, cfg, device, policy, value_model, opt_policy, opt_value, kl_ctl, rng, generator):
-    """Put back an interrupted run's state (OUT_DIR/<name>.resume.pt) -> (iteration, first evaluation)."""
-    state = resume.load(device)
-    for part, key in ((policy, "policy"), (value_model, "value"), (opt_policy, "opt_policy"), (opt_value, "opt_value")):
-        part.load_state_dict(state[key])
-    kl_ctl.value = state["kl_coef"]
-    rng.setstate(state["rng"])
-    g = state["generator"]  # a list of every rank's (an older file: the one process's)
-    generator.set_state((g[ddp.rank()] if isinstance(g, list) else g).cpu())
-    resume.restore_rng(state)
-    print(f"resumed {cfg.name} at iteration {state['it']}")
-    return state["it"], state["first_eval"]
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ Run on CPU (after sft.py):
     python chat.py --label --policy out/smoke/sft.pt            # you rank the samples, then:
     python reward.py --data out/smoke/comparisons_human.jsonl --init out/smoke/sft.pt --out-dir out/mine
     python reward.py --preset smoke --out-dir out/smoke --resume   # after Ctrl-C: no sampling again
-    torchrun --nproc_per_node 2 reward.py --preset smoke --out-dir out/smoke   # data parallel (ddp.py): each
+    torchrun --nproc_per_node 2 reward.py --preset smoke --out-dir out/smoke   # data parallel (plumbing/ddp.py): each
                                           # rank samples its share of the prompts and trains on its prompts of a batch
 --data takes pairwise {"prompt","chosen","rejected"}, Anthropic HH {"chosen","rejected"} or
 ranked {"prompt","completions","ranking"} JSONL instead of the simulated labelers.
@@ -42,7 +42,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +54,8 @@ from plumbing import ddp
 from plumbing.checkpoint import load_language_model, load_start, respond, score_texts
 from plumbing.cli import UserError, arg, check_files, check_positive, ensure_out_dir, parse_config, run_cli
 from plumbing.formats import n_pairs, read_records, split_validation, write_jsonl
-from plumbing.loop import MetricsLog, Resume, configure_optimizer, cosine_lr, setup, stop_on_signal
+from plumbing.loop import (MetricsLog, Resume, configure_optimizer, cosine_lr, descend, epoch_rows, set_lr, setup,
+                           stop_on_signal)
 from plumbing.tokenizer import encode_responses
 
 
@@ -131,36 +132,38 @@ def ranking_loss(rewards, ranking_mask):  # exercise: InstructGPT eq. 1
 # Comparisons: sample K distinct responses, a labeler ranks them
 
 def collect_comparisons(policy, tok, records, labelers, cfg, rng, generator):
-    """For each prompt record (with its simulated task): sample until K distinct responses are
-    found (K uniform in k_min..k_max), and let a random labeler of `labelers` rank them. A prompt
-    with fewer than k_min distinct responses after four rounds of sampling is dropped (the paper
-    ranks 4 to 9). Returns (ranked records {"prompt","completions","ranking" (best..worst),
-    "labeler","task"}, the number of prompts dropped)."""
+    """For each prompt record (with its simulated task): K uniform in k_min..k_max, K distinct
+    sampled responses, ranked by a random labeler of `labelers`. A prompt with fewer than k_min
+    distinct responses is dropped (the paper ranks 4 to 9). Returns (ranked records {"prompt",
+    "completions","ranking" (best..worst),"labeler","task"}, the number of prompts dropped)."""
     ks = [rng.randint(cfg.k_min, cfg.k_max) for _ in records]
-    pending = {i: [] for i in range(len(records))}
-    for attempt in range(4):  # up to four rounds of sampling: K + 3 draws, then more where short
-        need = [i for i, seen in pending.items() if len(seen) < ks[i]]
+    samples = sample_distinct(policy, tok, [r["prompt"] for r in records], ks, cfg, generator)
+    ranked = [rank(records[i], completions, rng.choice(labelers), rng)
+              for i, completions in enumerate(samples) if len(completions) >= cfg.k_min]
+    return ranked, len(records) - len(ranked)
+
+
+def sample_distinct(policy, tok, prompts, ks, cfg, generator):
+    """Up to ks[i] distinct non-empty responses to prompts[i]: K + 3 samples, then up to three more
+    rounds of twice the shortfall where a prompt is still short. -> one list of responses per prompt."""
+    found = [[] for _ in prompts]
+    for attempt in range(4):
+        need = [i for i, seen in enumerate(found) if len(seen) < ks[i]]
         if not need:
             break
-        prompts, owners = [], []
-        for i in need:
-            n = ks[i] + 3 if attempt == 0 else 2 * (ks[i] - len(pending[i]))
-            prompts += [records[i]["prompt"]] * n
-            owners += [i] * n
-        answers = respond(policy, tok, prompts, temperature=cfg.temperature,
+        owners = [i for i in need for _ in range(ks[i] + 3 if attempt == 0 else 2 * (ks[i] - len(found[i])))]
+        answers = respond(policy, tok, [prompts[i] for i in owners], temperature=cfg.temperature,
                           max_new_tokens=cfg.max_new_tokens, batch_size=cfg.sample_batch, generator=generator)
         for i, a in zip(owners, answers):
-            if a and a not in pending[i] and len(pending[i]) < ks[i]:
-                pending[i].append(a)
-    out = []
-    for i, completions in pending.items():
-        if len(completions) < cfg.k_min:
-            continue  # the policy says the same few things to this prompt: too few to rank
-        lab = rng.choice(labelers)
-        r = records[i]
-        out.append({"prompt": r["prompt"], "completions": completions,
-                    "ranking": lab.rank(r["task"], completions, rng), "labeler": lab.id, "task": r["task"]})
-    return out, len(records) - len(out)
+            if a and a not in found[i] and len(found[i]) < ks[i]:
+                found[i].append(a)
+    return found
+
+
+def rank(record, completions, labeler, rng):
+    """A labeler's ranking of one prompt's responses (Section 3.4), as a comparison record."""
+    return {"prompt": record["prompt"], "completions": completions,
+            "ranking": labeler.rank(record["task"], completions, rng), "labeler": labeler.id, "task": record["task"]}
 
 
 def separate_pairs(comps):
@@ -237,16 +240,28 @@ def demonstration_bias(rm, tok, demos, train, block_size, device):
     return bias, (sum((s - bias) ** 2 for s in scores) / len(scores)) ** 0.5
 
 
-def comparisons(cfg, gpt, tok, comps, device):
-    """-> (training comparisons, validation comparisons, held-out comparisons, demonstrations for
-    the bias, metrics). From a file (`comps`, split 95/5 into training and held-out), or sampled
-    from the policy (--policy, default the SFT model `gpt`) and ranked by simulated labelers:
-    training labelers for training prompts, held-out labelers for held-out users' prompts (the
-    training and the held-out test comparisons are written to OUT_DIR as JSONL)."""
-    if comps is not None:
-        train, heldout = split_validation(comps, cfg.seed, cfg.data)
-        return train, [], heldout, [], {}
-    name = output_name(cfg)
+@dataclass
+class Rankings:
+    """What the RM learns from and is measured on: training, validation and held-out (test)
+    comparisons, the demonstrations that fix its bias, and the figures of the ranking itself."""
+    train: list
+    val: list = field(default_factory=list)
+    heldout: list = field(default_factory=list)
+    demos: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+
+def rankings_from_file(cfg, comps):
+    """Your comparisons: 95% to train on, 5% held out (no validation set, no demonstrations)."""
+    train, heldout = split_validation(comps, cfg.seed, cfg.data)
+    return Rankings(train, heldout=heldout)
+
+
+def simulated_rankings(cfg, gpt, tok, device):
+    """Section 3.4 in the simulated world: the policy (--policy, default the SFT model `gpt`)
+    answers each prompt K times; training labelers rank the training prompts' answers, held-out
+    labelers those of held-out users' prompts (validation ones to choose the RM's settings by,
+    tools/sweep.py; test ones to report). The training and test comparisons are written to OUT_DIR."""
     policy = gpt
     if cfg.policy:  # its samples are decoded with --init's tokenizer: the vocabularies must agree
         policy, policy_tok, _ = load_language_model(cfg.policy, device)
@@ -261,8 +276,6 @@ def comparisons(cfg, gpt, tok, comps, device):
     t0 = time.time()
     train, dropped = collect_comparisons(policy, tok, world["rm"][:cfg.n_prompts or None], train_labelers, cfg, rng,
                                          generator)
-    # held-out users' prompts ranked by held-out labelers: validation ones to choose the RM's settings
-    # by (tools/sweep.py), test ones to report
     val, _ = collect_comparisons(policy, tok, world["val"][:cfg.n_heldout], heldout_labelers, cfg, rng, generator)
     heldout, _ = collect_comparisons(policy, tok, world["test"][:cfg.n_heldout], heldout_labelers, cfg, rng, generator)
     pairs = [(c["task"], a, b) for c in train for i, a in enumerate(c["completions"]) for b in c["completions"][i + 1:]]
@@ -276,10 +289,55 @@ def comparisons(cfg, gpt, tok, comps, device):
           f"{metrics['labeler_agreement']:.3f} (paper: 0.726), the gold rubric on the test pairs "
           f"{metrics['oracle_accuracy']:.3f}")
     if ddp.is_main():  # torchrun: rank 0 writes (every rank holds the same comparisons)
+        name = output_name(cfg)
         write_jsonl(os.path.join(cfg.out_dir, f"comparisons_{name}.jsonl"), train)
         write_jsonl(os.path.join(cfg.out_dir, f"comparisons_heldout_{name}.jsonl"), heldout)
     demos = [{"prompt": d["prompt"], "response": d["response"]} for d in world["sft"]]
-    return train, val, heldout, demos, metrics
+    return Rankings(train, val, heldout, demos, metrics)
+
+
+def train(cfg, rm, tok, ranked, steps, state, device, autocast, resume, stop):
+    """The RM's loop (Section 3.5): each batch element one prompt with all its K ranked responses,
+    scored in one forward pass; eq. 1 over its C(K,2) comparisons; cosine learning rate. Ctrl-C
+    (`stop`) saves the comparisons with the weights, so a resumed run does not sample again."""
+    log, block = resume.log, rm.gpt.config.block_size
+    train, heldout = ranked.train, ranked.heldout
+    rm_ddp = ddp.wrap(rm)  # DDP: its backward averages the gradients over ranks (one process: rm itself)
+    optimizer = configure_optimizer(rm, cfg.lr, cfg.weight_decay, device_type=device.type)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+
+    def resumable():
+        return dict(rm=rm.state_dict(), optimizer=optimizer.state_dict(), step=step, **asdict(ranked))
+
+    if state:
+        step = resume.restore(state, rm=rm, optimizer=optimizer)  # after the head's initialisation drew
+    else:
+        ranked.metrics["heldout_accuracy_before"] = accuracy(rm, tok, heldout, block, device)
+        log.log(0, heldout_accuracy=ranked.metrics["heldout_accuracy_before"])
+        step = 0
+        resume.save(**resumable())  # the sampled comparisons are safe from here on
+    while step < steps:
+        resume.stop_if_asked(stop, f"step {step} of {steps}", resumable)  # Ctrl-C / SIGTERM: save and leave
+        batch = [train[i] for i in epoch_rows(len(train), cfg.batch_size, step, cfg.seed)]
+        lr = set_lr(optimizer, cosine_lr(step, steps, cfg.lr, warmup=max(1, steps // 20)))
+        rm.train()
+        rows, n_mine = ddp.part(len(batch))  # DDP: this rank's prompts, each with all its responses
+        with autocast():
+            rewards, rmask = comparison_batch(rm_ddp, tok, batch[rows], block, device)
+        loss, acc = ranking_loss(rewards, rmask)
+        w = ddp.weight(n_mine)  # DDP: its share of the batch's prompts (1 on one process)
+        norm = descend(optimizer, loss * w, rm.parameters(), cfg.grad_clip,
+                       f"reward: the loss is not finite at step {step}; stopped; the last good state is {resume.path}")
+        if step % 10 == 0 or step == steps - 1:  # DDP: the whole batch's figures (plumbing/ddp.py; as is on one process)
+            pairs = n_pairs(batch[rows]) if n_mine else 0
+            log.log(step, loss=ddp.mean(loss.item() * w), train_accuracy=ddp.weighted_mean(acc.item(), pairs),
+                    lr=lr, grad_norm=float(norm),
+                    reward_gap=ddp.mean(float((rewards[:, 0] - rewards[:, 1]).mean().detach()) * w),
+                    **ddp.rank_losses(loss.item(), n_mine))
+        step += 1
+        if cfg.eval_each_pass and step % steps_per_epoch == 0:
+            log.log(step, heldout_accuracy=accuracy(rm, tok, heldout, block, device),
+                    train_accuracy_pass=accuracy(rm, tok, train, block, device))
 
 
 # -----------------------------------------------------------------------------
@@ -317,90 +375,41 @@ def main(cfg=None):
         earlier += recs
     gpt, tok, init_path = load_start(cfg, device, default="sft.pt")
     block = gpt.config.block_size
-    with stop_on_signal() as stop:  # Ctrl-C while sampling: the comparisons are kept, training resumes
+
+    with stop_on_signal() as stop:  # Ctrl-C while sampling: the comparisons are saved before it stops
         # 1) the comparisons: K samples per prompt ranked by labelers (or a file's), held-out ones aside
         if state:
-            train, val, heldout, demos, metrics = (state[k] for k in ("train", "val", "heldout", "demos", "metrics"))
-            print(f"resumed {name} at step {state['step']}: {len(train)} ranked prompts from the interrupted run")
+            ranked = Rankings(*(state[k] for k in ("train", "val", "heldout", "demos", "metrics")))
+            print(f"resumed {name} at step {state['step']}: {len(ranked.train)} ranked prompts from the interrupted run")
         else:
-            train, val, heldout, demos, metrics = comparisons(cfg, gpt, tok, comps if cfg.data else None, device)
+            ranked = rankings_from_file(cfg, comps) if cfg.data else simulated_rankings(cfg, gpt, tok, device)
             if earlier:
-                train = earlier + train
-                print(f"reward: {len(train)} ranked prompts with those of {len(cfg.previous)} earlier round(s)")
-        if not train:
+                ranked.train = earlier + ranked.train
+                print(f"reward: {len(ranked.train)} ranked prompts with those of {len(cfg.previous)} earlier round(s)")
+        if not ranked.train:
             raise UserError(f"reward: no prompt gave {cfg.k_min} distinct responses (--k-min) to rank")
         if cfg.separate_pairs and not state:
-            train = separate_pairs(train)
-            print(f"reward: --separate-pairs: {len(train)} comparisons, each its own data point")
+            ranked.train = separate_pairs(ranked.train)
+            print(f"reward: --separate-pairs: {len(ranked.train)} comparisons, each its own data point")
 
-        # 2) the reward model: the SFT model plus a scalar head
+        # 2) the reward model: the SFT model plus a scalar head, trained on eq. 1
         gpt.set_dropout(cfg.dropout)
         rm = ScalarModel(gpt).to(device)
-        rm_ddp = ddp.wrap(rm)  # DDP: its backward averages the gradients over ranks (one process: rm itself)
-        optimizer = configure_optimizer(rm, cfg.lr, cfg.weight_decay, device_type=device.type)
-        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-        steps = cfg.epochs * steps_per_epoch
-
-        def resumable():
-            return dict(rm=rm.state_dict(), optimizer=optimizer.state_dict(), step=step, train=train,
-                        val=val, heldout=heldout, demos=demos, metrics=metrics)
-
-        if state:
-            rm.load_state_dict(state["rm"])
-            optimizer.load_state_dict(state["optimizer"])
-            step = state["step"]
-            resume.restore_rng(state)  # after the head's initialisation drew from the generator
-        else:
-            metrics["heldout_accuracy_before"] = accuracy(rm, tok, heldout, block, device)
-            log.log(0, heldout_accuracy=metrics["heldout_accuracy_before"])
-            step = 0
-            resume.save(**resumable())  # the sampled comparisons are safe from here on
-        # 3) the loop: each batch element one prompt with all its K ranked responses (eq. 1)
-        while step < steps:
-            if ddp.any_rank(stop.requested):
-                resume.interrupted(f"step {step} of {steps}", **resumable())
-            epoch, k = divmod(step, steps_per_epoch)
-            order = list(range(len(train)))
-            random.Random(cfg.seed * 1000 + epoch).shuffle(order)
-            batch = [train[i] for i in order[k * cfg.batch_size:(k + 1) * cfg.batch_size]]
-            lr = cosine_lr(step, steps, cfg.lr, warmup=max(1, steps // 20))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            rm.train()
-            rows, n_mine = ddp.part(len(batch))  # DDP: this rank's prompts, each with all its responses
-            with autocast():
-                rewards, rmask = comparison_batch(rm_ddp, tok, batch[rows], block, device)
-            loss, acc = ranking_loss(rewards, rmask)
-            w = ddp.weight(n_mine)  # DDP: its share of the batch's prompts (1 on one process)
-            if ddp.any_rank(not torch.isfinite(loss)):  # torchrun: every rank stops, not only the one that saw it
-                raise UserError(f"reward: the loss is not finite at step {step}; stopped; the last good "
-                                f"state is {resume.path}")
-            optimizer.zero_grad(set_to_none=True)
-            (loss * w).backward()
-            norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)
-            optimizer.step()
-            if step % 10 == 0 or step == steps - 1:  # DDP: the whole batch's figures (ddp.py; as is on one process)
-                pairs = n_pairs(batch[rows]) if n_mine else 0
-                log.log(step, loss=ddp.mean(loss.item() * w), train_accuracy=ddp.weighted_mean(acc.item(), pairs),
-                        lr=lr, grad_norm=float(norm),
-                        reward_gap=ddp.mean(float((rewards[:, 0] - rewards[:, 1]).mean().detach()) * w),
-                        **ddp.rank_losses(loss.item(), n_mine))
-            step += 1
-            if cfg.eval_each_pass and step % steps_per_epoch == 0:
-                log.log(step, heldout_accuracy=accuracy(rm, tok, heldout, block, device),
-                        train_accuracy_pass=accuracy(rm, tok, train, block, device))
+        steps = cfg.epochs * math.ceil(len(ranked.train) / cfg.batch_size)
+        train(cfg, rm, tok, ranked, steps, state, device, autocast, resume, stop)
+    metrics = ranked.metrics
 
     # 4) held-out accuracy; the bias that puts demonstrations at 0, and the scale
-    metrics["heldout_accuracy"] = accuracy(rm, tok, heldout, block, device)
-    if val:
-        metrics["val_accuracy"] = accuracy(rm, tok, val, block, device)
+    metrics["heldout_accuracy"] = accuracy(rm, tok, ranked.heldout, block, device)
+    if ranked.val:
+        metrics["val_accuracy"] = accuracy(rm, tok, ranked.val, block, device)
     log.log(steps, heldout_accuracy=metrics["heldout_accuracy"])
-    bias, scale = demonstration_bias(rm, tok, demos, train, block, device)
-    metrics.update(reward_bias=bias, reward_scale=scale, n_train_prompts=len(train), n_heldout_prompts=len(heldout),
-                   seconds=resume.seconds())
+    bias, scale = demonstration_bias(rm, tok, ranked.demos, ranked.train, block, device)
+    metrics.update(reward_bias=bias, reward_scale=scale, n_train_prompts=len(ranked.train),
+                   n_heldout_prompts=len(ranked.heldout), seconds=resume.seconds())
     print(f"reward: held-out accuracy {metrics['heldout_accuracy']:.3f} (before training "
           f"{metrics['heldout_accuracy_before']:.3f})"
-          + (f", validation {metrics['val_accuracy']:.3f}" if val else "")
+          + (f", validation {metrics['val_accuracy']:.3f}" if ranked.val else "")
           + (f" beside labeler agreement {metrics['labeler_agreement']:.3f} and the gold rubric's "
              f"{metrics['oracle_accuracy']:.3f}" if "labeler_agreement" in metrics else "")
           + f"; demonstrations score {bias:+.3f} +- {scale:.3f} before the bias")

@@ -17,13 +17,13 @@ Run on CPU:
     python sft.py --stage pretrain --data my_text.txt --preset smoke --out-dir out/mine   # your own corpus
 --data takes demonstrations ({"prompt","response"}, {"prompt","completion"}, Alpaca
 {"instruction","input","output"}, chat {"messages": [...]}) or comparisons, whose best-ranked answer
-demonstrates (HH-RLHF's chosen dialogues), as .jsonl, .jsonl.gz or a .json array (formats.py).
+demonstrates (HH-RLHF's chosen dialogues), as .jsonl, .jsonl.gz or a .json array (plumbing/formats.py).
 With --stage pretrain it takes text (documents separated by blank lines, or {"text"} records): the
 BPE and the base model learn your language or domain. --init also takes a local Hugging Face GPT-2
 directory (its tokenizer files are read from the same directory). --pretrain-data gives SFT on your
 own demonstrations a corpus to mix in (--ptx-coef) and to measure the pretraining loss on.
 Ctrl-C saves OUT_DIR/<stage>.resume.pt; the same command with --resume continues to the same weights.
-`torchrun --nproc_per_node N sft.py ...` runs data parallel (ddp.py): each rank takes its rows of every
+`torchrun --nproc_per_node N sft.py ...` runs data parallel (plumbing/ddp.py): each rank takes its rows of every
 batch; --batch-size stays the global batch.
 
 Where this departs from the paper:
@@ -56,8 +56,8 @@ from plumbing import ddp
 from plumbing.checkpoint import lm_loss, load_any, load_start, respond
 from plumbing.cli import UserError, arg, check_files, check_positive, ensure_out_dir, parse_config, run_cli
 from plumbing.formats import demonstrations, read_records, read_texts, split_validation
-from plumbing.loop import (MetricsLog, Resume, configure_optimizer, cosine_lr, flops_per_token, gpu_peaks, setup,
-                           stop_on_signal)
+from plumbing.loop import (MetricsLog, Resume, configure_optimizer, cosine_lr, descend, flops_per_token, gpu_peaks,
+                           set_lr, setup, stop_on_signal)
 from plumbing.plots import plot_losses
 from plumbing.tokenizer import corpus_split, n_truncated, pack_pairs, pretrain_batch, train_tokenizer
 
@@ -202,97 +202,72 @@ def validate(cfg):
     ensure_out_dir(cfg.out_dir)
 
 
-def main(cfg=None):
-    cfg = cfg or parse_config(Config, presets=PRESETS, description=__doc__)
-    validate(cfg)
-    device, autocast = setup(cfg.device, cfg.seed)
-    ddp.check_divides({"--batch-size": cfg.batch_size, "--ptx-batch": cfg.ptx_batch if cfg.ptx_coef else 0})
-    ddp.announce(cfg.stage)
-    log = MetricsLog(cfg.out_dir, cfg.stage, cfg.quiet, cfg.resume)
-    t_start = time.time()
+# -----------------------------------------------------------------------------
+# The two stages, each its data and model, then the one loop they share
 
-    # 1) the data and the model
-    if cfg.stage == "pretrain":  # the simulated corpus, or your own text (--data)
-        world_files = cfg.out_dir if ddp.is_main() else None  # torchrun: rank 0 writes the world's JSONL
-        corpus = read_texts(cfg.data) if cfg.data else data.build(cfg.preset, cfg.seed, world_files)["corpus"]
-        tok = train_tokenizer("\n".join(corpus), cfg.vocab_size or data.PRESETS[cfg.preset]["vocab_size"])
-        train_ids, val_ids = corpus_split(tok, corpus, cfg.block_size, f"--data {cfg.data}")
-        model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=tok.vocab_size, n_layer=cfg.n_layer,
-                              n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)).to(device)
-        steps = cfg.max_steps
-        print(f"pretrain: {len(corpus)} documents, {len(train_ids)} tokens, vocabulary {tok.vocab_size}, "
-              f"model {model.num_params() / 1e6:.2f}M parameters")
-        init_path = None
-    else:
-        model, tok, init_path = load_start(cfg, device)
-        if cfg.data:
-            train_recs, val_recs = split_validation(demonstrations(*read_records(cfg.data)), cfg.seed, cfg.data)
-            if cfg.pretrain_data:
-                ptx_ids, corpus_val_ids = corpus_split(tok, read_texts(cfg.pretrain_data), model.config.block_size,
-                                                       f"--pretrain-data {cfg.pretrain_data}")
-            elif cfg.ptx_coef:  # the mix reads a corpus, which your demonstrations do not come with
-                print(f"sft: --data {cfg.data} without --pretrain-data: no corpus to mix in, so --ptx-coef "
-                      f"{cfg.ptx_coef} is not used")
-                cfg = replace(cfg, ptx_coef=0.0)
-        else:
-            world = data.build(cfg.preset, cfg.seed)
-            train_recs = world["sft"]
-            ptx_ids, corpus_val_ids = corpus_split(tok, world["corpus"], model.config.block_size)
-            rng = random.Random(cfg.seed + 1)  # held-out users' prompts, answered by training labelers
-            writers = [l for l in world["labelers"] if not l.heldout]
-            val_recs = [{"prompt": r["prompt"], "task": r["task"],
-                         "response": rng.choice(writers).write_demonstration(r["task"], rng)} for r in world["val"]]
-        block = model.config.block_size
-        train_pairs, val_pairs = demo_pairs(tok, train_recs, block), demo_pairs(tok, val_recs, block)
-        cut = n_truncated(train_pairs, model.config.block_size)
-        print(f"sft: {len(train_pairs)} demonstrations ({cut} cut to block_size {model.config.block_size}), "
-              f"{len(val_pairs)} validation, from {init_path}")
-        steps = cfg.epochs * ((len(train_pairs) + cfg.batch_size - 1) // cfg.batch_size)
+def pretrain(cfg, device):
+    """Step 0: a byte-level BPE and a GPT from scratch on the corpus (the simulated world's, or your
+    own text with --data). -> model, tokenizer, its training windows and held-out ids, None (no
+    starting checkpoint)."""
+    world_files = cfg.out_dir if ddp.is_main() else None  # torchrun: rank 0 writes the world's JSONL
+    corpus = read_texts(cfg.data) if cfg.data else data.build(cfg.preset, cfg.seed, world_files)["corpus"]
+    tok = train_tokenizer("\n".join(corpus), cfg.vocab_size or data.PRESETS[cfg.preset]["vocab_size"])
+    train_ids, val_ids = corpus_split(tok, corpus, cfg.block_size, f"--data {cfg.data}")
+    model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=tok.vocab_size, n_layer=cfg.n_layer,
+                          n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)).to(device)
+    print(f"pretrain: {len(corpus)} documents, {len(train_ids)} tokens, vocabulary {tok.vocab_size}, "
+          f"model {model.num_params() / 1e6:.2f}M parameters")
+    return model, tok, train_ids, val_ids
 
-    def get_batch(step):  # pretraining: random windows of the corpus; SFT: epochs of demonstrations
-        if cfg.stage == "pretrain":
-            return pretrain_batch(train_ids, cfg.batch_size, raw_model.config.block_size, step, cfg.seed)
-        return epoch_batch(tok, train_pairs, cfg.batch_size, raw_model.config.block_size, step, cfg.seed)
 
-    def val_loss():  # held-out corpus text; held-out users' demonstrations (their response tokens)
-        if cfg.stage == "pretrain":
-            return lm_loss(raw_model, val_ids, device, autocast)
-        return response_loss(raw_model, tok, val_pairs, cfg.batch_size, device, autocast)
+def demonstrations_of(cfg, tok, block_size):
+    """Step 1's data: training demonstrations, validation ones (held-out users' prompts answered by
+    training labelers), the corpus to mix in and to measure the pretraining loss on (ids, or None),
+    and cfg (its ptx_coef 0 when your --data comes without --pretrain-data)."""
+    ptx_ids = corpus_val_ids = None
+    if cfg.data:
+        train_recs, val_recs = split_validation(demonstrations(*read_records(cfg.data)), cfg.seed, cfg.data)
+        if cfg.pretrain_data:
+            ptx_ids, corpus_val_ids = corpus_split(tok, read_texts(cfg.pretrain_data), block_size,
+                                                   f"--pretrain-data {cfg.pretrain_data}")
+        elif cfg.ptx_coef:  # the mix reads a corpus, which your demonstrations do not come with
+            print(f"sft: --data {cfg.data} without --pretrain-data: no corpus to mix in, so --ptx-coef "
+                  f"{cfg.ptx_coef} is not used")
+            cfg = replace(cfg, ptx_coef=0.0)
+        return train_recs, val_recs, ptx_ids, corpus_val_ids, cfg
+    world = data.build(cfg.preset, cfg.seed)
+    ptx_ids, corpus_val_ids = corpus_split(tok, world["corpus"], block_size)
+    rng = random.Random(cfg.seed + 1)  # held-out users' prompts, answered by training labelers
+    writers = [l for l in world["labelers"] if not l.heldout]
+    val_recs = [{"prompt": r["prompt"], "task": r["task"],
+                 "response": rng.choice(writers).write_demonstration(r["task"], rng)} for r in world["val"]]
+    return world["sft"], val_recs, ptx_ids, corpus_val_ids, cfg
 
-    # 2) the optimizer; an interrupted run's state (--resume)
-    raw_model = model
+
+def train(cfg, model, steps, get_batch, val_loss, ptx_ids, device, autocast, resume):
+    """The loop both stages share: cosine learning rate; every eval_every steps the validation loss
+    and a resumable state; the loss on this step's batch (+ gamma * a pretraining batch's LM loss,
+    SFT's mix); one optimizer step. -> [(step, validation loss)] of every evaluation."""
+    raw_model, log = model, resume.log
     optimizer = configure_optimizer(model, cfg.lr, cfg.weight_decay, device_type=device.type)
-    resume = Resume(cfg.out_dir, cfg.stage, cfg, log, t_start)
-    step, val_history = 0, []  # val_history: (step, validation loss) of every evaluation so far
-    if cfg.resume:
-        state = resume.load(device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, val_history = state["step"], [tuple(v) for v in state["val_history"]]
-        resume.restore_rng(state)
-        print(f"resumed {cfg.stage} at step {step}")
-    if cfg.compile:
-        model = torch.compile(model)
-    model = ddp.wrap(model)  # DDP: backward averages the gradients over ranks (one process: the model itself)
+    step, val_history = 0, []
 
     def resumable():
-        return dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), step=step,
-                    val_history=val_history)
+        return dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), step=step, val_history=val_history)
 
-    # 3) the loop: lr, eval and checkpoint, forward/backward, one log line
+    if cfg.resume:
+        state = resume.load(device)
+        step, val_history = resume.restore(state, model=model, optimizer=optimizer), [tuple(v) for v in state["val_history"]]
+        print(f"resumed {cfg.stage} at step {step}")
+    model = ddp.wrap(torch.compile(model) if cfg.compile else model)  # DDP: backward averages gradients over ranks
     model.train()
-    flops = flops_per_token(raw_model.config, raw_model.config.block_size)
     with stop_on_signal() as stop:
         while step < steps:
-            if ddp.any_rank(stop.requested):  # Ctrl-C / SIGTERM: the step in hand is finished; save, leave
-                resume.interrupted(f"step {step}", **resumable())
-            lr = cosine_lr(step, steps, cfg.lr, cfg.warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            resume.stop_if_asked(stop, f"step {step}", resumable)  # Ctrl-C / SIGTERM: save and leave
+            lr = set_lr(optimizer, cosine_lr(step, steps, cfg.lr, cfg.warmup))
             if step % cfg.eval_every == 0 and not (val_history and val_history[-1][0] == step):
-                v = val_loss()
-                val_history.append((step, v))
-                log.log(step, val_loss=v)
+                val_history.append((step, val_loss()))
+                log.log(step, val_loss=val_history[-1][1])
                 resume.save(**resumable())
             t0 = time.time()
             x, y = get_batch(step)
@@ -300,55 +275,94 @@ def main(cfg=None):
             x, y = x[rows].to(device), y[rows].to(device)
             w = ddp.weight((y != -1).sum() if n_rows else 0)  # DDP: its share of the tokens (1 on one process)
             with autocast():
-                _, loss = model(x, y)
-                total = loss * w
-                if cfg.stage == "sft" and cfg.ptx_coef:  # the corpus's LM loss beside the demonstrations'
+                loss = sft_loss(model, x, y)
+                total, ptx_loss = loss * w, None
+                if ptx_ids is not None and cfg.ptx_coef:  # SFT's mix: the corpus's LM loss beside the demonstrations'
                     xp, yp = pretrain_batch(ptx_ids, cfg.ptx_batch, raw_model.config.block_size, step, cfg.seed + 7)
-                    ptx_loss = model(ddp.share(xp).to(device), ddp.share(yp).to(device))[1]
+                    ptx_loss = sft_loss(model, ddp.share(xp).to(device), ddp.share(yp).to(device))
                     total = total + cfg.ptx_coef * ptx_loss
-            if ddp.any_rank(not torch.isfinite(total)):  # torchrun: every rank stops, not only the one that saw it
-                raise UserError(f"{cfg.stage}: the loss is not finite at step {step}; last good checkpoint kept")
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)  # after backward
-            optimizer.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            dt = time.time() - t0
+            norm = descend(optimizer, total, model.parameters(), cfg.grad_clip,
+                           f"{cfg.stage}: the loss is not finite at step {step}; last good checkpoint kept")
             if step % 10 == 0 or step == steps - 1:
-                tokens = int((y != -1).sum()) if cfg.stage == "sft" else y.numel()
-                # DDP: the logged figures are the whole batch's (ddp.mean, ddp.total: no-ops on one process)
-                fields = dict(loss=ddp.mean(loss.item() * w), lr=lr, grad_norm=float(norm),
-                              tok_per_s=round(ddp.total(x.numel() * (n_rows > 0)) / dt))
-                if device.type == "cuda":
-                    fields["mfu"] = round(flops * x.numel() / dt / gpu_peaks(device)[0], 4)
-                fields["train_tokens"] = int(ddp.total(tokens * (n_rows > 0)))
-                if cfg.stage == "sft" and cfg.ptx_coef:
-                    fields["ptx_loss"] = ddp.mean(ptx_loss.item())
-                fields.update(ddp.rank_losses(loss.item(), n_rows))  # DDP: each rank's loss on its own rows
-                log.log(step, **fields)
+                log.log(step, **step_fields(cfg, raw_model, loss, w, ptx_loss, lr, norm, x, y, n_rows, t0, device))
             step += 1
-
-    # 4) the end: validation, the checkpoint, an example or two
     if not val_history or val_history[-1][0] != step:
         val_history.append((step, val_loss()))
         log.log(step, val_loss=val_history[-1][1])
+    return val_history
+
+
+def step_fields(cfg, model, loss, w, ptx_loss, lr, norm, x, y, n_rows, t0, device):
+    """Bookkeeping: one log line's figures, the whole batch's under torchrun (ddp.mean and ddp.total
+    reduce over ranks; on one process they hand back what they are given)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.time() - t0
+    tokens = int((y != -1).sum()) if cfg.stage == "sft" else y.numel()
+    fields = dict(loss=ddp.mean(loss.item() * w), lr=lr, grad_norm=float(norm),
+                  tok_per_s=round(ddp.total(x.numel() * (n_rows > 0)) / dt))
+    if device.type == "cuda":
+        flops = flops_per_token(model.config, model.config.block_size)
+        fields["mfu"] = round(flops * x.numel() / dt / gpu_peaks(device)[0], 4)
+    fields["train_tokens"] = int(ddp.total(tokens * (n_rows > 0)))
+    if ptx_loss is not None:
+        fields["ptx_loss"] = ddp.mean(ptx_loss.item())
+    return {**fields, **ddp.rank_losses(loss.item(), n_rows)}  # DDP: each rank's loss on its own rows
+
+
+def main(cfg=None):
+    cfg = cfg or parse_config(Config, presets=PRESETS, description=__doc__)
+    validate(cfg)
+    device, autocast = setup(cfg.device, cfg.seed)
+    ddp.check_divides({"--batch-size": cfg.batch_size, "--ptx-batch": cfg.ptx_batch if cfg.ptx_coef else 0})
+    ddp.announce(cfg.stage)
+    log, t_start = MetricsLog(cfg.out_dir, cfg.stage, cfg.quiet, cfg.resume), time.time()
+
+    # 1) the data and the model: step 0 from scratch on the corpus, step 1 from step 0's model
+    if cfg.stage == "pretrain":
+        model, tok, train_ids, val_ids = pretrain(cfg, device)
+        steps, ptx_ids, init_path = cfg.max_steps, None, None
+
+        def get_batch(step):  # random windows of the corpus
+            return pretrain_batch(train_ids, cfg.batch_size, model.config.block_size, step, cfg.seed)
+
+        def val_loss():  # held-out corpus text
+            return lm_loss(model, val_ids, device, autocast)
+    else:
+        model, tok, init_path = load_start(cfg, device)
+        block = model.config.block_size
+        train_recs, val_recs, ptx_ids, corpus_val_ids, cfg = demonstrations_of(cfg, tok, block)
+        train_pairs, val_pairs = demo_pairs(tok, train_recs, block), demo_pairs(tok, val_recs, block)
+        print(f"sft: {len(train_pairs)} demonstrations ({n_truncated(train_pairs, block)} cut to block_size {block}), "
+              f"{len(val_pairs)} validation, from {init_path}")
+        steps = cfg.epochs * ((len(train_pairs) + cfg.batch_size - 1) // cfg.batch_size)
+
+        def get_batch(step):  # epochs of the demonstrations
+            return epoch_batch(tok, train_pairs, cfg.batch_size, block, step, cfg.seed)
+
+        def val_loss():  # held-out users' demonstrations, their response tokens
+            return response_loss(model, tok, val_pairs, cfg.batch_size, device, autocast)
+
+    # 2) the loop
+    resume = Resume(cfg.out_dir, cfg.stage, cfg, log, t_start)
+    val_history = train(cfg, model, steps, get_batch, val_loss, ptx_ids, device, autocast, resume)
+
+    # 3) the end: what SFT's settings are chosen by, the checkpoint
     v = val_history[-1][1]
-    metrics = {"val_loss": v, "first_val_loss": val_history[0][1], "steps": steps,
-               "seconds": resume.seconds()}
+    metrics = {"val_loss": v, "first_val_loss": val_history[0][1], "steps": steps, "seconds": resume.seconds()}
     if cfg.stage == "sft" and cfg.eval_gold and not cfg.data:
-        metrics.update(validation_metrics(raw_model, tok, val_recs[:cfg.eval_gold], init_path, corpus_val_ids, cfg.seed,
+        metrics.update(validation_metrics(model, tok, val_recs[:cfg.eval_gold], init_path, corpus_val_ids, cfg.seed,
                                           device))
         print(f"sft: on {min(len(val_recs), cfg.eval_gold)} validation prompts, gold score sampled "
               f"{metrics['val_gold']:+.3f}, greedy {metrics['val_gold_greedy']:+.3f}; pretraining loss "
               f"{metrics['pretrain_loss']:.3f} (the model it started from: {metrics.get('pretrain_loss_init', float('nan')):.3f})")
     elif cfg.stage == "sft" and cfg.pretrain_data:  # your own corpus: the "alignment tax" of your SFT
-        metrics.update(pretrain_loss=lm_loss(raw_model, corpus_val_ids, device),
+        metrics.update(pretrain_loss=lm_loss(model, corpus_val_ids, device),
                        pretrain_loss_init=lm_loss(load_any(init_path, device)[0], corpus_val_ids, device))
         print(f"sft: pretraining loss on held-out --pretrain-data text {metrics['pretrain_loss_init']:.3f} before, "
               f"{metrics['pretrain_loss']:.3f} after")
     if ddp.is_main():  # DDP: rank 0 writes
-        save_checkpoint(os.path.join(cfg.out_dir, f"{cfg.stage}.pt"), raw_model, stage=cfg.stage,
+        save_checkpoint(os.path.join(cfg.out_dir, f"{cfg.stage}.pt"), model, stage=cfg.stage,
                         tokenizer=tok.state(), config=asdict(cfg), metrics=metrics, world_size=ddp.world())
         plot_losses(cfg.out_dir, cfg.stage)
     resume.done()

@@ -27,7 +27,7 @@ and along PPO's training, where over-optimization shows (Gao et al. 2022).
     python train_all.py --preset smoke --out-dir out/smoke     # a few minutes on 2 CPU cores
     python train_all.py                                        # gpu preset on CUDA, else cpu
     python tools/seeds.py --preset cpu --seeds 0 1 2           # the same over seeds: mean and spread
-    torchrun --nproc_per_node 8 train_all.py --preset gpu      # data parallel on 8 GPUs (ddp.py; gloo on a CPU)
+    torchrun --nproc_per_node 8 train_all.py --preset gpu      # data parallel on 8 GPUs (plumbing/ddp.py; gloo on a CPU)
     python train_all.py --init DIR_OR_CKPT --sft-data F --rm-data F --prompts F [--pretrain-data F]
                                                                # your own model and data (own_data.py)
 

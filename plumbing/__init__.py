@@ -10,6 +10,7 @@ top call it by name, and it imports none of them.
   checkpoint.py  loading the models the steps hand each other; answering prompts; scoring; lm_loss
   tokenizer.py   a byte-level BPE trained here (or GPT-2's), the chat format, padded batches
   formats.py     public data as it comes (.jsonl, .jsonl.gz, .json), every format --data takes
+  environment.py the RL steps' prompts, held-out prompts and pretraining text (the world's or yours)
   engine.py      gpt.GPT.generate made fast for rollouts, held equal to it by tests
   plots.py       the PNG files of a run
 """

@@ -106,6 +106,22 @@ def load_reward_model(path, device="cpu"):
     return rm.to(device), Tokenizer.from_state(ckpt["tokenizer"]), ckpt["reward_bias"], ckpt["reward_scale"]
 
 
+def load_rlhf_models(init, start, reward_path, device):
+    """RLHF's models: the policy (trained, from `start`, default `init`), the reference `init`
+    (frozen) and the RM (frozen), which must share one vocabulary. -> (policy, ref, rm, tokenizer,
+    reward bias, reward scale)."""
+    ref, tok, _ = load_language_model(init, device)
+    policy, policy_tok, _ = load_language_model(start or init, device)
+    if policy_tok.state() != tok.state():
+        raise UserError(f"{start}: its vocabulary differs from {init}'s")
+    ref.eval().requires_grad_(False)
+    rm, rm_tok, reward_bias, reward_scale = load_reward_model(reward_path, device)
+    if rm_tok.state() != tok.state():
+        raise UserError(f"{reward_path}: its vocabulary differs from {init}'s")
+    rm.eval().requires_grad_(False)
+    return policy, ref, rm, tok, reward_bias, reward_scale
+
+
 @torch.no_grad()
 def score_texts(rm, tok, prompts, responses, block_size, device, batch_size=64):
     """Raw RM scores (before the demonstration bias) of (prompt, response) pairs."""

@@ -166,6 +166,11 @@ def gather(items):
     return [x for part in parts for x in part]
 
 
+def mine(gathered):
+    """This rank's item of a list that `gather` made, one item per rank (a lone item: itself)."""
+    return gathered[rank()] if isinstance(gathered, list) else gathered
+
+
 def all_rows(*tensors):
     """Every rank's rows of each (rows, width) tensor, concatenated in rank order (the same number
     of rows on every rank). Narrower ones are padded with zeros to the widest: a response mask is 0

@@ -378,6 +378,11 @@ def read_prompts(path):
     return out
 
 
+def own_prompts(path, seed):
+    """Your prompts for RL (`read_prompts`) as records, 95% to train on and 5% held out (split_validation)."""
+    return split_validation([{"prompt": p} for p in read_prompts(path)], seed, path)
+
+
 def read_texts(path):
     """Documents for pretraining: a text file's blank-line-separated paragraphs, or the "text" of
     each record of a JSONL/JSON file. -> [document]."""

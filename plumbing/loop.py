@@ -7,8 +7,11 @@ algorithms may skip this file; each step script's loop calls these by name.
   cosine_lr, set_lr      warmup, then cosine decay; put a rate into the optimizer
   epoch_rows             the prompts of batch number `step`: epochs, each in its own shuffled order
   descend                one optimizer step: stop every rank on a non-finite loss, backward, clip, step
+  stop_if_not_finite     the one-line error, on every rank when any saw a non-finite number
+  seconds_since          a wall-clock interval that waits for the GPU first
   MetricsLog             one line per logged step on stdout and in OUT_DIR/metrics.jsonl
   stop_on_signal, Resume Ctrl-C saves a resumable state; --resume continues exactly
+  mean_of, time_shares   a log line's means over minibatches; where a step's time went
   flops_per_token, gpu_peaks   for tokens/s and MFU
 """
 
@@ -52,6 +55,52 @@ def setup(device="auto", seed=0):
     return device, contextlib.nullcontext
 
 
+# -----------------------------------------------------------------------------
+# The optimizer and one step of it; the learning rate; the order of the data
+
+def configure_optimizer(model, lr, weight_decay=0.1, betas=(0.9, 0.95), device_type="cpu"):
+    """AdamW with weight decay on matrices only (not on biases or LayerNorm gains), fused on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+
+
+def descend(optimizer, loss, params, grad_clip, not_finite=None):
+    """One optimizer step on `loss`: stop with the one-line error `not_finite` if the loss is not a
+    finite number (checked when given: reading the loss waits for the device), else zero the
+    gradients, backward (under torchrun DDP averages them over the ranks), clip their norm (after
+    backward) and step. Separate networks (PPO's policy and value model) pass a list of optimizers
+    and one of their parameters: each is clipped and stepped on its own. -> the (first) gradient
+    norm before clipping."""
+    if not_finite is not None:
+        stop_if_not_finite(torch.isfinite(loss), not_finite)
+    optimizers, groups = (optimizer, params) if isinstance(optimizer, (list, tuple)) else ([optimizer], [params])
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norms = [torch.nn.utils.clip_grad_norm_(p, grad_clip) for p in groups]
+    for opt in optimizers:
+        opt.step()
+    return norms[0]
+
+
+def stop_if_not_finite(finite, message):
+    """The one-line error `message` when `finite` (a bool or a 0-dim tensor) is false; under
+    torchrun on every rank when any rank's is, so that none waits forever for the others."""
+    if ddp.any_rank(not bool(finite)):
+        raise UserError(message)
+
+
+def seconds_since(t0, device):
+    """Wall seconds since t0, after the device's queued work has finished (CUDA runs asynchronously:
+    without the wait, the clock would stop while kernels still run)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.time() - t0
+
+
 def cosine_lr(step, max_steps, lr, warmup=0, min_ratio=0.1):
     """Linear warmup, then cosine decay to min_ratio * lr (InstructGPT's SFT: cosine decay)."""
     if step < warmup:
@@ -59,6 +108,25 @@ def cosine_lr(step, max_steps, lr, warmup=0, min_ratio=0.1):
     progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
     return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
+
+def set_lr(optimizer, lr):
+    """This step's learning rate into every parameter group. -> lr."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def epoch_rows(n, batch_size, step, seed):
+    """The rows of batch number `step` out of n: epochs over all n, each in its own shuffled order
+    (fixed by seed and epoch, so a resumed run draws the same batches). -> a list of indices."""
+    epoch, k = divmod(step, math.ceil(n / batch_size))
+    order = list(range(n))
+    random.Random(seed * 1000 + epoch).shuffle(order)
+    return order[k * batch_size:(k + 1) * batch_size]
+
+
+# -----------------------------------------------------------------------------
+# The metrics log
 
 class MetricsLog:
     """One line per logged step, fields separated by |, and the same fields appended as one JSON
@@ -204,7 +272,7 @@ class Resume:
         """Put back the random generators as they were at the save. Call it last, just before the
         loop: building models draws from the same generators."""
         if isinstance(state["torch_rng"], list):  # torchrun: this rank's own
-            torch.set_rng_state(state["torch_rng"][ddp.rank()].cpu())
+            torch.set_rng_state(ddp.mine(state["torch_rng"]).cpu())
             if state.get("cuda_rng") and torch.cuda.is_available():
                 torch.cuda.set_rng_state(state["cuda_rng"][ddp.rank()].cpu())
             return
@@ -212,11 +280,45 @@ class Resume:
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda_rng"]])
 
+    def snapshot(self, **parts):
+        """What `save` keeps of each part: a model's or optimizer's state_dict, a random.Random's
+        state, a torch.Generator's (under torchrun every rank's, in rank order, and the kind of
+        device it draws on); anything else (a step, a list of records) as it is."""
+        out = {}
+        for key, part in parts.items():
+            if isinstance(part, random.Random):
+                out[key] = part.getstate()
+            elif isinstance(part, torch.Generator):
+                out[key], out["generator_device"] = ddp.gather([part.get_state()]), part.device.type
+            else:
+                out[key] = part.state_dict() if hasattr(part, "state_dict") else part
+        return out
+
+    def restore(self, state, **parts):
+        """Put each part back as `snapshot` kept it (models, optimizers, random.Random, this rank's
+        torch.Generator), then the global random generators (last: building the models drew from
+        them). -> state["step"], or None."""
+        for key, part in parts.items():
+            if isinstance(part, random.Random):
+                part.setstate(state[key])
+            elif isinstance(part, torch.Generator):  # a list of every rank's (an older file: the one process's)
+                part.set_state(ddp.mine(state[key]).cpu())
+            else:
+                part.load_state_dict(state[key])
+        self.restore_rng(state)
+        return state.get("step")
+
     def interrupted(self, where, **state):
         """Save and leave (the KeyboardInterrupt reaches run_cli: exit code 130)."""
         self.save(**state)
         print(f"{self.name}: interrupted at {where}; saved {self.path}; continue with --resume", flush=True)
         raise KeyboardInterrupt
+
+    def stop_if_asked(self, stop, where, resumable):
+        """Between two steps: if Ctrl-C or SIGTERM came (`stop`, a stop_on_signal; under torchrun on
+        any rank), save `resumable()` and leave; else nothing."""
+        if ddp.any_rank(stop.requested):
+            self.interrupted(where, **resumable())
 
     def done(self):
         ddp.barrier()  # torchrun: the others wait for rank 0's checkpoint; none still reads this file
@@ -224,17 +326,23 @@ class Resume:
             os.remove(self.path)
 
 
+def mean_of(stats):
+    """{name: its mean over the list} of a list of {name: 0-dim tensor} (one per minibatch), read
+    from the device in one transfer (each read is a wait)."""
+    keys = list(stats[0])
+    rows = torch.stack([torch.stack([s[k] for k in keys]) for s in stats]).tolist()
+    return {k: sum(row[j] for row in rows) / len(stats) for j, k in enumerate(keys)}
+
+
+def time_shares(**seconds):
+    """Where a step's time went, for the log: each part's share of the total (NAME_frac) and the
+    total (iter_s)."""
+    total = sum(seconds.values())
+    return {**{f"{k}_frac": round(v / total, 3) for k, v in seconds.items()}, "iter_s": round(total, 3)}
+
+
 # -----------------------------------------------------------------------------
-# The optimizer, and what training speed is measured against
-
-def configure_optimizer(model, lr, weight_decay=0.1, betas=(0.9, 0.95), device_type="cpu"):
-    """AdamW with weight decay on matrices only (not on biases or LayerNorm gains), fused on CUDA."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
-
+# What training speed is measured against
 
 def flops_per_token(config, seq_len):
     """Training FLOPs per token: 6N for the matmuls forward and backward, plus attention

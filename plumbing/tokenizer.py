@@ -221,6 +221,12 @@ def left_pad(seqs, pad_id, max_len=None):
     return idx, mask, cut
 
 
+def decode_responses(tok, responses, response_mask):
+    """Generated answers (B, N) as text, EOS and the padding (response_mask 0) left out."""
+    rows, masks = responses.tolist(), response_mask.tolist()
+    return [tok.decode([t for t, k in zip(row, m) if k and t != tok.eos_id]).strip() for row, m in zip(rows, masks)]
+
+
 def encode_responses(tok, prompts, responses, block_size):
     """(prompt, response) pairs -> tokens (B, T), attention_mask (B, T): each row the chat prompt,
     the response and EOS, right-padded (the reward model reads its score at the last real token).

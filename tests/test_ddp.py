@@ -1,5 +1,5 @@
 """torchrun with 2 CPU processes (gloo) against one process with the same global batch: the same
-loss curves, and each rank's own loss on its half of every batch (ddp.py)."""
+loss curves, and each rank's own loss on its half of every batch (plumbing/ddp.py)."""
 
 import json
 import os
@@ -149,7 +149,7 @@ def test_ctrl_c_under_torchrun_resumes_to_the_same_run(base, tmp_path):
 
 
 def test_one_process_changes_nothing():
-    """Without torchrun, ddp.py's helpers hand back what they are given: the readable path is as it was."""
+    """Without torchrun, plumbing/ddp.py's helpers hand back what they are given: the readable path is as it was."""
     from plumbing import ddp
     rows, t = list(range(7)), torch.randn(3, 5)
     assert not ddp.on() and ddp.world() == 1 and ddp.is_main() and ddp.seed(11) == 11

@@ -1,4 +1,4 @@
-"""engine.py: the fast rollout engine gives gpt.generate's tokens, response masks and log-probs
+"""plumbing/engine.py: the fast rollout engine gives gpt.generate's tokens, response masks and log-probs
 (greedy and sampled from one generator), whatever it attends over, compiled or not, and on CUDA
 with the decode step recorded in graphs."""
 

@@ -1,4 +1,4 @@
-"""formats.py: public data read as it comes: gzipped JSONL and .json arrays read like JSONL and
+"""plumbing/formats.py: public data read as it comes: gzipped JSONL and .json arrays read like JSONL and
 name the bad line; an empty answer is kept; an HH pair that differs before its last assistant
 turn is adapted, or skipped where there is nothing to compare; each reader's one printed line
 counts what it used and skipped; a file of mostly unusable records stops; prompts and pretraining

@@ -5,7 +5,7 @@ times in tests.
 RLHF spends most of its time generating rollouts (OpenRLHF reports about 80%), so this compares
 one model's new tokens per second along these paths, on the same weights and the same prompts:
   naive              recompute the whole sequence for every new token (gpt.py, use_cache=False)
-  kv-cache           prefill once, then one token per step over a preallocated cache (engine.py,
+  kv-cache           prefill once, then one token per step over a preallocated cache (plumbing/engine.py,
                      as PPO's rollouts run it)
   kv-cache+graph     the same, each decode step's forward pass replayed as a CUDA graph (CUDA only)
   kv-cache+step-graph  the whole decode step in the graph: forward pass, sampling and bookkeeping

@@ -68,16 +68,16 @@ def parse_grid(step_config, grid):
 def sample_once():
     """The reward grid's runs differ in how the RM trains, not in what the labelers ranked: the
     comparisons are sampled and ranked once per sampling setting and every run trains on them."""
-    sample, cache = reward.comparisons, {}
+    sample, cache = reward.simulated_rankings, {}
 
-    def cached(cfg, gpt, tok, comps, device):
-        key = (cfg.init, cfg.policy, cfg.data, cfg.preset, cfg.seed, cfg.k_min, cfg.k_max, cfg.temperature,
+    def cached(cfg, gpt, tok, device):
+        key = (cfg.init, cfg.policy, cfg.preset, cfg.seed, cfg.k_min, cfg.k_max, cfg.temperature,
                cfg.max_new_tokens, cfg.n_heldout)
         if key not in cache:
-            cache[key] = sample(cfg, gpt, tok, comps, device)
-        train, val, heldout, demos, metrics = cache[key]
-        return list(train), val, heldout, demos, dict(metrics)
-    reward.comparisons = cached
+            cache[key] = sample(cfg, gpt, tok, device)
+        r = cache[key]  # each run its own lists and figures: a run adds to them
+        return reward.Rankings(list(r.train), r.val, r.heldout, r.demos, dict(r.metrics))
+    reward.simulated_rankings = cached
 
 
 def chosen(rows, key, max_tax):
