@@ -31,6 +31,7 @@ Where this departs from the paper:
     RLHF teaches generalizes outside its training distribution. `test` keeps the seen tasks.
 """
 
+import contextlib
 import functools
 import json
 import math
@@ -272,6 +273,22 @@ PRESETS = {
                 cap_per_user=200, prefix_chars=40, vocab_size=2048, n_labelers=40, n_heldout=8),
 }  # paper: ~13k SFT demos, 33k RM prompts, 31k PPO prompts; 200 prompts per user id; ~40 labelers
 FRACTIONS = (0.6, 0.1, 0.3)  # the funnel's train/val/test shares of user ids; test is split again (test_new)
+# train_all.py --dry-run checks a preset's settings, not its results: a world built in seconds, with
+# a batch of SFT demonstrations (the gpu preset's 64), a few RM prompts and one PPO minibatch of
+# prompts (64); the vocabulary, the caps and the labelers stay the preset's
+DRY_RUN_SIZES = dict(n_docs=3000, n_api_prompts=3000, n_sft=64, n_rm_prompts=8, n_ppo_prompts=64)
+_dry_run = False
+
+
+@contextlib.contextmanager
+def dry_run_world():
+    """Inside, every `build` gives its preset's world with DRY_RUN_SIZES' counts (train_all.py --dry-run)."""
+    global _dry_run
+    _dry_run = True
+    try:
+        yield
+    finally:
+        _dry_run = False
 
 
 def build(preset="smoke", seed=0, out_dir=None):
@@ -281,7 +298,7 @@ def build(preset="smoke", seed=0, out_dir=None):
     The result depends on (preset, seed) alone; train_all.py runs every stage in one process and
     each stage asks again, so the first build is kept (pickled) and later calls get a fresh copy
     of it: the gpu preset takes 13 s to build and 1 s to copy."""
-    data = pickle.loads(_build_pickled(preset, seed))
+    data = pickle.loads(_build_pickled(preset, seed, _dry_run))
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         for name, recs in [("corpus", [{"text": d} for d in data["corpus"]]), ("prompts_raw", data["raw"]),
@@ -295,8 +312,8 @@ def build(preset="smoke", seed=0, out_dir=None):
 
 
 @functools.lru_cache(maxsize=2)
-def _build_pickled(preset, seed):
-    P, rng = PRESETS[preset], random.Random(seed)
+def _build_pickled(preset, seed, dry_run):
+    P, rng = PRESETS[preset] | (DRY_RUN_SIZES if dry_run else {}), random.Random(seed)
     world = make_world(seed)
     corpus = world.corpus(P["n_docs"], rng)
     raw = make_api_prompts(world, P["n_api_prompts"], rng)

@@ -28,6 +28,8 @@ and along PPO's training, where over-optimization shows (Gao et al. 2022).
     python train_all.py                                        # gpu preset on CUDA, else cpu
     python tools/seeds.py --preset cpu --seeds 0 1 2           # the same over seeds: mean and spread
     torchrun --nproc_per_node 8 train_all.py --preset gpu      # data parallel on 8 GPUs (plumbing/ddp.py; gloo on a CPU)
+    python train_all.py --preset gpu --dry-run                 # the gpu preset's settings, each stage one step, on
+                                                               # a CPU: a check, not a result (DRY_RUN)
     python train_all.py --init DIR_OR_CKPT --sft-data F --rm-data F --prompts F [--pretrain-data F]
                                                                # your own model and data (own_data.py)
 
@@ -42,6 +44,7 @@ rubric is known, so every model is also scored against the truth. Every choice a
 (the constant answer, the few-shot examples) is made on validation or training data, never test.
 """
 
+import contextlib
 import math
 import os
 import random
@@ -69,6 +72,10 @@ from plumbing.tokenizer import Tokenizer, corpus_split
 MODELS = ["base", "base_fewshot", "constant", "sft", "best_of_4", "best_of_16", "ppo", "ppo_ptx", "dpo"]
 CONSTANTS = ["I don't know.", "Sorry, I can't help with that.", "OK.", "Yes, I can help."]  # the constant baseline's choices
 BEST_OF = [1, 2, 4, 8, 16, 32, 64]  # n of the over-optimization curve (Gao et al. 2022, Figure 1)
+# --dry-run: what each stage's Config (where it has the field) and the evaluation are cut to: one
+# step of the preset's batch size each (PPO: one minibatch's worth of rollouts, updated once)
+DRY_RUN = dict(max_steps=1, epochs=1, n_heldout=4, iterations=1, ppo_epochs=1, n_eval=4, n_test=4, n_overopt=1)
+DRY_RUN_MARK = "DRY_RUN.txt"  # a dry run's folder holds no results: a real run refuses to continue it
 
 
 @dataclass
@@ -88,6 +95,9 @@ class Config:
     prompts: str = arg("", "own data: PPO's prompts; a part is held out as the test prompts")
     pretrain_data: str = arg("", "own data: text for PPO-ptx (and SFT's mix); without it PPO-ptx is not run")
     force: bool = arg(False, "re-run stages whose checkpoints exist")
+    dry_run: bool = arg(False, "a check, not a result: the preset's model shape, block size, batch sizes and flags, "
+                               "each stage cut to a step or two on a world of a few hundred prompts "
+                               "(DRY_RUN, data.DRY_RUN_SIZES): the gpu preset's settings checked on a CPU")
     device: str = arg("auto", "auto, cpu or cuda")
     quiet: bool = arg(False, "only stage summaries, no per-step lines")
 
@@ -281,7 +291,8 @@ def result_table(figs, pretrain_loss):
 
 def write_report(out_dir, summary, tests, answers):
     new = summary["new_tasks"]
-    lines = [f"# InstructGPT pipeline: preset {summary['preset']}, seed {summary['seed']}", "",
+    dry = " (--dry-run: every stage cut to a step or two, a check of the settings, not a result)"
+    lines = [f"# InstructGPT pipeline: preset {summary['preset']}, seed {summary['seed']}" + dry * summary["dry_run"], "",
              f"Test prompts from held-out users, judged by held-out labelers: {summary['n_test']} on seen tasks "
              f"(instances that also occur in training prompts), {new['n_test']} on new tasks (instances kept out of "
              f"every SFT, RM and PPO prompt). Whole run {summary['seconds']['total']:.0f}s on {summary['device']}.", "",
@@ -334,18 +345,60 @@ def main(cfg=None):
     if cfg.ptx_coef != -1 and not (math.isfinite(cfg.ptx_coef) and cfg.ptx_coef >= 0):
         raise UserError(f"--ptx-coef must be 0 or more (or -1 for the preset's), got {cfg.ptx_coef}")
     cfg = replace(cfg, **{k: v for k, v in PRESETS[cfg.preset].items() if getattr(cfg, k) < 0})
-    if cfg.init or cfg.sft_data or cfg.rm_data or cfg.prompts or cfg.pretrain_data:  # your own model and data
+    own = cfg.init or cfg.sft_data or cfg.rm_data or cfg.prompts or cfg.pretrain_data
+    if own and cfg.dry_run:
+        raise UserError("--dry-run checks a preset's settings on the simulated world: leave out your own model and data")
+    if own:  # your own model and data
         cfg.out_dir = cfg.out_dir or os.path.join("out", f"own_{cfg.preset}")
         return own_data.main(cfg)
+    if cfg.dry_run:  # every stage re-run, into a folder of its own
+        cfg = replace(cfg, n_test=DRY_RUN["n_test"], n_overopt=DRY_RUN["n_overopt"], force=True,
+                      out_dir=cfg.out_dir or os.path.join("out", f"{cfg.preset}_dry_run"))
     cfg.out_dir = cfg.out_dir or os.path.join("out", cfg.preset)
     if cfg.rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {cfg.rounds}")
     ensure_out_dir(cfg.out_dir)
+    mark = os.path.join(cfg.out_dir, DRY_RUN_MARK)
+    if cfg.dry_run:
+        with open(mark, "w") as f:
+            f.write("train_all.py --dry-run: every stage cut to a step or two; a check of the settings, not a result\n")
+    elif os.path.exists(mark):
+        if not cfg.force:
+            raise UserError(f"{cfg.out_dir} holds a dry run's checkpoints (a check, not a result): choose another "
+                            f"--out-dir, or pass --force to re-run every stage")
+        os.remove(mark)
+    with data.dry_run_world() if cfg.dry_run else contextlib.nullcontext():
+        return run(cfg)
+
+
+def check_settings(cfg, common):
+    """Every step's settings, its preset's as this run gives them, checked by the step's own validate
+    before the first stage runs: a bad value in PPO's preset fails at once, in one line, not after
+    pretraining and SFT."""
+    for script, own in ((sft, dict(stage="pretrain")), (sft, dict(stage="sft")), (reward, {}),
+                        (ppo, dict(ptx_coef=cfg.ptx_coef)), (dpo, {})):
+        try:
+            script.validate(replace(script.Config(**script.PRESETS[cfg.preset]), **own, **common))
+        except UserError as e:
+            raise UserError(f"the {cfg.preset} preset of {script.__name__}.py: {e}") from None
+
+
+def run(cfg):
+    """The pipeline's stages, then the evaluation, summary.json, report.md and the plots."""
     device, _ = setup(cfg.device, cfg.seed)
     out = cfg.out_dir
     stages = Stages(out, cfg.force)
-    stage, seconds = stages.run, stages.seconds
+    seconds = stages.seconds
+
+    def stage(name, ckpt, script, config):  # --dry-run: the stage cut to a step or two (DRY_RUN)
+        if cfg.dry_run:
+            config = replace(config, **{k: v for k, v in DRY_RUN.items() if hasattr(config, k)})
+            if script is ppo:
+                config = replace(config, batch_size=config.minibatch_size)
+        return stages.run(name, ckpt, script, config)
+
     common = dict(preset=cfg.preset, out_dir=out, seed=cfg.seed, device=cfg.device, quiet=cfg.quiet)
+    check_settings(cfg, common)
 
     # each step's own Config with its preset's values, as `python sft.py --preset P` would build it
     sft_cfg = sft.Config(**sft.PRESETS[cfg.preset])
@@ -381,7 +434,8 @@ def main(cfg=None):
     result, tests, answers = evaluate(out, cfg, device, paths)
     seconds["evaluation"] = round(time.time() - t0, 1)
     seconds["total"] = stages.total()  # the whole pipeline, over every run
-    summary = {"preset": cfg.preset, "seed": cfg.seed, "rounds": cfg.rounds, "n_test": len(tests["seen"]),
+    summary = {"preset": cfg.preset, "seed": cfg.seed, "rounds": cfg.rounds, "dry_run": cfg.dry_run,
+               "n_test": len(tests["seen"]),
                "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
                "world_size": ddp.world(), "seconds": seconds, "funnel": result.pop("funnel"),
                "labeler_agreement": round(rm_metrics.get("labeler_agreement", float("nan")), 4),
