@@ -18,6 +18,7 @@ from dataclasses import replace
 import torch
 
 import ppo
+from gpt import reward_scores
 from plumbing import ddp
 from plumbing.checkpoint import load_any
 from plumbing.cli import UserError
@@ -101,8 +102,13 @@ def sample_chat(model, ref, rm, tok, prompts, reward_bias, seed, max_new_tokens=
     answers, kl, scores = [], [], []
     prompts = ddp.share(prompts)  # torchrun: each rank answers its share, and all get every answer
     for i in range(0, len(prompts), 64):
-        b = ppo.score(ppo.rollout(model, tok, prompts[i:i + 64], cfg, g), model, ref, None, rm, cfg, reward_bias)
+        b = ppo.rollout(model, tok, prompts[i:i + 64], cfg, g)
         answers += decode_responses(tok, b["tokens"][:, b["T"]:], b["response_mask"])
+        if ref is model:  # SFT's own answers (best-of-n's samples): KL 0, so the RM's forward pass alone
+            scores += (reward_scores(rm, b["tokens"], b["attention_mask"]) - reward_bias).tolist()
+            kl += [0.0] * len(b["tokens"])
+            continue
+        b = ppo.score(b, model, ref, None, rm, cfg, reward_bias)
         kl += ((b["logprobs"] - b["ref_logprobs"]) * b["response_mask"]).sum(1).tolist()
         scores += b["scores"].tolist()
     answers, kl, scores = ddp.gather(answers), ddp.gather(kl), ddp.gather(scores)

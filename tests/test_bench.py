@@ -28,6 +28,18 @@ def test_bench_paths_agree_and_training_is_measured():
     assert train and all(row["tokens_per_s"] > 0 and "mfu" not in row for row in train)
 
 
+def test_bench_sampled_paths_of_ours_agree_and_transformers_is_timed():
+    r = subprocess.run([sys.executable, "tools/bench.py", "--n-layer", "1", "--n-embd", "64", "--batch", "3",
+                        "--new-tokens", "6", "--prompt-len", "8", "--repeats", "1", "--sample", "--json"],
+                       cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    gen = [json.loads(line) for line in r.stdout.splitlines()[1:] if line.startswith("{")]
+    ours = [row for row in gen if not row["path"].startswith("transformers")]
+    assert {row["path"] for row in ours} == {"kv-cache", "kv-cache (gpt.py)", "naive"}
+    assert all(row["same_tokens"] is True for row in ours)          # one generator seed, the same draws
+    assert all(row["same_tokens"] is None and row["tokens_per_s"] > 0 for row in gen if row not in ours)
+
+
 def test_bench_skip_leaves_paths_out():
     args = [sys.executable, "tools/bench.py", "--n-layer", "1", "--n-embd", "64", "--batch", "2", "--new-tokens", "4",
             "--prompt-len", "4", "--repeats", "1", "--no-transformers", "--json"]

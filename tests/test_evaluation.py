@@ -43,6 +43,19 @@ def test_each_model_samples_from_its_own_stream(loaded):
     assert kl["sft"] == 0.0 and kl["best_of_4"] == pytest.approx(math.log(4) - 0.75)
 
 
+def test_sft_s_own_answers_skip_the_log_probs_and_score_the_same(loaded):
+    """sample_chat(sft, sft) (SFT's answers, best-of-n's samples) skips both log-prob passes, the KL
+    of a model to itself being 0: the same answers and RM scores as the long way, through a twin."""
+    import copy
+
+    import pipeline
+    models, rm, bias, tok = loaded
+    short = pipeline.sample_chat(models["sft"], models["sft"], rm, tok, PROMPTS, bias, seed=5)
+    long = pipeline.sample_chat(models["sft"], copy.deepcopy(models["sft"]), rm, tok, PROMPTS, bias, seed=5)
+    assert short[0] == long[0] and short[1] == 0.0 and abs(long[1]) < 1e-5
+    assert short[2] == long[2]
+
+
 def test_best_of_n_is_the_rm_s_favourite(loaded):
     """Best-of-4 is the RM's favourite of the first 4 of the same 16 samples: its RM score can never
     beat best-of-16's on a prompt; each pick is one of the prompt's own samples."""

@@ -1,5 +1,6 @@
 """train_all.py: the smoke preset end to end, then bad input to every script (one line, exit 2)."""
 
+import copy
 import json
 import os
 import signal
@@ -233,7 +234,8 @@ def test_a_model_s_kl_to_itself_is_zero_even_with_dropout(run_dir):
     sft, ckpt = load_checkpoint(str(run_dir / "sft.pt"))
     sft.set_dropout(0.5)
     sft.train()
+    twin = copy.deepcopy(sft)  # the same weights in another module: sample_chat skips the KL of a model to itself
     rm, _, bias, _ = load_reward_model(str(run_dir / "reward.pt"))
-    answers, kl, _ = pipeline.sample_chat(sft, sft, rm, Tokenizer.from_state(ckpt["tokenizer"]),
+    answers, kl, _ = pipeline.sample_chat(sft, twin, rm, Tokenizer.from_state(ckpt["tokenizer"]),
                                           ["What is 2 + 3?", "Spell cat backwards."] * 4, bias, seed=0)
     assert len(answers) == 8 and kl == 0.0

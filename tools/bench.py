@@ -23,11 +23,12 @@ project's GPT and for transformers' GPT-2 on the same shape.
 
     python tools/bench.py                        # CPU: batch 1 and 16, 64-token prompts, 128 new tokens
     python tools/bench.py --batch 1 16 64 --json
+    python tools/bench.py --batch 16 --sample        # sampled at temperature 1, as rollouts are
     python tools/bench.py --init out/cpu/sft.pt  # a trained checkpoint instead of random weights
     python tools/bench.py --device cuda --shape gpt2 --dtype bfloat16 --batch 1 64 256 --train --compile
 
-Greedy decoding, every row generates exactly --new-tokens (no EOS), so all paths do the same work;
-the table also says whether each path produced the same tokens as the cache.
+Greedy decoding (or --sample), every row generates exactly --new-tokens (no EOS), so all paths do
+the same work; the table also says whether each path produced the same tokens as the cache.
 """
 
 import contextlib
@@ -98,15 +99,23 @@ SKIPPABLE = ("kv-cache (gpt.py)", "kv-cache+graph", "kv-cache+step-graph", "kv-c
 
 
 def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, naive_max_batch, compiled=False,
-                     skip=()):
+                     skip=(), sample=False):
     """One row per path, yielded as soon as it is measured: new tokens/s, the first (warm-up)
-    call's seconds, and whether the tokens match the cached path's. skip: paths left out."""
+    call's seconds, and whether the tokens match the cached path's. skip: paths left out. sample:
+    at temperature 1, every call of this project's paths from a generator seeded alike (so their
+    tokens still match), transformers' with its own draws (same_tokens None)."""
     g = torch.Generator().manual_seed(batch)
     idx = torch.randint(0, model.config.vocab_size, (batch, prompt_len), generator=g).to(device)
+    temperature = 1.0 if sample else 0
 
-    def cached(**kw):  # greedy engine.generate with these arguments
-        return lambda: engine.generate(model, idx, new_tokens, temperature=0, **kw).tokens
-    paths = {"kv-cache": cached(), "kv-cache (gpt.py)": lambda: model.generate(idx, new_tokens, temperature=0).tokens}
+    def draws():  # a fresh generator per call: every path of ours samples the same tokens
+        return torch.Generator(device=device).manual_seed(0) if sample else None
+
+    def cached(**kw):  # engine.generate with these arguments
+        return lambda: engine.generate(model, idx, new_tokens, temperature=temperature, generator=draws(), **kw).tokens
+    paths = {"kv-cache": cached(),
+             "kv-cache (gpt.py)": lambda: model.generate(idx, new_tokens, temperature=temperature,
+                                                         generator=draws()).tokens}
     if device.type == "cuda":
         paths["kv-cache+graph"] = cached(cuda_graph=True)
         paths["kv-cache+step-graph"] = cached(cuda_graph=True, whole_step=True)
@@ -116,12 +125,14 @@ def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, 
             paths["kv-cache+compile+graph"] = cached(cuda_graph=True, compile_step=True)
             paths["kv-cache+compile+step-graph"] = cached(cuda_graph=True, whole_step=True, compile_step=True)
     if batch <= naive_max_batch:
-        paths["naive"] = lambda: model.generate(idx, new_tokens, temperature=0, use_cache=False).tokens
+        paths["naive"] = lambda: model.generate(idx, new_tokens, temperature=temperature, use_cache=False,
+                                                generator=draws()).tokens
     if hf is not None:
         for cache in ("dynamic", "static"):
             def run(cache=cache):
+                sampling = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if sample else dict(do_sample=False)
                 return hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=new_tokens,
-                                   min_new_tokens=new_tokens, do_sample=False, pad_token_id=0,
+                                   min_new_tokens=new_tokens, pad_token_id=0, **sampling,
                                    cache_implementation=None if cache == "dynamic" else "static")
             paths[f"transformers-{cache}"] = run
     reference, base = None, None
@@ -144,7 +155,8 @@ def bench_generation(model, hf, batch, prompt_len, new_tokens, device, repeats, 
         base = base or tok_s  # kv-cache, the first path
         yield dict(path=name, batch=batch, prompt_len=prompt_len, new_tokens=new_tokens, seconds=round(best, 4),
                    first_call_s=round(first, 3), tokens_per_s=round(tok_s, 1), vs_kv_cache=round(tok_s / base, 3),
-                   same_tokens=bool(torch.equal(tokens.cpu(), reference.cpu())))
+                   same_tokens=None if sample and name.startswith("transformers") else
+                   bool(torch.equal(tokens.cpu(), reference.cpu())))
     if device.type == "cuda":
         bound = bandwidth_bound(model, batch, prompt_len, new_tokens, gpu_peaks(device)[1])
         yield dict(path="bandwidth bound", batch=batch, prompt_len=prompt_len, new_tokens=new_tokens,
@@ -221,6 +233,7 @@ class Args:
     train_steps: int = arg(10, "--train: timed steps (after 3 warm-up steps)")
     compile: bool = arg(False, "--train: torch.compile this project's GPT")
     compile_decode: bool = arg(False, "add the decode step compiled by torch.compile (kv-cache+compile rows)")
+    sample: bool = arg(False, "sample at temperature 1 (as RLHF's rollouts do) instead of greedy decoding")
     skip: list = arg([], f"paths to leave out, to save time: {', '.join(SKIPPABLE)}", nargs="+", choices=SKIPPABLE,
                      metavar="PATH")
     json: bool = arg(False, "print one JSON object per line instead of a table")
@@ -264,7 +277,7 @@ def main():
         print(f"{'path':27s} | {'batch':>5s} | {'new tok/s':>10s} | {'x kv-cache':>10s} | same tokens | first call s")
     for batch in args.batch:
         for r in bench_generation(model, hf, batch, args.prompt_len, args.new_tokens, device,
-                                  args.repeats, args.naive_max_batch, args.compile_decode, args.skip):
+                                  args.repeats, args.naive_max_batch, args.compile_decode, args.skip, args.sample):
             print(json.dumps(r) if args.json else
                   f"{r['path']:27s} | {r['batch']:5d} | {r['tokens_per_s']:10.1f} | {r['vs_kv_cache']:10.3f} | "
                   f"{str(r.get('same_tokens', '')):11s} | {r.get('first_call_s', '')}", flush=True)
