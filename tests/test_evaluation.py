@@ -104,8 +104,16 @@ def test_seeds_mean_and_spread_of_every_figure():
     assert "seed" not in s and "win_rate_vs_sft.base" not in s
     assert s["rm_accuracy"]["mean"] == pytest.approx(0.65) and s["rm_accuracy"]["std"] == pytest.approx(0.0707, abs=1e-4)
     assert s["win_rate_vs_sft.ppo"]["values"] == [0.7, 0.5] and s["win_rate_ci.ppo.1"]["min"] == 0.6
+    # two seeds: t(0.975, 1) = 12.706, so the half-width is 12.706 * 0.1414 / sqrt(2) = 1.2706
+    assert s["win_rate_vs_sft.ppo"]["ci95"] == pytest.approx(1.2706, abs=1e-4)
     table = seeds.table(s, [0, 1])
-    assert "| ppo | 0.600 ± 0.141 |" in table and "| sft | 0.500 |" in table  # no spread where the seeds agree
+    assert "| ppo | 0.600 ± 1.271 |" in table and "| sft | 0.500 |" in table  # no interval where the seeds agree
+    assert "95% interval" in table
+    # three seeds 0.5, 0.6, 0.7: sd 0.1, half-width 4.303 * 0.1 / sqrt(3) = 0.2484
+    assert seeds.ci95([0.5, 0.6, 0.7]) == pytest.approx(0.24843, abs=1e-5) and seeds.ci95([0.3]) == 0.0
+    # past the table, within 0.2% of t's quantiles (2.0395 at 31, 2.0003 at 60, 1.9840 at 100)
+    for df, t in ((31, 2.0395), (60, 2.0003), (100, 1.9840)):
+        assert seeds.t_quantile(df) == pytest.approx(t, rel=2e-3)
 
 
 def test_sweep_grid_and_choice_within_the_tax():

@@ -5,9 +5,10 @@ One seed's win rate moves by several points with the seed (a new world, new labe
 samples), so the README's table is a mean over seeds with its spread. This runs
 `train_all.py --preset P --seed S --out-dir OUT_DIR/seedS` for each seed in turn (a seed whose
 summary.json exists is read, not re-run; a stopped seed continues where it stopped), then writes:
-  OUT_DIR/seeds.json   every numeric figure of summary.json: mean, sample standard deviation,
-                       min, max and the values per seed
-  OUT_DIR/seeds.md     the main table (seen and new tasks) as mean +- standard deviation
+  OUT_DIR/seeds.json   every numeric figure of summary.json: mean, the half-width of its 95%
+                       interval (Student's t over the seeds), sample standard deviation, min,
+                       max and the values per seed
+  OUT_DIR/seeds.md     the main table (seen and new tasks) as mean ± the 95% interval's half-width
 
     python tools/seeds.py --preset cpu --seeds 0 1 2 --out-dir out/seeds      # about 25 min a seed on 2 cores
     python tools/seeds.py --preset smoke --seeds 0 1 --out-dir out/seeds-smoke
@@ -49,26 +50,49 @@ def flatten(tree, prefix=""):
     return out
 
 
+# Student's t, 97.5% quantile, for 1..30 degrees of freedom: a two-sided 95% interval
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile(df):
+    """The 97.5% quantile of Student's t with df degrees of freedom (beyond the table, the normal
+    quantile with its first Cornish-Fisher correction, within 0.2% there)."""
+    if df <= len(T_975):
+        return T_975[df - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df)
+
+
+def ci95(values):
+    """Half-width of the 95% interval of the mean over seeds: t(0.975, n - 1) * sd / sqrt(n). Three
+    seeds give 2.48 standard deviations; one seed gives no interval (0)."""
+    n = len(values)
+    return t_quantile(n - 1) * statistics.stdev(values) / n ** 0.5 if n > 1 else 0.0
+
+
 def spread(summaries):
-    """{figure: {"mean", "std", "min", "max", "values"}} over the figures every summary has."""
+    """{figure: {"mean", "ci95", "std", "min", "max", "values"}} over the figures every summary has."""
     flat = [flatten(s) for s in summaries]
     out = {}
     for key in flat[0]:
         values = [f[key] for f in flat if key in f]
         if len(values) == len(flat) and key not in ("seed",):
-            out[key] = dict(mean=statistics.fmean(values), std=statistics.stdev(values) if len(values) > 1 else 0.0,
+            out[key] = dict(mean=statistics.fmean(values), ci95=ci95(values),
+                            std=statistics.stdev(values) if len(values) > 1 else 0.0,
                             min=min(values), max=max(values), values=values)
     return out
 
 
 def table(stats, seeds):
-    """The README's main table: per model, mean +- standard deviation over seeds."""
+    """The README's main table: per model, mean ± the half-width of its 95% interval over seeds."""
     def cell(key, spec="+.3f"):  # a figure every seed shares (SFT's 0.5, best-of-n's KL) has no spread to show
         s = stats.get(key)
         if s is None:
             return "-"
-        return format(s["mean"], spec) + (f" ± {format(s['std'], spec.lstrip('+'))}" if s["std"] else "")
-    lines = [f"Mean ± standard deviation over seeds {', '.join(map(str, seeds))}.", "",
+        return format(s["mean"], spec) + (f" ± {format(s['ci95'], spec.lstrip('+'))}" if s["ci95"] else "")
+    lines = [f"Mean ± half-width of the 95% interval (Student's t over {len(seeds)} seeds: "
+             f"{', '.join(map(str, seeds))}).", "",
              "| model | win rate vs SFT, seen tasks | gold, seen | win rate vs SFT, new tasks | gold, new | "
              "KL to SFT | pretraining loss |", "| --- |" + " ---: |" * 6]
     for m in MODELS:
