@@ -5,7 +5,7 @@ model and data (own_data.py):
   Stages          run each step's script unless its checkpoint exists; continue an interrupted one
   sample_chat     a model's answers sampled at temperature 1, with their KL to SFT and RM score
   sample_n, best_of, best_of_n_kl   the best-of-n baseline: n SFT samples, the RM's favourite
-  win_rate        a win rate against SFT with its 95% interval
+  win_rate        a win rate against SFT with its 95% interval; bootstrap_ci, one over prompts
   fmt, write_json report.md's figures; summary.json, written atomically
 """
 
@@ -132,6 +132,14 @@ def best_of(groups, scores, n):
 def best_of_n_kl(n):
     """KL(best-of-n || SFT) = log n - (n - 1) / n (Stiennon et al. 2020; Gao et al. 2022)."""
     return math.log(n) - (n - 1) / n
+
+
+def bootstrap_ci(outcomes, rng, n_resamples=1000):
+    """95% interval of the mean of per-prompt outcomes by a percentile bootstrap over prompts: the
+    prompts are resampled with replacement, since outcomes on one prompt are not independent draws."""
+    k = len(outcomes)
+    means = sorted(sum(outcomes[rng.randrange(k)] for _ in range(k)) / k for _ in range(n_resamples))
+    return means[int(0.025 * n_resamples)], means[int(0.975 * n_resamples) - 1]
 
 
 def win_rate(wins, n):

@@ -56,7 +56,7 @@ import torch
 import data
 import dpo
 import own_data
-from pipeline import Stages, best_of, best_of_n_kl, fmt, sample_chat, sample_n, win_rate, write_json
+from pipeline import Stages, best_of, best_of_n_kl, bootstrap_ci, fmt, sample_chat, sample_n, win_rate, write_json
 import ppo
 import reward
 import sft
@@ -114,15 +114,15 @@ PRESETS = {
 
 def judge(labelers, records, answers, reference, rng):
     """Each test prompt is judged by one random held-out labeler: 1 if they prefer the model's
-    answer to the reference (SFT) answer, 0.5 for identical answers, else 0."""
-    wins = 0.0
+    answer to the reference (SFT's) answer, 0.5 for identical answers, else 0. -> [per prompt]"""
+    outcomes = []
     for r, a, b in zip(records, answers, reference):
         if a == b:
-            wins += 0.5
+            outcomes.append(0.5)
             continue
         lab = rng.choice(labelers)
-        wins += lab.score(r["task"], a, rng) > lab.score(r["task"], b, rng)
-    return wins
+        outcomes.append(float(lab.score(r["task"], a, rng) > lab.score(r["task"], b, rng)))
+    return outcomes
 
 
 def answer_test(models, tok, rm, bias, records, shots, constant, seed):
@@ -158,18 +158,41 @@ def figures(records, answers, reference, heldout, rm, bias, tok, block, seed):
     device = next(rm.parameters()).device
     out = {key: {} for key in ("win_rate_vs_sft", "win_rate_ci", "identical_to_sft", "gold_score", "gold_dims",
                                "rm_score")}
+    families = sorted({r["family"] for r in records})
+    out["by_family"] = {f: {"n": sum(r["family"] == f for r in records), "win_rate_vs_sft": {}, "gold_score": {}}
+                        for f in families}
     for name, ans in answers.items():
         if ans is None:
             for key in out:
                 out[key][name] = None
+            for f in families:
+                out["by_family"][f]["win_rate_vs_sft"][name] = out["by_family"][f]["gold_score"][name] = None
             continue
-        p, ci = win_rate(judge(heldout, records, ans, reference, rng), len(records))
+        outcomes = judge(heldout, records, ans, reference, rng)
+        p, ci = win_rate(sum(outcomes), len(records))
         out["win_rate_vs_sft"][name], out["win_rate_ci"][name] = round(p, 4), [round(c, 4) for c in ci]
         out["identical_to_sft"][name] = round(sum(a == b for a, b in zip(ans, reference)) / len(ans), 4)
         golds = [gold_score(r["task"], a) for r, a in zip(records, ans)]
         dims = {k: round(sum(g[k] for g in golds) / len(golds), 4) for k in golds[0]}
         out["gold_dims"][name], out["gold_score"][name] = dims, dims["total"]
         out["rm_score"][name] = round(sum(score_texts(rm, tok, prompts, ans, block, device)) / len(prompts) - bias, 4)
+        for f in families:  # where a model gains or loses: the same figures, one task family at a time
+            mine = [i for i, r in enumerate(records) if r["family"] == f]
+            out["by_family"][f]["win_rate_vs_sft"][name] = round(sum(outcomes[i] for i in mine) / len(mine), 4)
+            out["by_family"][f]["gold_score"][name] = round(sum(golds[i]["total"] for i in mine) / len(mine), 4)
+    return out
+
+
+def head_to_head(records, answers, heldout, seed):
+    """PPO's rivals judged directly against PPO's answers to the same prompts by the same held-out
+    labelers (one comparison, not two with SFT read side by side): the win rate and its 95%
+    interval by a bootstrap over prompts. -> {"dpo_vs_ppo": {"win_rate", "ci"}, ...}"""
+    rng = random.Random(seed + 13)
+    out = {}
+    for name in ("ppo_ptx", "dpo", "best_of_16"):
+        outcomes = judge(heldout, records, answers[name], answers["ppo"], rng)
+        out[f"{name}_vs_ppo"] = dict(win_rate=round(sum(outcomes) / len(outcomes), 4),
+                                     ci=[round(c, 4) for c in bootstrap_ci(outcomes, rng)])
     return out
 
 
@@ -246,6 +269,7 @@ def evaluate(out_dir, cfg, device, paths):
         answers, kl = answer_test(models, tok, rm, bias, records, shots, constant, cfg.seed + (part == "new"))
         figs = figures(records, answers, answers["sft"], heldout, rm, bias, tok, block, cfg.seed)
         figs["kl_to_sft"] = {m: None if v is None else round(v, 4) for m, v in kl.items()}
+        figs["head_to_head"] = head_to_head(records, answers, heldout, cfg.seed)
         sampled[part] = answers
         if part == "seen":
             result.update(figs)
@@ -289,6 +313,19 @@ def result_table(figs, pretrain_loss):
     return lines + [""]
 
 
+def family_table(figs):
+    """report.md: per task family, each model's gold score / win rate vs SFT; PPO's head-to-heads."""
+    lines = ["| family (n): gold / win rate | " + " | ".join(MODELS) + " |", "| --- |" + " ---: |" * len(MODELS)]
+    for f, v in figs["by_family"].items():
+        lines.append(f"| {f} ({v['n']}) | " + " | ".join("-" if v["gold_score"][m] is None else
+                                                       f"{v['gold_score'][m]:+.2f} / {v['win_rate_vs_sft'][m]:.2f}"
+                                                       for m in MODELS) + " |")
+    if "head_to_head" in figs:
+        lines += ["", "Head to head against PPO's answers (win rate, 95% bootstrap interval over prompts): " + ", ".join(
+            f"{k} {v['win_rate']:.3f} ({v['ci'][0]:.3f}-{v['ci'][1]:.3f})" for k, v in figs["head_to_head"].items())]
+    return lines + [""]
+
+
 def write_report(out_dir, summary, tests, answers):
     new = summary["new_tasks"]
     dry = " (--dry-run: every stage cut to a step or two, a check of the settings, not a result)"
@@ -303,7 +340,7 @@ def write_report(out_dir, summary, tests, answers):
                         ("New tasks, answers sampled at temperature 1", new),
                         ("Seen tasks, greedy answers", {k[:-len("_greedy")]: v for k, v in summary.items()
                                                          if k.endswith("_greedy")})):
-        lines += [f"### {title}", ""] + result_table(figs, summary["pretrain_loss"])
+        lines += [f"### {title}", ""] + result_table(figs, summary["pretrain_loss"]) + family_table(figs)
     o = summary["overoptimization"]
     lines += [f"### Over-optimization ({o['n_prompts']} validation prompts; Gao et al. 2022)", "",
               "| policy | sqrt KL | gold score | RM score |", "| --- | ---: | ---: | ---: |"]

@@ -71,6 +71,32 @@ def test_best_of_n_is_the_rm_s_favourite(loaded):
     assert pipeline.best_of_n_kl(1) == 0.0 and pipeline.best_of_n_kl(64) == pytest.approx(math.log(64) - 63 / 64)
 
 
+def test_bootstrap_interval_matches_the_hand_computed_one():
+    """Half the prompts won: the normal interval is 0.5 +- 1.96 * sqrt(0.25 / 100) = [0.402, 0.598];
+    the percentile bootstrap over prompts lands within 0.02 of it. No spread, no width."""
+    import random
+
+    import pipeline
+    lo, hi = pipeline.bootstrap_ci([1.0] * 50 + [0.0] * 50, random.Random(0), n_resamples=2000)
+    assert lo == pytest.approx(0.402, abs=0.02) and hi == pytest.approx(0.598, abs=0.02)
+    assert pipeline.bootstrap_ci([1.0] * 30, random.Random(0)) == (1.0, 1.0)
+
+
+def test_head_to_head_judges_against_ppo_s_own_answers():
+    """A labeler who prefers the longer answer: DPO's always longer (1.0), PPO-ptx's identical to
+    PPO's (0.5, no labeler asked), best-of-16's always shorter (0.0)."""
+    import train_all
+
+    class Longer:
+        def score(self, task, answer, rng):
+            return len(answer)
+    records = [{"task": {}, "family": "words"}] * 20
+    answers = {"ppo": ["ok"] * 20, "ppo_ptx": ["ok"] * 20, "dpo": ["okay"] * 20, "best_of_16": ["o"] * 20}
+    h = train_all.head_to_head(records, answers, [Longer()], seed=0)
+    assert h == {"ppo_ptx_vs_ppo": {"win_rate": 0.5, "ci": [0.5, 0.5]}, "dpo_vs_ppo": {"win_rate": 1.0, "ci": [1.0, 1.0]},
+                 "best_of_16_vs_ppo": {"win_rate": 0.0, "ci": [0.0, 0.0]}}
+
+
 def test_few_shot_examples_fit_whole(loaded):
     from plumbing.checkpoint import fewshot_prompt, fit_examples
     _, _, _, tok = loaded

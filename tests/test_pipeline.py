@@ -39,6 +39,15 @@ def test_smoke_pipeline_writes_every_key_and_moves_the_right_way(smoke):
         assert set(s["new_tasks"][key]) == set(MODELS), key
     assert s["new_tasks"]["n_test"] > 0 and s["n_test"] > 0
     assert s["win_rate_vs_sft"]["sft"] == 0.5 and s["kl_to_sft"]["sft"] == 0.0 and s["identical_to_sft"]["sft"] == 1.0
+    for part, n in ((s, s["n_test"]), (s["new_tasks"], s["new_tasks"]["n_test"])):
+        fams = part["by_family"]  # the families add up to the whole: their counts, and their n-weighted gold
+        assert sum(f["n"] for f in fams.values()) == n
+        for m in MODELS:
+            assert sum(f["n"] * f["gold_score"][m] for f in fams.values()) / n == pytest.approx(part["gold_score"][m],
+                                                                                                 abs=2e-3), m
+        h = part["head_to_head"]
+        assert set(h) == {"ppo_ptx_vs_ppo", "dpo_vs_ppo", "best_of_16_vs_ppo"}
+        assert all(v["ci"][0] <= v["win_rate"] <= v["ci"][1] for v in h.values())
     # each model samples its own answers: a fine-tuned copy of SFT rarely says the very same thing
     assert s["identical_to_sft"]["ppo"] < 0.3 and s["identical_to_sft"]["best_of_16"] < 0.3
     assert s["funnel"]["raw"] > s["funnel"]["after_cap"] > s["funnel"]["after_dedupe"] > s["funnel"]["after_pii"]
