@@ -163,7 +163,7 @@ def figures(records, answers, reference, heldout, rm, bias, tok, block, seed):
                         for f in families}
     for name, ans in answers.items():
         if ans is None:
-            for key in out:
+            for key in out.keys() - {"by_family"}:
                 out[key][name] = None
             for f in families:
                 out["by_family"][f]["win_rate_vs_sft"][name] = out["by_family"][f]["gold_score"][name] = None
