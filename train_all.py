@@ -158,14 +158,13 @@ def figures(records, answers, reference, heldout, rm, bias, tok, block, seed):
     device = next(rm.parameters()).device
     out = {key: {} for key in ("win_rate_vs_sft", "win_rate_ci", "identical_to_sft", "gold_score", "gold_dims",
                                "rm_score")}
-    families = sorted({r["family"] for r in records})
-    out["by_family"] = {f: {"n": sum(r["family"] == f for r in records), "win_rate_vs_sft": {}, "gold_score": {}}
-                        for f in families}
+    members = {f: [i for i, r in enumerate(records) if r["family"] == f] for f in sorted({r["family"] for r in records})}
+    out["by_family"] = {f: {"n": len(mine), "win_rate_vs_sft": {}, "gold_score": {}} for f, mine in members.items()}
     for name, ans in answers.items():
         if ans is None:
             for key in out.keys() - {"by_family"}:
                 out[key][name] = None
-            for f in families:
+            for f in members:
                 out["by_family"][f]["win_rate_vs_sft"][name] = out["by_family"][f]["gold_score"][name] = None
             continue
         outcomes = judge(heldout, records, ans, reference, rng)
@@ -176,8 +175,7 @@ def figures(records, answers, reference, heldout, rm, bias, tok, block, seed):
         dims = {k: round(sum(g[k] for g in golds) / len(golds), 4) for k in golds[0]}
         out["gold_dims"][name], out["gold_score"][name] = dims, dims["total"]
         out["rm_score"][name] = round(sum(score_texts(rm, tok, prompts, ans, block, device)) / len(prompts) - bias, 4)
-        for f in families:  # where a model gains or loses: the same figures, one task family at a time
-            mine = [i for i, r in enumerate(records) if r["family"] == f]
+        for f, mine in members.items():  # where a model gains or loses: the same figures, one family at a time
             out["by_family"][f]["win_rate_vs_sft"][name] = round(sum(outcomes[i] for i in mine) / len(mine), 4)
             out["by_family"][f]["gold_score"][name] = round(sum(golds[i]["total"] for i in mine) / len(mine), 4)
     return out
