@@ -60,6 +60,40 @@ def test_sft_loss_is_on_response_tokens_only(tok):
     assert not torch.allclose(sft.sft_loss(model, x, y3), loss)
 
 
+def test_length_groups_give_the_same_loss_and_gradients_with_less_padding(tok):
+    """sft_loss's fast path: rows sorted by length, each group trimmed to its own longest row."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32))
+    rng = random.Random(0)
+    words = ["cat", "dog", "the", "word", "spell", "backwards", "please", "what", "is", "a"]
+    pairs = [(tok.chat_prompt(" ".join(rng.choices(words, k=rng.randint(1, 12)))),
+              tok.chat_response(" ".join(rng.choices(words, k=rng.randint(1, 8))))) for _ in range(12)]
+    x, y, _ = sft.sft_batch(tok, pairs, 64)
+    assert (y[:, -1] == -1).sum() >= 6                  # most rows are padded: there is something to trim
+
+    def loss_and_grads(groups):
+        model.zero_grad()
+        loss = sft.sft_loss(model, x, y, groups)
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters()]
+
+    one, one_grads = loss_and_grads(1)
+    seen = []
+    real_forward = model.forward
+    model.forward = lambda x, y=None, **kw: (seen.append(x.shape), real_forward(x, y, **kw))[1]
+    for groups in (2, 4, 12):
+        seen.clear()
+        loss, grads = loss_and_grads(groups)
+        assert abs(loss - one) < 1e-6
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, one_grads))
+        assert len(seen) == groups and sum(r * t for r, t in seen) < x.numel()   # fewer positions computed
+    # windows without padding (the pretraining mix) take one pass whatever the groups
+    windows = torch.randint(0, tok.vocab_size, (4, 16))
+    seen.clear()
+    sft.sft_loss(model, windows, windows, groups=4)
+    assert seen == [windows.shape]
+
+
 def losses(out_dir, stage):
     rows = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
     return [r for r in rows if r["stage"] == stage]
