@@ -310,10 +310,13 @@ def causal_mask(valid, slots):
     return ((valid[:, None, :] & before) | itself).unsqueeze(1)          # (B, 1, T, S)
 
 
-def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):  # exercise: sampling, Section 3.5
+def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, draws=None):  # exercise: sampling, Section 3.5
     """logits (B, V) -> next tokens (B,) and their log-probs (B,) under the distribution sampled
-    from. Sampling uses the exponential race (argmax of p / Exp(1) noise is a draw from p), which
-    needs no host-device sync, unlike the rejection checks inside torch.multinomial."""
+    from. Sampling inverts the cumulative distribution: one uniform draw per row, and the first token
+    whose running sum of probabilities exceeds it. That costs B random numbers a step where an
+    exponential race (argmax of p / Exp(1) noise) costs B x V, and needs no host-device sync,
+    unlike the checks inside torch.multinomial. draws: (B, 1) uniform numbers in [0, 1) to use
+    instead of drawing them from generator (plumbing/engine.py passes the draws of rows it kept)."""
     if temperature == 0:  # log p(token) = logit - logsumexp(logits): two passes over (B, V), not four
         token = logits.argmax(-1)
         return token, logits.gather(1, token[:, None]).squeeze(1).float() - torch.logsumexp(logits.float(), -1)
@@ -328,8 +331,14 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):  # 
         drop[:, 0] = False                                               # the most likely token always stays
         logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
     logp = F.log_softmax(logits, dim=-1)
-    noise = torch.empty_like(logp).exponential_(1, generator=generator)
-    token = (logp.exp() / noise).argmax(-1)
+    cdf = logp.exp().cumsum(-1)                                          # (B, V), never decreasing
+    total = cdf[:, -1:]                                                  # 1, up to rounding
+    u = draws if draws is not None else torch.rand(total.shape, device=total.device, generator=generator)
+    u = u * total
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # strictly below the total
+    # the first token whose running sum exceeds u; a zero-probability token (top-k, top-p, suppressed)
+    # adds no width to the sum, so it is never that token
+    token = torch.searchsorted(cdf, u, right=True).squeeze(1)
     return token, logp.gather(1, token[:, None]).squeeze(1)
 
 

@@ -17,7 +17,7 @@ SAMPLINGS = {"greedy": dict(temperature=0), "sampled": dict(temperature=1.0),
 @pytest.mark.parametrize("sampling", SAMPLINGS.values(), ids=SAMPLINGS.keys())
 def test_engine_equals_the_readable_generate(sampling):
     """Token for token, with left padding, per-row EOS and suppressed tokens, each sampling from a
-    generator seeded alike: the engine's exponential race draws the same noise as gpt.py's."""
+    generator seeded alike: the engine draws the same uniforms as gpt.py's sample."""
     model = tiny_model(11)
     idx, mask = left_padded(PROMPTS)
     free = model.generate(idx, 40, attention_mask=mask, temperature=0)
@@ -31,6 +31,29 @@ def test_engine_equals_the_readable_generate(sampling):
     rm = fast.response_mask
     assert rm.sum(1).min() < rm.sum(1).max() or sampling["temperature"] > 0  # greedy rows stop apart
     assert not torch.isin(fast.tokens[:, idx.size(1):], torch.tensor([3, 4])).any()
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS.values(), ids=SAMPLINGS.keys())
+def test_dropping_finished_rows_changes_no_token_and_no_draw(sampling, monkeypatch):
+    """Rows that reached EOS leave the batch every engine.SHRINK_EVERY steps (DecodeStep.keep); the
+    rows that stay draw their share of the whole batch's uniforms, so the tokens, log-probs and the
+    generator's state afterwards are gpt.py's."""
+    model = tiny_model(14)
+    idx, mask = left_padded([p[:1 + k % 4] for k in range(12) for p in PROMPTS][:24])
+    free = model.generate(idx, 40, attention_mask=mask, temperature=0)
+    eos = int(free.tokens[:, idx.size(1):].flatten().mode().values)  # a common token: rows end at many steps
+    kept = []
+    real_keep = engine.DecodeStep.keep
+    monkeypatch.setattr(engine.DecodeStep, "keep", lambda self, rows: (kept.append(len(rows)), real_keep(self, rows)))
+    kw = dict(attention_mask=mask, eos_id=eos, pad_id=PAD, **sampling)
+    g_readable, g_fast = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    readable = model.generate(idx, 40, generator=g_readable, **kw)
+    fast = engine.generate(model, idx, 40, generator=g_fast, **kw)
+    assert kept and kept[-1] < len(idx)                              # rows did leave the batch
+    assert torch.equal(readable.tokens, fast.tokens)
+    assert torch.equal(readable.response_mask, fast.response_mask)
+    assert torch.allclose(readable.logprobs, fast.logprobs, atol=1e-5)
+    assert torch.equal(g_readable.get_state(), g_fast.get_state())
 
 
 @pytest.mark.parametrize("sampling", [SAMPLINGS["greedy"], SAMPLINGS["sampled"]], ids=["greedy", "sampled"])
