@@ -71,6 +71,7 @@ class Rollout:
         self.pos = torch.zeros(B, 1, dtype=torch.long, device=device)     # its position in its row
         self.slot = torch.zeros(1, dtype=torch.long, device=device)       # and its slot
         self.sampling = Sampling()
+        self.rows, self.batch_size = None, B  # after `keep`: which rows of the batch these are
 
     def start(self, idx, attention_mask, sampling, suppress_ids=None):
         """A new generation from prompts idx (B, T), left-padded, attention_mask (B, T) 1 on real tokens."""
@@ -93,7 +94,10 @@ class Rollout:
         s = self.sampling
         if s.suppress:
             logits = logits.masked_fill(self.banned, float("-inf"))
-        token, logprob = sample(logits, s.temperature, s.top_k, s.top_p, s.generator)  # (B,), (B,)
+        draws = None
+        if self.rows is not None and s.temperature > 0:  # the whole batch's uniforms, as gpt.py draws them
+            draws = torch.rand(self.batch_size, 1, device=logits.device, generator=s.generator)[self.rows]
+        token, logprob = sample(logits, s.temperature, s.top_k, s.top_p, s.generator, draws)  # (B,), (B,)
         token = torch.where(self.finished, s.pad_id, token)              # a finished row emits padding
         logprob = torch.where(self.finished, 0.0, logprob)
         self.slot += 1
@@ -106,6 +110,22 @@ class Rollout:
         if s.eos_id is not None:
             self.finished |= token == s.eos_id
         self.i += 1
+
+    def keep(self, rows):
+        """Go on with the rows `rows` (indices into this rollout's rows) alone."""
+        for name in ("tokens", "valid", "logprobs", "response_mask", "finished", "token", "pos"):
+            setattr(self, name, getattr(self, name)[rows])
+        self.rows = rows if self.rows is None else self.rows[rows]
+
+    def write_into(self, out):
+        """Write this rollout's tokens, response mask and log-probs into the whole batch's `out` (a
+        list of three (batch_size, S) tensors; None: copies of this rollout's own, before any `keep`)."""
+        mine = (self.tokens, self.response_mask, self.logprobs)
+        if out is None:
+            return [t.clone() for t in mine]
+        for whole, t in zip(out, mine):
+            whole[self.rows] = t
+        return out
 
     def save(self):
         """Everything pick changes, its tensors and the state of the random generator it draws from
@@ -131,6 +151,10 @@ class Rollout:
 
 
 DECODE_BUCKET = 32  # a decode step attends over the cache's first multiple of this many slots
+# every SHRINK_EVERY steps an eager decode drops its finished rows if they are more than a quarter of
+# the batch: sampled answers stop at EOS at very different lengths, and a batch otherwise runs every
+# row to its longest answer (about 35% of a cpu-preset batch's row-steps were live rows)
+SHRINK_EVERY, SHRINK_BELOW = 8, 0.75
 
 
 def decode_logits(model, token, pos, mask, cache, slot, head=None):
@@ -209,6 +233,14 @@ class DecodeStep:
             if torch.is_autocast_enabled(weight.device.type):
                 dtype = torch.get_autocast_dtype(weight.device.type)
             self.head = torch.zeros(-(-V // 64) * 64, C, dtype=dtype, device=weight.device)
+
+    def keep(self, rows):
+        """Drop every row but `rows` from the KV cache and the rollout: a finished row would
+        otherwise cost a full row of arithmetic at every later step (eager steps only: graphs and
+        compiled code are made for one batch size)."""
+        self.cache.k = [k[rows] for k in self.cache.k]
+        self.cache.v = [v[rows] for v in self.cache.v]
+        self.rollout.keep(rows)
 
     def refresh(self):
         """Copy the output layer's current weights into the padded copy (training may have changed them)."""
@@ -328,6 +360,8 @@ def generate(model, idx, max_new_tokens, attention_mask=None, temperature=1.0, t
                         generator if temperature > 0 else None)  # greedy draws nothing: graphs kept for any
     rollout.start(idx, attention_mask, sampling, suppress_ids)
     check_every = 16 if device.type == "cuda" else 1
+    shrink = not (cuda_graph or compile_step)  # eager steps drop finished rows as they go (DecodeStep.keep)
+    whole = None                               # once they have: the whole batch's outputs (Rollout.write_into)
 
     # 1) prefill: the whole prompt in one pass, keys and values into slots 0..T-1
     pos, _ = padded_positions(attention_mask, model.config.block_size)
@@ -341,8 +375,14 @@ def generate(model, idx, max_new_tokens, attention_mask=None, temperature=1.0, t
         if i % check_every == 0 and bool(rollout.finished.all()):      # a sync point
             N = i
             break
+        if shrink and i % SHRINK_EVERY == 0:
+            live = (~rollout.finished).nonzero().squeeze(1)             # a sync point
+            if len(live) <= SHRINK_BELOW * len(rollout.finished):
+                whole = rollout.write_into(whole)
+                decode.keep(live)
         decode.advance(T + i)
 
     model.train(was_training)
-    return Generation(rollout.tokens[:, :T + N].clone(), rollout.response_mask[:, :N].long(),
-                      rollout.logprobs[:, :N].clone())
+    tokens, response_mask, logprobs = rollout.write_into(whole) if whole is not None else \
+        (rollout.tokens, rollout.response_mask, rollout.logprobs)
+    return Generation(tokens[:, :T + N].clone(), response_mask[:, :N].long(), logprobs[:, :N].clone())
