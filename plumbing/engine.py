@@ -10,6 +10,8 @@ first), arranged so that a GPU spends its time on arithmetic rather than waiting
     row has finished is checked every 16 steps on CUDA only;
   - a decode step attends over the first multiple of DECODE_BUCKET slots that holds the tokens
     so far, not the whole cache;
+  - an eager decode (no graphs, not compiled) drops the rows that have finished every
+    SHRINK_EVERY steps (`DecodeStep.keep`), drawing the same random numbers as before;
   - optionally (`DecodeStep`): the forward pass, or the whole step with the sampling, recorded as
     one CUDA graph per attended length (`cuda_graph`, `whole_step`); the forward pass compiled by
     torch.compile (`compile_step`); the output layer padded to a multiple of 64 rows for cuBLAS.

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import PAD, PROMPTS, left_padded, tiny_model, write_hf_dir
 import gpt
 from gpt import GPT, GPTConfig, load_checkpoint, save_checkpoint, token_logprobs
@@ -79,6 +80,22 @@ def test_temperature_and_top_k_top_p_restrict_sampling():
     # the returned log-probs are those of the restricted distribution: top-k=1 makes them 0
     out = model.generate(idx, 3, temperature=0.7, top_k=1, generator=g)
     assert torch.allclose(out.logprobs, torch.zeros_like(out.logprobs), atol=1e-6)
+
+
+def test_sampling_draws_each_token_with_its_probability():
+    """gpt.sample's inverse-CDF draw over 200k rows: frequencies pass a chi-square test against
+    softmax(logits) (49 degrees of freedom: 85 is its 99.9% quantile), and a -inf token never comes."""
+    torch.manual_seed(0)
+    logits = torch.randn(1, 51) * 2
+    logits[0, 7] = float("-inf")
+    p = F.softmax(logits, -1)[0]
+    tokens, logp = gpt.sample(logits.expand(200_000, 51), generator=torch.Generator().manual_seed(3))
+    counts = torch.bincount(tokens, minlength=51).float()
+    expected = p * len(tokens)
+    keep = torch.arange(51) != 7
+    assert counts[7] == 0
+    assert (((counts - expected) ** 2 / expected)[keep].sum()) < 85
+    assert torch.allclose(logp, p.log()[tokens])
 
 
 def test_suppressed_tokens_are_never_sampled():
