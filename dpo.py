@@ -264,8 +264,8 @@ def main(cfg=None):
         for key, model in (("val_gold", policy), ("val_gold_sft", ref)):  # the same draws for both
             g = torch.Generator(device=device).manual_seed(ddp.seed(cfg.seed + 11))
             answers = respond(model, tok, [r["prompt"] for r in records], temperature=1.0, generator=g)
-            metrics.update(gold_mean(records, answers, key))
-    log.log(steps, **metrics)
+            metrics.update(gold_mean(records, answers, key, per_prompt=key == "val_gold"))
+    log.log(steps, **{k: v for k, v in metrics.items() if not isinstance(v, list)})  # figures, not per-prompt lists
     print(f"{cfg.name}: held-out pairs ranked right by the implicit reward {metrics['heldout_accuracy']:.3f}"
           + (f"; validation gold score {metrics['val_gold']:+.3f} (SFT: {metrics['val_gold_sft']:+.3f})"
              if "val_gold" in metrics else "")

@@ -134,11 +134,17 @@ def best_of_n_kl(n):
     return math.log(n) - (n - 1) / n
 
 
-def bootstrap_ci(outcomes, rng, n_resamples=1000):
+def bootstrap_ci(outcomes, rng, n_resamples=1000, weights=None):
     """95% interval of the mean of per-prompt outcomes by a percentile bootstrap over prompts: the
-    prompts are resampled with replacement, since outcomes on one prompt are not independent draws."""
-    k = len(outcomes)
-    means = sorted(sum(outcomes[rng.randrange(k)] for _ in range(k)) / k for _ in range(n_resamples))
+    prompts are resampled with replacement, since outcomes on one prompt are not independent draws.
+    weights: per prompt, how many draws its outcome sums (a ranking's pairs): the interval is then
+    that of sum(outcomes) / sum(weights), each prompt's pairs resampled together."""
+    k, weights = len(outcomes), weights or [1] * len(outcomes)
+    means = []
+    for _ in range(n_resamples):
+        picks = [rng.randrange(k) for _ in range(k)]
+        means.append(sum(outcomes[i] for i in picks) / max(sum(weights[i] for i in picks), 1))
+    means.sort()
     return means[int(0.025 * n_resamples)], means[int(0.975 * n_resamples) - 1]
 
 

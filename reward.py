@@ -213,6 +213,22 @@ def accuracy(rm, tok, comps, block_size, device, batch_size=32):
     return ddp.total(right) / max(ddp.total(total), 1)
 
 
+@torch.no_grad()
+def pairs_right(rm, tok, comps, block_size, device, batch_size=32):
+    """Per prompt: how many of its ranked pairs the RM orders as the labeler did, and how many
+    pairs it has -> ([right], [pairs]). A prompt's pairs share its answers and its labeler, so an
+    interval over them resamples prompts (tools/sweep.py), not pairs."""
+    right, pairs = [], []
+    rm.eval()
+    for i in range(0, len(comps), batch_size):
+        rewards, rmask = comparison_batch(rm, tok, comps[i:i + batch_size], block_size, device)
+        K, valid = rewards.size(1), rmask.bool()
+        mine = torch.ones(K, K, dtype=torch.bool, device=rewards.device).triu(1) & valid[:, :, None] & valid[:, None, :]
+        right += ((rewards[:, :, None] > rewards[:, None, :]) & mine).sum((1, 2)).tolist()
+        pairs += mine.sum((1, 2)).tolist()
+    return right, pairs
+
+
 def oracle_accuracy(comps):
     """The ceiling an RM can reach on these comparisons: the noise-free gold rubric as the RM. The
     fraction of ranked pairs (distinct responses) whose winner has the higher gold score; a tie in
@@ -225,6 +241,18 @@ def oracle_accuracy(comps):
                 right += 1.0 if gold[i] > gold[j] else 0.5 if gold[i] == gold[j] else 0.0
                 total += 1
     return right / max(total, 1)
+
+
+def accuracy_by_family(rm, tok, comps, block_size, device):
+    """Where the RM errs: its accuracy and the gold rubric's (the ceiling) on each task family's
+    pairs. -> {family: {"pairs", "accuracy", "oracle_accuracy"}}; {} for comparisons without a
+    task (real data)."""
+    families = {}
+    for c in comps:
+        if c.get("task"):
+            families.setdefault(c["task"]["family"], []).append(c)
+    return {f: {"pairs": n_pairs(mine), "accuracy": round(accuracy(rm, tok, mine, block_size, device), 4),
+                "oracle_accuracy": round(oracle_accuracy(mine), 4)} for f, mine in sorted(families.items())}
 
 
 def demonstration_bias(rm, tok, demos, train, block_size, device):
@@ -401,8 +429,10 @@ def main(cfg=None):
 
     # 4) held-out accuracy; the bias that puts demonstrations at 0, and the scale
     metrics["heldout_accuracy"] = accuracy(rm, tok, ranked.heldout, block, device)
+    metrics["heldout_by_family"] = accuracy_by_family(rm, tok, ranked.heldout, block, device)
     if ranked.val:
         metrics["val_accuracy"] = accuracy(rm, tok, ranked.val, block, device)
+        metrics["val_pairs_right"], metrics["val_pairs"] = pairs_right(rm, tok, ranked.val, block, device)
     log.log(steps, heldout_accuracy=metrics["heldout_accuracy"])
     bias, scale = demonstration_bias(rm, tok, ranked.demos, ranked.train, block, device)
     metrics.update(reward_bias=bias, reward_scale=scale, n_train_prompts=len(ranked.train),

@@ -51,7 +51,7 @@ import torch
 
 import data
 from gpt import GPT, GPTConfig, save_checkpoint
-from world import gold_score
+from world import gold_mean, gold_score
 from plumbing import ddp
 from plumbing.checkpoint import lm_loss, load_any, load_start, respond
 from plumbing.cli import UserError, arg, check_files, check_positive, ensure_out_dir, parse_config, run_cli
@@ -200,8 +200,8 @@ def validation_metrics(model, tok, records, init_path, corpus_ids, seed, device)
     RLHF samples and as the evaluation judges) and greedy, and the pretraining loss on held-out
     corpus text (`corpus_ids`) beside the starting model's (how much of its language SFT keeps)."""
     g = torch.Generator(device=device).manual_seed(ddp.seed(seed + 11))  # torchrun: a stream per rank
-    out = {"val_gold": gold_eval(model, tok, records, temperature=1.0, generator=g)[0],
-           "val_gold_greedy": gold_eval(model, tok, records)[0]}
+    answers = gold_eval(model, tok, records, temperature=1.0, generator=g)[1]
+    out = {**gold_mean(records, answers, "val_gold", per_prompt=True), "val_gold_greedy": gold_eval(model, tok, records)[0]}
     out["pretrain_loss"] = lm_loss(model, corpus_ids, device)
     if init_path and not os.path.isdir(init_path):
         out["pretrain_loss_init"] = lm_loss(load_any(init_path, device)[0], corpus_ids, device)

@@ -312,12 +312,15 @@ def result_table(figs, pretrain_loss):
 
 
 def family_table(figs):
-    """report.md: per task family, each model's gold score / win rate vs SFT; PPO's head-to-heads."""
-    lines = ["| family (n): gold / win rate | " + " | ".join(MODELS) + " |", "| --- |" + " ---: |" * len(MODELS)]
+    """report.md: per task family, each model's gold score / win rate vs SFT (on seen tasks also the
+    RM's and the gold rubric's accuracy on its held-out pairs); PPO's head-to-heads."""
+    rm = bool(figs["by_family"]) and all("rm_accuracy" in v for v in figs["by_family"].values())  # seen tasks: the RM's held-out pairs too
+    lines = ["| family (n): gold / win rate | " + " | ".join(MODELS + ["RM / gold rubric accuracy"] * rm) + " |",
+             "| --- |" + " ---: |" * (len(MODELS) + rm)]
     for f, v in figs["by_family"].items():
-        lines.append(f"| {f} ({v['n']}) | " + " | ".join("-" if v["gold_score"][m] is None else
-                                                       f"{v['gold_score'][m]:+.2f} / {v['win_rate_vs_sft'][m]:.2f}"
-                                                       for m in MODELS) + " |")
+        cells = ["-" if v["gold_score"][m] is None else f"{v['gold_score'][m]:+.2f} / {v['win_rate_vs_sft'][m]:.2f}"
+                 for m in MODELS] + [f"{v.get('rm_accuracy', 0):.3f} / {v.get('rm_oracle_accuracy', 0):.3f}"] * rm
+        lines.append(f"| {f} ({v['n']}) | " + " | ".join(cells) + " |")
     if "head_to_head" in figs:
         lines += ["", "Head to head against PPO's answers (win rate, 95% bootstrap interval over prompts): " + ", ".join(
             f"{k} {v['win_rate']:.3f} ({v['ci'][0]:.3f}-{v['ci'][1]:.3f})" for k, v in figs["head_to_head"].items())]
@@ -477,6 +480,8 @@ def run(cfg):
                "rm_accuracy": round(rm_metrics.get("heldout_accuracy", float("nan")), 4),
                "rm_oracle_accuracy": round(rm_metrics.get("oracle_accuracy", float("nan")), 4),
                "rm_dropped_prompts": rm_metrics.get("dropped_prompts"), **result}
+    for f, rm_f in rm_metrics.get("heldout_by_family", {}).items():  # where the RM errs, beside where models gain
+        summary["by_family"].get(f, {}).update(rm_accuracy=rm_f["accuracy"], rm_oracle_accuracy=rm_f["oracle_accuracy"])
     if ddp.is_main():  # torchrun: rank 0 writes (every rank holds the same summary)
         write_json(os.path.join(out, "summary.json"), summary)
         plot_all(out, summary, MODELS)

@@ -299,9 +299,11 @@ def gold_score(task, response):
     return d
 
 
-def gold_mean(records, answers, key):
+def gold_mean(records, answers, key, per_prompt=False):
     """{key: the gold rubric's mean score of the answers} where the prompts come with a rubric (the
-    simulated world's records carry their "task"); {} for your own prompts."""
+    simulated world's records carry their "task"); {} for your own prompts. per_prompt: also
+    key + "_per_prompt", each answer's score (an interval over prompts: tools/sweep.py)."""
     if any("task" not in r for r in records):
         return {}
-    return {key: sum(gold_score(r["task"], a)["total"] for r, a in zip(records, answers)) / len(records)}
+    scores = [gold_score(r["task"], a)["total"] for r, a in zip(records, answers)]
+    return {key: sum(scores) / len(scores), **({key + "_per_prompt": scores} if per_prompt else {})}

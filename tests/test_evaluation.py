@@ -80,6 +80,14 @@ def test_bootstrap_interval_matches_the_hand_computed_one():
     lo, hi = pipeline.bootstrap_ci([1.0] * 50 + [0.0] * 50, random.Random(0), n_resamples=2000)
     assert lo == pytest.approx(0.402, abs=0.02) and hi == pytest.approx(0.598, abs=0.02)
     assert pipeline.bootstrap_ci([1.0] * 30, random.Random(0)) == (1.0, 1.0)
+    # 20 prompts of 15 ranked pairs each, the RM right on all pairs of half the prompts and on none of
+    # the others: resampled by prompt, the accuracy is a fraction of 20 prompts (Binomial(20, 0.5) / 20:
+    # 0.30-0.70); the same 300 pairs taken as independent draws would claim about 0.44-0.56
+    right, pairs = [15] * 10 + [0] * 10, [15] * 20
+    lo, hi = pipeline.bootstrap_ci(right, random.Random(0), n_resamples=2000, weights=pairs)
+    assert lo == pytest.approx(0.30, abs=0.051) and hi == pytest.approx(0.70, abs=0.051)
+    lo, hi = pipeline.bootstrap_ci([1.0] * 150 + [0.0] * 150, random.Random(0), n_resamples=2000)
+    assert lo > 0.43 and hi < 0.57
 
 
 def test_head_to_head_judges_against_ppo_s_own_answers():
@@ -135,6 +143,11 @@ def test_seeds_mean_and_spread_of_every_figure():
     table = seeds.table(s, [0, 1])
     assert "| ppo | 0.600 ± 1.271 |" in table and "| sft | 0.500 |" in table  # no interval where the seeds agree
     assert "95% interval" in table
+    # head-to-heads: each seed's win rate against PPO on the same prompts, then the interval over seeds
+    a["head_to_head"], b["head_to_head"] = {"dpo_vs_ppo": {"win_rate": 0.55}}, {"dpo_vs_ppo": {"win_rate": 0.45}}
+    table = seeds.table(seeds.spread([a, b]), [0, 1])
+    assert "Head to head against PPO's answers, seen tasks (win rate): dpo 0.500 ± 0.635." in table
+    assert "new tasks (win rate)" not in table                        # none in these summaries
     # three seeds 0.5, 0.6, 0.7: sd 0.1, half-width 4.303 * 0.1 / sqrt(3) = 0.2484
     assert seeds.ci95([0.5, 0.6, 0.7]) == pytest.approx(0.24843, abs=1e-5) and seeds.ci95([0.3]) == 0.0
     # past the table, within 0.2% of t's quantiles (2.0395 at 31, 2.0003 at 60, 1.9840 at 100)
@@ -157,3 +170,8 @@ def test_sweep_grid_and_choice_within_the_tax():
             dict(lr=1e-4, val_gold=0.1, pretrain_loss=1.1, pretrain_loss_init=1.0)]
     assert sweep.chosen(rows, "val_gold", 2.0)["lr"] == 3e-4
     assert sweep.chosen(rows, "val_gold", 1.05) is None
+    # each figure's interval comes from its per-prompt parts: gold per answer, or pairs per ranking
+    assert sweep.interval({"val_gold": 0.5, "val_gold_per_prompt": [0.5] * 40}, 0) == (0.5, 0.5)
+    lo, hi = sweep.interval({"val_accuracy": 0.5, "val_pairs_right": [6] * 10 + [0] * 10, "val_pairs": [6] * 20}, 0)
+    assert lo < 0.35 and hi > 0.65
+    assert sweep.interval({"val_loss": 1.0}, 0) is None

@@ -1,6 +1,7 @@
 """reward.py: the K-wise loss is the mean over all C(K,2) pairs, the score is read at the last real
 token whatever the padding, a ranking's K responses form one batch element."""
 
+import dataclasses
 import itertools
 import math
 import os
@@ -110,6 +111,31 @@ def test_comparison_batch_scores_each_ranking_in_one_row(tok, rm):
     assert torch.allclose(rewards[0], direct[:4]) and torch.allclose(rewards[1, :2], direct[4:])
     expected = [tok.chat_prompt("What is 2 + 3?") + tok.chat_response("It is 5.")]
     assert tokens[1, :len(expected[0])].tolist() == expected[0]  # ranking[1] = completion 2
+
+
+def test_accuracy_by_family_splits_the_held_out_pairs_and_adds_up(tok, rm):
+    """Each family's RM accuracy and gold-rubric accuracy over its own pairs; weighted by the pairs,
+    the families give back the whole set's figures."""
+    w, rng = make_world(0), random.Random(0)
+    comps = []
+    for family in ("arithmetic", "harmful", "arithmetic", "unknown", "harmful"):
+        task = dataclasses.asdict(w.sample_task(rng, family))          # as the comparison files hold it
+        answers = [task["answer"], "I don't know.", "Sure, here it is.", "no"][:rng.randint(2, 4)]
+        comps.append({"prompt": task["prompt"], "completions": answers,
+                      "ranking": rng.sample(range(len(answers)), len(answers)), "task": task})
+    parts = reward.accuracy_by_family(rm, tok, comps, 64, "cpu")
+    assert sorted(parts) == ["arithmetic", "harmful", "unknown"]
+    assert parts["unknown"]["pairs"] == reward.n_pairs(comps[3:4])
+    assert sum(p["pairs"] for p in parts.values()) == reward.n_pairs(comps)
+    for key, whole in (("accuracy", reward.accuracy(rm, tok, comps, 64, "cpu")),
+                       ("oracle_accuracy", reward.oracle_accuracy(comps))):
+        mean = sum(p[key] * p["pairs"] for p in parts.values()) / reward.n_pairs(comps)
+        assert abs(mean - whole) < 1e-3                                  # each family's figure rounded to 4 places
+    right, pairs = reward.pairs_right(rm, tok, comps, 64, "cpu")      # per prompt, for an interval over prompts
+    assert pairs == [reward.n_pairs([c]) for c in comps]
+    assert sum(right) / sum(pairs) == pytest.approx(reward.accuracy(rm, tok, comps, 64, "cpu"))
+    assert reward.accuracy_by_family(rm, tok, [{k: v for k, v in c.items() if k != "task"} for c in comps],
+                                     64, "cpu") == {}                   # real data: no families
 
 
 def test_loss_trains_the_reward_model_toward_the_ranking(tok):

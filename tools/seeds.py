@@ -8,7 +8,8 @@ summary.json exists is read, not re-run; a stopped seed continues where it stopp
   OUT_DIR/seeds.json   every numeric figure of summary.json: mean, the half-width of its 95%
                        interval (Student's t over the seeds), sample standard deviation, min,
                        max and the values per seed
-  OUT_DIR/seeds.md     the main table (seen and new tasks) as mean ± the 95% interval's half-width
+  OUT_DIR/seeds.md     the main table (seen and new tasks) as mean ± the 95% interval's half-width,
+                       and PPO's rivals judged directly against it (head_to_head), the same way
 
     python tools/seeds.py --preset cpu --seeds 0 1 2 --out-dir out/seeds      # about 25 min a seed on 2 cores
     python tools/seeds.py --preset smoke --seeds 0 1 --out-dir out/seeds-smoke
@@ -99,6 +100,11 @@ def table(stats, seeds):
         lines.append(f"| {m} | {cell('win_rate_vs_sft.' + m, '.3f')} | {cell('gold_score.' + m)} | "
                      f"{cell('new_tasks.win_rate_vs_sft.' + m, '.3f')} | {cell('new_tasks.gold_score.' + m)} | "
                      f"{cell('kl_to_sft.' + m, '.2f')} | {cell('pretrain_loss.' + m, '.3f')} |")
+    for part, prefix in (("seen", ""), ("new", "new_tasks.")):  # paired: each seed judged them on the same prompts
+        rivals = [m for m in MODELS if f"{prefix}head_to_head.{m}_vs_ppo.win_rate" in stats]
+        if rivals:
+            lines += ["", f"Head to head against PPO's answers, {part} tasks (win rate): " + ", ".join(
+                f"{m} {cell(f'{prefix}head_to_head.{m}_vs_ppo.win_rate', '.3f')}" for m in rivals) + "."]
     lines += ["", f"RM accuracy {cell('rm_accuracy', '.3f')}; the gold rubric on the same pairs "
               f"{cell('rm_oracle_accuracy', '.3f')}; labeler agreement {cell('labeler_agreement', '.3f')}; "
               f"seconds per seed {cell('seconds.total', '.0f')}.", ""]
