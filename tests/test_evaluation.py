@@ -2,13 +2,15 @@
 best-of-n picks the RM's favourite, few-shot examples fit whole, the RM's ceiling, the mean and
 spread over seeds, and the sweep's choice on validation."""
 
+import json
 import math
 import os
+import random
 import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, copy_run
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
@@ -74,8 +76,6 @@ def test_best_of_n_is_the_rm_s_favourite(loaded):
 def test_bootstrap_interval_matches_the_hand_computed_one():
     """Half the prompts won: the normal interval is 0.5 +- 1.96 * sqrt(0.25 / 100) = [0.402, 0.598];
     the percentile bootstrap over prompts lands within 0.02 of it. No spread, no width."""
-    import random
-
     import pipeline
     lo, hi = pipeline.bootstrap_ci([1.0] * 50 + [0.0] * 50, random.Random(0), n_resamples=2000)
     assert lo == pytest.approx(0.402, abs=0.02) and hi == pytest.approx(0.598, abs=0.02)
@@ -171,7 +171,26 @@ def test_sweep_grid_and_choice_within_the_tax():
     assert sweep.chosen(rows, "val_gold", 2.0)["lr"] == 3e-4
     assert sweep.chosen(rows, "val_gold", 1.05) is None
     # each figure's interval comes from its per-prompt parts: gold per answer, or pairs per ranking
-    assert sweep.interval({"val_gold": 0.5, "val_gold_per_prompt": [0.5] * 40}, 0) == (0.5, 0.5)
-    lo, hi = sweep.interval({"val_accuracy": 0.5, "val_pairs_right": [6] * 10 + [0] * 10, "val_pairs": [6] * 20}, 0)
+    assert sweep.interval({"val_gold": 0.5, "val_gold_per_prompt": [0.5] * 40}, "val_gold", 0) == (0.5, 0.5)
+    lo, hi = sweep.interval({"val_accuracy": 0.5, "val_pairs_right": [6] * 10 + [0] * 10, "val_pairs": [6] * 20},
+                            "val_accuracy", 0)
     assert lo < 0.35 and hi > 0.65
-    assert sweep.interval({"val_loss": 1.0}, 0) is None
+    assert sweep.interval({"val_loss": 1.0}, "val_gold", 0) is None
+
+
+def test_sweep_tunes_ppo_on_validation_gold_with_an_interval(run_dir, tmp_path, capsys, monkeypatch):
+    """tools/sweep.py ppo: one PPO run per grid point from --init's SFT model against the RM beside
+    it; each row its validation gold (the last evaluation's) and that figure's interval over prompts."""
+    import sweep
+    init = copy_run(run_dir, tmp_path / "run", "sft.pt", "reward.pt")
+    out = tmp_path / "sweep"
+    monkeypatch.setattr(sys, "argv", ["sweep.py", "ppo", "--preset", "smoke", "--init", os.path.join(init, "sft.pt"),
+                                      "--out-dir", str(out), "--grid", "kl_coef=0.05,0.5", "iterations=1",
+                                      "batch_size=8", "minibatch_size=4", "n_eval=8"])
+    sweep.main()
+    rows = [json.loads(line) for line in open(out / "sweep.jsonl")]
+    assert [r["kl_coef"] for r in rows] == [0.05, 0.5] and all(r["step"] == "ppo" for r in rows)
+    for r in rows:
+        lo, hi = r["ci95"]
+        assert lo <= r["eval_gold"] <= hi
+    assert "chosen on validation: kl_coef=" in capsys.readouterr().out

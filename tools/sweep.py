@@ -2,19 +2,22 @@
 sweep.py: choose a step's hyperparameters on validation prompts, never test prompts.
 
 The paper chose its SFT checkpoint and its RM's settings on validation data (Section 3.5,
-Appendix C). This runs one step (sft.py or reward.py) once per point of a grid, each in its own
-folder, all from the same starting checkpoint, and prints a table sorted by the step's validation
-figure, each with its 95% interval by a bootstrap over the validation prompts:
+Appendix C). This runs one step (sft.py, reward.py, dpo.py or ppo.py) once per point of a grid,
+each in its own folder, all from the same starting checkpoint, and prints a table sorted by the
+step's validation figure, each with its 95% interval by a bootstrap over the validation prompts:
   sft     the gold score of answers sampled on held-out users' validation prompts (`val_gold`),
           among the runs whose pretraining loss stays within --max-tax times the starting model's
   reward  the accuracy on validation comparisons (`val_accuracy`), prompts from held-out users
           ranked by held-out labelers
   dpo     the gold score of answers sampled on validation prompts (`val_gold`), trained on the
           rankings that reward.py left beside --init (comparisons_reward.jsonl)
+  ppo     the gold score of answers sampled on validation prompts at the last evaluation
+          (`eval_gold`, --n-eval of them), against the RM reward.py left beside --init (reward.pt)
 
     python tools/sweep.py sft --preset cpu --init out/cpu/pretrain.pt --grid lr=1e-4,3e-4 epochs=2,4
     python tools/sweep.py reward --preset cpu --init out/cpu/sft.pt --grid lr=5e-5,1e-4 epochs=1,2
     python tools/sweep.py dpo --preset cpu --init out/cpu/sft.pt --grid beta=0.03,0.1,0.3 lr=1e-5,3e-5
+    python tools/sweep.py ppo --preset cpu --init out/cpu/sft.pt --grid kl_coef=0.05,0.1,0.2 lr=1e-5,3e-5 n_eval=200
 
 Writes OUT_DIR/sweep.jsonl (one line per run: its settings and metrics) as it goes, so a long
 sweep can be read before it ends.
@@ -31,15 +34,17 @@ from dataclasses import asdict, dataclass, fields, replace
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
 
 import dpo  # noqa: E402
+import ppo  # noqa: E402
 import reward  # noqa: E402
 import sft  # noqa: E402
 from pipeline import bootstrap_ci  # noqa: E402
 from plumbing.cli import UserError, arg, ensure_out_dir, parse_config, run_cli  # noqa: E402
 
-STEPS = {"sft": (sft, "val_gold"), "reward": (reward, "val_accuracy"), "dpo": (dpo, "val_gold")}
+STEPS = {"sft": (sft, "val_gold"), "reward": (reward, "val_accuracy"), "dpo": (dpo, "val_gold"),
+         "ppo": (ppo, "eval_gold")}
 
 
-def interval(metrics, seed):
+def interval(metrics, key, seed):
     """The validation figure's 95% interval, by a bootstrap over validation prompts: SFT's and DPO's
     gold has one answer per prompt; the RM's accuracy counts every ranked pair of a prompt, and a
     prompt's pairs share its answers and its labeler, so they are resampled together (treating
@@ -47,16 +52,17 @@ def interval(metrics, seed):
     rng = random.Random(seed)
     if "val_pairs" in metrics:
         return bootstrap_ci(metrics["val_pairs_right"], rng, weights=metrics["val_pairs"])
-    return bootstrap_ci(metrics["val_gold_per_prompt"], rng) if "val_gold_per_prompt" in metrics else None
+    per_prompt = metrics.get(key + "_per_prompt")
+    return bootstrap_ci(per_prompt, rng) if per_prompt else None
 
 
 @dataclass
 class Args:
-    step: str = arg("", "sft, reward or dpo", positional=True, choices=list(STEPS))
+    step: str = arg("", "sft, reward, dpo or ppo", positional=True, choices=list(STEPS))
     grid: list = arg([], "NAME=V1,V2,... for each swept field of the step's Config (e.g. lr=1e-4,3e-4)",
                      nargs="+")
     preset: str = arg("cpu", "the step's preset: its other settings and the data")
-    init: str = arg("", "the checkpoint every run starts from (sft: pretrain.pt; reward, dpo: sft.pt)")
+    init: str = arg("", "the checkpoint every run starts from (sft: pretrain.pt; reward, dpo, ppo: sft.pt)")
     out_dir: str = arg("out/sweep", "one folder per run below this, and sweep.jsonl")
     seed: int = arg(0, "seed of the world and of every run")
     max_tax: float = arg(2.0, "sft: a run whose pretraining loss exceeds this times the starting model's is not chosen")
@@ -109,8 +115,12 @@ def main():
     if a.step == "reward":
         sample_once()
     base = module.Config(**module.PRESETS[a.preset])
+    folder = os.path.dirname(a.init)
+    if a.step == "ppo":  # the RM reward.py wrote beside the SFT model
+        base = replace(base, reward=os.path.join(folder, "reward.pt"))
+        if not os.path.isfile(base.reward):
+            raise UserError(f"ppo: {base.reward}: no reward model beside --init; run reward.py there first")
     if a.step == "dpo":  # the rankings reward.py wrote beside the SFT model
-        folder = os.path.dirname(a.init)
         base = replace(base, data=os.path.join(folder, "comparisons_reward.jsonl"),
                        heldout=os.path.join(folder, "comparisons_heldout_reward.jsonl"))
         if not os.path.isfile(base.data):
@@ -125,14 +135,15 @@ def main():
         metrics = module.main(cfg)
         row = {**point, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                "seconds": round(time.time() - t0, 1)}
-        ci = interval(metrics, a.seed)
+        ci = interval(metrics, key, a.seed)
         if ci:
-            row["ci95"] = f"{ci[0]:.3f}-{ci[1]:.3f}"
+            row["ci95"] = [round(ci[0], 3), round(ci[1], 3)]
         rows.append(row)
         with open(os.path.join(a.out_dir, "sweep.jsonl"), "a") as f:
             f.write(json.dumps({"step": a.step, "preset": a.preset, "seed": a.seed, "config": asdict(cfg), **row}) + "\n")
     cols = list(points[0]) + [k for k in (key, "ci95", "val_gold_greedy", "pretrain_loss", "pretrain_loss_init",
-                                         "heldout_accuracy", "val_loss", "seconds") if k in rows[0]]
+                                         "heldout_accuracy", "eval_kl", "eval_rm_score", "val_loss", "seconds")
+                              if k in rows[0]]
     print("\n| " + " | ".join(cols) + " |\n|" + " --- |" * len(cols))
     for r in sorted(rows, key=lambda r: -r[key]):
         print("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
