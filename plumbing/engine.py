@@ -10,7 +10,7 @@ first), arranged so that a GPU spends its time on arithmetic rather than waiting
     row has finished is checked every 16 steps on CUDA only;
   - a decode step attends over the first multiple of DECODE_BUCKET slots that holds the tokens
     so far, not the whole cache;
-  - an eager decode (no graphs, not compiled) drops the rows that have finished every
+  - on a CPU, an eager decode (not compiled) drops the rows that have finished every
     SHRINK_EVERY steps (`DecodeStep.keep`), drawing the same random numbers as before;
   - optionally (`DecodeStep`): the forward pass, or the whole step with the sampling, recorded as
     one CUDA graph per attended length (`cuda_graph`, `whole_step`); the forward pass compiled by
@@ -153,9 +153,9 @@ class Rollout:
 
 
 DECODE_BUCKET = 32  # a decode step attends over the cache's first multiple of this many slots
-# every SHRINK_EVERY steps an eager decode drops its finished rows if they are more than a quarter of
-# the batch: sampled answers stop at EOS at very different lengths, and a batch otherwise runs every
-# row to its longest answer (about 35% of a cpu-preset batch's row-steps were live rows)
+# every SHRINK_EVERY steps an eager decode on a CPU drops its finished rows if they are more than a
+# quarter of the batch: sampled answers stop at EOS at very different lengths, and a batch otherwise
+# computes every row until its longest answer ends (docs/gpu.md measures how many row-steps that was)
 SHRINK_EVERY, SHRINK_BELOW = 8, 0.75
 
 
@@ -362,7 +362,9 @@ def generate(model, idx, max_new_tokens, attention_mask=None, temperature=1.0, t
                         generator if temperature > 0 else None)  # greedy draws nothing: graphs kept for any
     rollout.start(idx, attention_mask, sampling, suppress_ids)
     check_every = 16 if device.type == "cuda" else 1
-    shrink = not (cuda_graph or compile_step)  # eager steps drop finished rows as they go (DecodeStep.keep)
+    # a CPU's eager steps drop finished rows as they go (DecodeStep.keep); a GPU's step costs its kernel
+    # launches whatever its rows, and reading which rows finished is a host-device sync there
+    shrink = device.type == "cpu" and not compile_step
     whole = None                               # once they have: the whole batch's outputs (Rollout.write_into)
 
     # 1) prefill: the whole prompt in one pass, keys and values into slots 0..T-1
