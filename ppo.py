@@ -468,7 +468,8 @@ def main(cfg=None):
     last_eval, answers = run_eval(cfg.iterations)
     metrics = {**{k + "_before": v for k, v in first_eval.items()}, **last_eval, "seconds": resume.seconds()}
     if "eval_gold" in last_eval:  # each answer's too: tools/sweep.py's interval over the held-out prompts
-        metrics.update(gold_mean(eval_records, answers, "eval_gold", per_prompt=True), eval_gold=last_eval["eval_gold"])
+        metrics["eval_gold_per_prompt"] = gold_mean(eval_records, answers, "eval_gold",
+                                                    per_prompt=True)["eval_gold_per_prompt"]
     print(f"{cfg.name}: on {len(eval_records)} held-out prompts, RM score {first_eval['eval_rm_score']:+.3f} -> "
           f"{last_eval['eval_rm_score']:+.3f}, "
           + (f"gold {first_eval['eval_gold']:+.3f} -> {last_eval['eval_gold']:+.3f}, " if "eval_gold" in last_eval else "")

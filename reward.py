@@ -431,8 +431,8 @@ def main(cfg=None):
     metrics["heldout_accuracy"] = accuracy(rm, tok, ranked.heldout, block, device)
     metrics["heldout_by_family"] = accuracy_by_family(rm, tok, ranked.heldout, block, device)
     if ranked.val:
-        metrics["val_accuracy"] = accuracy(rm, tok, ranked.val, block, device)
-        metrics["val_pairs_right"], metrics["val_pairs"] = pairs_right(rm, tok, ranked.val, block, device)
+        right, pairs = pairs_right(rm, tok, ranked.val, block, device)  # per prompt: tools/sweep.py's interval
+        metrics.update(val_accuracy=sum(right) / max(sum(pairs), 1), val_pairs_right=right, val_pairs=pairs)
     log.log(steps, heldout_accuracy=metrics["heldout_accuracy"])
     bias, scale = demonstration_bias(rm, tok, ranked.demos, ranked.train, block, device)
     metrics.update(reward_bias=bias, reward_scale=scale, n_train_prompts=len(ranked.train),

@@ -51,7 +51,7 @@ import torch
 
 import data
 from gpt import GPT, GPTConfig, save_checkpoint
-from world import gold_mean, gold_score
+from world import gold_mean
 from plumbing import ddp
 from plumbing.checkpoint import lm_loss, load_any, load_start, respond
 from plumbing.cli import UserError, arg, check_files, check_positive, ensure_out_dir, parse_config, run_cli
@@ -149,10 +149,12 @@ def sft_loss(model, x, y, groups=1):
     demonstrations stop paying for the batch's longest one's padding (about 64% of a cpu-preset SFT
     batch's positions). Only the order of the sums changes; a test holds the loss and its gradients
     equal to one pass."""
+    if groups == 1:
+        return model(x, y)[1]
     has_target = y != -1
     length = torch.where(has_target, torch.arange(1, y.size(1) + 1, device=y.device), 0).amax(1)  # last target + 1
     n = has_target.sum()
-    if groups == 1 or n == 0 or bool((length == y.size(1)).all()):  # nothing to trim: one pass
+    if n == 0 or bool((length == y.size(1)).all()):  # nothing to trim (pretraining windows): one pass
         return model(x, y)[1]
     loss = 0.0
     for rows in length.argsort().chunk(groups):
@@ -186,22 +188,15 @@ def response_loss(model, tok, pairs, batch_size, device, autocast):
     return total / max(n, 1)
 
 
-def gold_eval(model, tok, records, mode="chat", **kw):
-    """Mean gold-rubric score (world.gold_score "total") of answers to simulated prompts (greedy unless
-    `kw` gives a temperature)."""
-    answers = respond(model, tok, [r["prompt"] for r in records], mode, **kw)
-    scores = [gold_score(r["task"], a)["total"] for r, a in zip(records, answers)]
-    return sum(scores) / max(1, len(scores)), answers
-
-
 def validation_metrics(model, tok, records, init_path, corpus_ids, seed, device):
     """What SFT's hyperparameters are chosen by (the paper chose its SFT checkpoint on validation):
     the gold score of answers to held-out users' validation prompts, sampled at temperature 1 (as
     RLHF samples and as the evaluation judges) and greedy, and the pretraining loss on held-out
     corpus text (`corpus_ids`) beside the starting model's (how much of its language SFT keeps)."""
     g = torch.Generator(device=device).manual_seed(ddp.seed(seed + 11))  # torchrun: a stream per rank
-    answers = gold_eval(model, tok, records, temperature=1.0, generator=g)[1]
-    out = {**gold_mean(records, answers, "val_gold", per_prompt=True), "val_gold_greedy": gold_eval(model, tok, records)[0]}
+    prompts = [r["prompt"] for r in records]
+    out = {**gold_mean(records, respond(model, tok, prompts, temperature=1.0, generator=g), "val_gold", per_prompt=True),
+           **gold_mean(records, respond(model, tok, prompts), "val_gold_greedy")}
     out["pretrain_loss"] = lm_loss(model, corpus_ids, device)
     if init_path and not os.path.isdir(init_path):
         out["pretrain_loss_init"] = lm_loss(load_any(init_path, device)[0], corpus_ids, device)

@@ -314,7 +314,7 @@ def result_table(figs, pretrain_loss):
 def family_table(figs):
     """report.md: per task family, each model's gold score / win rate vs SFT (on seen tasks also the
     RM's and the gold rubric's accuracy on its held-out pairs); PPO's head-to-heads."""
-    rm = bool(figs["by_family"]) and all("rm_accuracy" in v for v in figs["by_family"].values())  # seen tasks: the RM's held-out pairs too
+    rm = bool(figs["by_family"]) and all("rm_accuracy" in v for v in figs["by_family"].values())
     lines = ["| family (n): gold / win rate | " + " | ".join(MODELS + ["RM / gold rubric accuracy"] * rm) + " |",
              "| --- |" + " ---: |" * (len(MODELS) + rm)]
     for f, v in figs["by_family"].items():
