@@ -86,6 +86,8 @@ class Config:
                               "prompts (to choose settings by) and as many test prompts (to report)")
     # for the experiments (experiments.py): the paper's choices, changed one at a time
     n_prompts: int = arg(0, "rank only the first N of the world's RM prompts (0: all)")
+    demos: int = arg(0, "the last N of each training prompt's K samples give way to demonstrations that training "
+                        "labelers write for it (not in the paper; the same sampling cost)")
     separate_pairs: bool = arg(False, "train on each of a ranking's C(K,2) comparisons as its own data point, all "
                                       "shuffled together: the setup the paper found to overfit (Section 3.5)")
     noise_scale: float = arg(1.0, "multiply the training labelers' noise by this (held-out labelers keep theirs)")
@@ -131,13 +133,16 @@ def ranking_loss(rewards, ranking_mask):  # exercise: InstructGPT eq. 1
 # -----------------------------------------------------------------------------
 # Comparisons: sample K distinct responses, a labeler ranks them
 
-def collect_comparisons(policy, tok, records, labelers, cfg, rng, generator):
+def collect_comparisons(policy, tok, records, labelers, cfg, rng, generator, demos=0):
     """For each prompt record (with its simulated task): K uniform in k_min..k_max, K distinct
     sampled responses, ranked by a random labeler of `labelers`. A prompt with fewer than k_min
     distinct responses is dropped (the paper ranks 4 to 9). Returns (ranked records {"prompt",
     "completions","ranking" (best..worst),"labeler","task"}, the number of prompts dropped)."""
     ks = [rng.randint(cfg.k_min, cfg.k_max) for _ in records]
     samples = sample_distinct(policy, tok, [r["prompt"] for r in records], ks, cfg, generator)
+    if demos:  # the writers draw from a stream of their own: every later sample and ranking stays as it was
+        write = random.Random(cfg.seed + 5)
+        samples = [with_demonstrations(r["task"], s, labelers, demos, write) for r, s in zip(records, samples)]
     ranked = [rank(records[i], completions, rng.choice(labelers), rng)
               for i, completions in enumerate(samples) if len(completions) >= cfg.k_min]
     return ranked, len(records) - len(ranked)
@@ -158,6 +163,17 @@ def sample_distinct(policy, tok, prompts, ks, cfg, generator):
             if a and a not in found[i] and len(found[i]) < ks[i]:
                 found[i].append(a)
     return found
+
+
+def with_demonstrations(task, completions, labelers, n, rng):
+    """--demos N: the last N of a prompt's samples give way to answers that random labelers write
+    for it; a demonstration equal to a kept response leaves the sample in place, so K stays."""
+    out = list(completions)
+    for j in range(1, min(n, len(out)) + 1):
+        demo = rng.choice(labelers).write_demonstration(task, rng)
+        if demo not in out:
+            out[-j] = demo
+    return out
 
 
 def rank(record, completions, labeler, rng):
@@ -303,7 +319,7 @@ def simulated_rankings(cfg, gpt, tok, device):
     heldout_labelers = [l for l in world["labelers"] if l.heldout]
     t0 = time.time()
     train, dropped = collect_comparisons(policy, tok, world["rm"][:cfg.n_prompts or None], train_labelers, cfg, rng,
-                                         generator)
+                                         generator, demos=cfg.demos)
     val, _ = collect_comparisons(policy, tok, world["val"][:cfg.n_heldout], heldout_labelers, cfg, rng, generator)
     heldout, _ = collect_comparisons(policy, tok, world["test"][:cfg.n_heldout], heldout_labelers, cfg, rng, generator)
     pairs = [(c["task"], a, b) for c in train for i, a in enumerate(c["completions"]) for b in c["completions"][i + 1:]]
@@ -378,6 +394,8 @@ def validate(cfg):
     if not 2 <= cfg.k_min <= cfg.k_max <= 9:
         raise UserError(f"--k-min {cfg.k_min} / --k-max {cfg.k_max}: need 2 <= k-min <= k-max <= 9")
     check_positive(cfg, ("batch_size", "lr", "epochs", "max_new_tokens", "sample_batch", "n_heldout"))
+    if not 0 <= cfg.demos <= cfg.k_min:
+        raise UserError(f"--demos {cfg.demos}: need 0 <= demos <= k-min ({cfg.k_min})")
     check_files(cfg, ("data",))
     ensure_out_dir(cfg.out_dir)
 
@@ -432,7 +450,8 @@ def main(cfg=None):
     metrics["heldout_by_family"] = accuracy_by_family(rm, tok, ranked.heldout, block, device)
     if ranked.val:
         right, pairs = pairs_right(rm, tok, ranked.val, block, device)  # per prompt: tools/sweep.py's interval
-        metrics.update(val_accuracy=sum(right) / max(sum(pairs), 1), val_pairs_right=right, val_pairs=pairs)
+        metrics.update(val_accuracy=sum(right) / max(sum(pairs), 1), val_pairs_right=right, val_pairs=pairs,
+                       val_by_family=accuracy_by_family(rm, tok, ranked.val, block, device))
     log.log(steps, heldout_accuracy=metrics["heldout_accuracy"])
     bias, scale = demonstration_bias(rm, tok, ranked.demos, ranked.train, block, device)
     metrics.update(reward_bias=bias, reward_scale=scale, n_train_prompts=len(ranked.train),

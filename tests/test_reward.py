@@ -244,3 +244,39 @@ def test_experiment_flags_rank_fewer_prompts_and_log_every_pass(run_dir, tmp_pat
     assert [r["step"] > 0 for r in rows if r["stage"] == "sep" and "train_accuracy_pass" in r] == [True, True]
     noisy = reward.main(reward.Config(**flags, name="noisy", noise_scale=4.0))
     assert noisy["labeler_agreement"] < m["labeler_agreement"]
+
+
+def test_demonstrations_take_the_last_samples_places_and_leave_every_other_draw(run_dir, tmp_path):
+    """--demos 1: each training prompt's last sample gives way to a labeler's demonstration, K stays,
+    and the other samples, the rankings' draws and the held-out comparisons are those of a run
+    without (the writers draw from their own stream), so the two RMs are measured on the same pairs."""
+    import json
+    out = copy_run(run_dir, tmp_path / "run", "sft.pt")
+    flags = dict(preset="smoke", out_dir=out, max_new_tokens=8, epochs=1, quiet=True, device="cpu", n_prompts=12,
+                 n_heldout=6)
+    plain = reward.main(reward.Config(**flags, name="plain"))
+    demo = reward.main(reward.Config(**flags, name="demo", demos=1))
+
+    def read(name):
+        return [json.loads(line) for line in open(os.path.join(out, f"comparisons_{name}.jsonl"))]
+    a, b = read("plain"), read("demo")
+    assert len(a) == len(b) and plain["dropped_prompts"] == demo["dropped_prompts"]
+    assert all(len(x["completions"]) == len(y["completions"]) and x["completions"][:-1] == y["completions"][:-1]
+               for x, y in zip(a, b))
+    replaced = [y for x, y in zip(a, b) if x["completions"][-1] != y["completions"][-1]]
+    assert replaced                                   # most prompts' last sample is now a labeler's answer
+    assert read("heldout_plain") == read("heldout_demo")
+    with pytest.raises(UserError, match="--demos"):
+        reward.validate(reward.Config(**flags, demos=5))
+
+
+def test_with_demonstrations_keeps_a_sample_a_demonstration_repeats():
+    class Writer:
+        def __init__(self, answers):
+            self.answers = iter(answers)
+
+        def write_demonstration(self, task, rng):
+            return next(self.answers)
+    rng = random.Random(0)
+    assert reward.with_demonstrations({}, ["a", "b", "c"], [Writer(["d", "e"])], 2, rng) == ["a", "e", "d"]
+    assert reward.with_demonstrations({}, ["a", "b", "c"], [Writer(["a"])], 1, rng) == ["a", "b", "c"]

@@ -91,7 +91,7 @@ def sample_once():
 
     def cached(cfg, gpt, tok, device):
         key = (cfg.init, cfg.policy, cfg.preset, cfg.seed, cfg.k_min, cfg.k_max, cfg.temperature,
-               cfg.max_new_tokens, cfg.n_heldout)
+               cfg.max_new_tokens, cfg.n_heldout, cfg.n_prompts, cfg.demos)
         if key not in cache:
             cache[key] = sample(cfg, gpt, tok, device)
         r = cache[key]  # each run its own lists and figures: a run adds to them
