@@ -5,6 +5,7 @@ model and data (own_data.py):
   Stages          run each step's script unless its checkpoint exists; continue an interrupted one
   sample_chat     a model's answers sampled at temperature 1, with their KL to SFT and RM score
   sample_n, best_of, best_of_n_kl   the best-of-n baseline: n SFT samples, the RM's favourite
+  judge           simulated labelers compare each answer with a reference answer
   win_rate        a win rate against SFT with its 95% interval; bootstrap_ci, one over prompts
   fmt, write_json report.md's figures; summary.json, written atomically
 """
@@ -146,6 +147,19 @@ def bootstrap_ci(outcomes, rng, n_resamples=1000, weights=None):
         means.append(sum(outcomes[i] for i in picks) / max(sum(weights[i] for i in picks), 1))
     means.sort()
     return means[int(0.025 * n_resamples)], means[int(0.975 * n_resamples) - 1]
+
+
+def judge(labelers, records, answers, reference, rng):
+    """Each test prompt is judged by one random labeler of `labelers`: 1 if they prefer the model's
+    answer to the reference (SFT's) answer, 0.5 for identical answers, else 0. -> [per prompt]"""
+    outcomes = []
+    for r, a, b in zip(records, answers, reference):
+        if a == b:
+            outcomes.append(0.5)
+            continue
+        lab = rng.choice(labelers)
+        outcomes.append(float(lab.score(r["task"], a, rng) > lab.score(r["task"], b, rng)))
+    return outcomes
 
 
 def win_rate(wins, n):

@@ -56,7 +56,8 @@ import torch
 import data
 import dpo
 import own_data
-from pipeline import Stages, best_of, best_of_n_kl, bootstrap_ci, fmt, sample_chat, sample_n, win_rate, write_json
+from pipeline import (Stages, best_of, best_of_n_kl, bootstrap_ci, fmt, judge, sample_chat, sample_n, win_rate,
+                      write_json)
 import ppo
 import reward
 import sft
@@ -112,19 +113,6 @@ PRESETS = {
 # -----------------------------------------------------------------------------
 # Evaluation: every model answers the test prompts; held-out labelers judge against SFT
 
-def judge(labelers, records, answers, reference, rng):
-    """Each test prompt is judged by one random held-out labeler: 1 if they prefer the model's
-    answer to the reference (SFT's) answer, 0.5 for identical answers, else 0. -> [per prompt]"""
-    outcomes = []
-    for r, a, b in zip(records, answers, reference):
-        if a == b:
-            outcomes.append(0.5)
-            continue
-        lab = rng.choice(labelers)
-        outcomes.append(float(lab.score(r["task"], a, rng) > lab.score(r["task"], b, rng)))
-    return outcomes
-
-
 def answer_test(models, tok, rm, bias, records, shots, constant, seed):
     """Every model's answers to `records`, sampled at temperature 1, each model from its own random
     stream (with one shared stream, two similar models would give the identical answer wherever
@@ -150,14 +138,16 @@ def answer_test(models, tok, rm, bias, records, shots, constant, seed):
     return answers, kl
 
 
-def figures(records, answers, reference, heldout, rm, bias, tok, block, seed):
+def figures(records, answers, reference, labelers, rm, bias, tok, block, seed):
     """The per-model maps of one test set: win rate against `reference` (SFT's answers) with its
-    interval, the fraction identical to SFT's, the gold rubric (total and per dimension), RM score."""
-    rng = random.Random(seed + 5)
+    interval, the fraction identical to SFT's, the gold rubric (total and per dimension), RM score.
+    `labelers` is (held-out, training): held-out labelers give the win rates; training labelers
+    judge the same answers too (Section 4.1's check that the two prefer alike), from their own stream."""
+    (heldout, trainers), rng, rng_train = labelers, random.Random(seed + 5), random.Random(seed + 17)
     prompts = [r["prompt"] for r in records]
     device = next(rm.parameters()).device
     out = {key: {} for key in ("win_rate_vs_sft", "win_rate_ci", "identical_to_sft", "gold_score", "gold_dims",
-                               "rm_score")}
+                               "rm_score", "win_rate_training_labelers")}
     members = {f: [i for i, r in enumerate(records) if r["family"] == f] for f in sorted({r["family"] for r in records})}
     out["by_family"] = {f: {"n": len(mine), "win_rate_vs_sft": {}, "gold_score": {}} for f, mine in members.items()}
     for name, ans in answers.items():
@@ -170,6 +160,8 @@ def figures(records, answers, reference, heldout, rm, bias, tok, block, seed):
         outcomes = judge(heldout, records, ans, reference, rng)
         p, ci = win_rate(sum(outcomes), len(records))
         out["win_rate_vs_sft"][name], out["win_rate_ci"][name] = round(p, 4), [round(c, 4) for c in ci]
+        out["win_rate_training_labelers"][name] = round(sum(judge(trainers, records, ans, reference, rng_train))
+                                                        / len(records), 4)
         out["identical_to_sft"][name] = round(sum(a == b for a, b in zip(ans, reference)) / len(ans), 4)
         golds = [gold_score(r["task"], a) for r, a in zip(records, ans)]
         dims = {k: round(sum(g[k] for g in golds) / len(golds), 4) for k in golds[0]}
@@ -244,7 +236,7 @@ def evaluate(out_dir, cfg, device, paths):
     answer against SFT's. Then the over-optimization curve on validation prompts."""
     world = data.build(cfg.preset, cfg.seed)
     tests = {"seen": world["test"][:cfg.n_test], "new": world["test_new"][:cfg.n_test]}
-    heldout = [l for l in world["labelers"] if l.heldout]
+    labelers = ([l for l in world["labelers"] if l.heldout], [l for l in world["labelers"] if not l.heldout])
     models = {name: load_any(p, device)[0] for name, p in paths.items() if name != "reward"}
     tok = Tokenizer.from_state(load_any(paths["sft"], device)[1]["tokenizer"])
     rm, _, bias, _ = load_reward_model(paths["reward"], device)
@@ -265,9 +257,9 @@ def evaluate(out_dir, cfg, device, paths):
     for part, records in tests.items():
         print(f"evaluation: {len(records)} test prompts, {part} tasks")
         answers, kl = answer_test(models, tok, rm, bias, records, shots, constant, cfg.seed + (part == "new"))
-        figs = figures(records, answers, answers["sft"], heldout, rm, bias, tok, block, cfg.seed)
+        figs = figures(records, answers, answers["sft"], labelers, rm, bias, tok, block, cfg.seed)
         figs["kl_to_sft"] = {m: None if v is None else round(v, 4) for m, v in kl.items()}
-        figs["head_to_head"] = head_to_head(records, answers, heldout, cfg.seed)
+        figs["head_to_head"] = head_to_head(records, answers, labelers[0], cfg.seed)
         sampled[part] = answers
         if part == "seen":
             result.update(figs)
@@ -284,7 +276,7 @@ def evaluate(out_dir, cfg, device, paths):
             mode = {"base": "base", "base_fewshot": "fewshot"}.get(name, "chat")
             greedy[name] = respond(models["base" if mode != "chat" else name], tok, [r["prompt"] for r in records],
                                    mode=mode, examples=shots)
-    figs = figures(records, greedy, greedy["sft"], heldout, rm, bias, tok, block, cfg.seed)
+    figs = figures(records, greedy, greedy["sft"], labelers, rm, bias, tok, block, cfg.seed)
     result.update({k + "_greedy": v for k, v in figs.items()})
     result["overoptimization"] = overoptimization(models, rm, bias, tok, val[:cfg.n_overopt], out_dir, cfg.seed)
     return result, tests, sampled
@@ -295,13 +287,14 @@ def evaluate(out_dir, cfg, device, paths):
 
 def result_table(figs, pretrain_loss):
     """One markdown table of a test set's per-model maps, and the gold rubric per dimension."""
-    lines = ["| model | win rate vs SFT (95% CI) | identical to SFT | gold score | RM score | KL to SFT | pretraining loss |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| model | win rate vs SFT (95% CI) | by training labelers | identical to SFT | gold score | RM score | KL to SFT "
+             "| pretraining loss |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for m in MODELS:
         w, ci = figs["win_rate_vs_sft"][m], figs["win_rate_ci"][m]
         if w is None:
             continue
-        lines.append(f"| {m} | {w:.3f} ({ci[0]:.3f}-{ci[1]:.3f}) | {figs['identical_to_sft'][m]:.2f} | "
+        lines.append(f"| {m} | {w:.3f} ({ci[0]:.3f}-{ci[1]:.3f}) | {figs['win_rate_training_labelers'][m]:.3f} | "
+                     f"{figs['identical_to_sft'][m]:.2f} | "
                      f"{figs['gold_score'][m]:+.3f} | {figs['rm_score'][m]:+.3f} | "
                      f"{fmt(figs.get('kl_to_sft', {}).get(m), '.2f')} | {fmt(pretrain_loss[m], '.3f')} |")
     dims = figs["gold_dims"]

@@ -194,3 +194,34 @@ def test_sweep_tunes_ppo_on_validation_gold_with_an_interval(run_dir, tmp_path, 
         lo, hi = r["ci95"]
         assert lo <= r["eval_gold"] <= hi
     assert "chosen on validation: kl_coef=" in capsys.readouterr().out
+
+
+def test_training_labelers_judge_the_same_answers_from_their_own_stream(loaded):
+    """Section 4.1's check: training labelers judge every answer too. Here held-out labelers prefer
+    shorter answers and training ones longer; and what the training labelers draw never moves the
+    held-out figures (each group has its own random stream)."""
+    import dataclasses
+    import train_all
+    from world import make_world
+    _, rm, bias, tok = loaded
+    w, rng = make_world(0), random.Random(0)
+    records = [{"task": dataclasses.asdict(t), "family": t.family, "prompt": t.prompt}
+               for t in (w.sample_task(rng, "words") for _ in range(60))]
+
+    class Prefers:
+        def __init__(self, sign, draws=0):
+            self.sign, self.draws = sign, draws
+
+        def score(self, task, answer, rng):
+            return self.sign * len(answer) + sum(rng.random() for _ in range(self.draws)) * 1e-3
+
+    class Coin:
+        def score(self, task, answer, rng):
+            return rng.random()
+    answers = {"sft": ["ok"] * 60, "dpo": ["okay"] * 60, "ppo": ["no"] * 60}
+    a = train_all.figures(records, answers, answers["sft"], ([Prefers(-1)], [Prefers(1)]), rm, bias, tok, 64, seed=0)
+    assert a["win_rate_vs_sft"]["dpo"] == 0.0 and a["win_rate_training_labelers"]["dpo"] == 1.0
+    assert a["win_rate_training_labelers"]["sft"] == 0.5                 # identical answers: no labeler asked
+    b, c = (train_all.figures(records, answers, answers["sft"], ([Coin()], [Prefers(1, draws)]), rm, bias, tok, 64,
+                              seed=0) for draws in (0, 5))
+    assert b["win_rate_vs_sft"] == c["win_rate_vs_sft"] and 0 < b["win_rate_vs_sft"]["ppo"] < 1
