@@ -259,16 +259,20 @@ def oracle_accuracy(comps):
     return right / max(total, 1)
 
 
-def accuracy_by_family(rm, tok, comps, block_size, device):
+def accuracy_by_family(rm, tok, comps, block_size, device, counts=None):
     """Where the RM errs: its accuracy and the gold rubric's (the ceiling) on each task family's
-    pairs. -> {family: {"pairs", "accuracy", "oracle_accuracy"}}; {} for comparisons without a
+    pairs, from pairs_right's per-prompt counts (`counts`, when the caller has them, else scored
+    here). -> {family: {"pairs", "accuracy", "oracle_accuracy"}}; {} for comparisons without a
     task (real data)."""
+    right, pairs = counts or pairs_right(rm, tok, comps, block_size, device)
     families = {}
-    for c in comps:
+    for c, r, p in zip(comps, right, pairs):
         if c.get("task"):
-            families.setdefault(c["task"]["family"], []).append(c)
-    return {f: {"pairs": n_pairs(mine), "accuracy": round(accuracy(rm, tok, mine, block_size, device), 4),
-                "oracle_accuracy": round(oracle_accuracy(mine), 4)} for f, mine in sorted(families.items())}
+            families.setdefault(c["task"]["family"], []).append((c, r, p))
+    return {f: {"pairs": sum(p for _, _, p in mine),
+                "accuracy": round(sum(r for _, r, _ in mine) / max(sum(p for _, _, p in mine), 1), 4),
+                "oracle_accuracy": round(oracle_accuracy([c for c, _, _ in mine]), 4)}
+            for f, mine in sorted(families.items())}
 
 
 def demonstration_bias(rm, tok, demos, train, block_size, device):
@@ -451,7 +455,7 @@ def main(cfg=None):
     if ranked.val:
         right, pairs = pairs_right(rm, tok, ranked.val, block, device)  # per prompt: tools/sweep.py's interval
         metrics.update(val_accuracy=sum(right) / max(sum(pairs), 1), val_pairs_right=right, val_pairs=pairs,
-                       val_by_family=accuracy_by_family(rm, tok, ranked.val, block, device))
+                       val_by_family=accuracy_by_family(rm, tok, ranked.val, block, device, counts=(right, pairs)))
     log.log(steps, heldout_accuracy=metrics["heldout_accuracy"])
     bias, scale = demonstration_bias(rm, tok, ranked.demos, ranked.train, block, device)
     metrics.update(reward_bias=bias, reward_scale=scale, n_train_prompts=len(ranked.train),
