@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, replace
 
 import data
-from pipeline import Stages, sample_chat, win_rate, write_json
+from pipeline import Stages, judge, sample_chat, win_rate, write_json
 import ppo
 import reward
 import sft
@@ -109,7 +109,7 @@ def policy_figures(path, base, a, device, n=200):
     answers, kl, scores = sample_chat(model, sft_model, rm, tok, prompts, bias, a.seed * 1000 + 31)
     reference, _, _ = sample_chat(sft_model, sft_model, rm, tok, prompts, bias, a.seed * 1000 + 17)
     heldout = [l for l in world["labelers"] if l.heldout]
-    p, ci = win_rate(sum(train_all.judge(heldout, records, answers, reference, random.Random(a.seed + 5))), len(records))
+    p, ci = win_rate(sum(judge(heldout, records, answers, reference, random.Random(a.seed + 5))), len(records))
     _, val_ids = corpus_split(tok, world["corpus"], model.config.block_size)
     return dict(gold=round(gold_mean(records, answers, "g")["g"], 4), rm_score=round(sum(scores) / len(scores), 4),
                 kl=round(kl, 4), win_rate_vs_sft=round(p, 4), win_rate_ci=[round(c, 4) for c in ci],
