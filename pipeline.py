@@ -7,12 +7,16 @@ model and data (own_data.py):
   sample_n, best_of, best_of_n_kl   the best-of-n baseline: n SFT samples, the RM's favourite
   judge           simulated labelers compare each answer with a reference answer
   win_rate        a win rate against SFT with its 95% interval; bootstrap_ci, one over prompts
+  head_to_head    PPO's rivals judged directly against PPO's answers
+  capability, capability_figures   the few-shot capability benchmark (world.World.capability_items):
+                  the alignment tax as the paper measures it, each model's score and its difference from SFT
   fmt, write_json report.md's figures; summary.json, written atomically
 """
 
 import json
 import math
 import os
+import random
 import time
 from dataclasses import replace
 
@@ -162,8 +166,90 @@ def judge(labelers, records, answers, reference, rng):
     return outcomes
 
 
+def head_to_head(records, answers, heldout, seed):
+    """PPO's rivals judged directly against PPO's answers to the same prompts by the same held-out
+    labelers (one comparison, not two with SFT read side by side): the win rate and its 95%
+    interval by a bootstrap over prompts. -> {"dpo_vs_ppo": {"win_rate", "ci"}, ...}"""
+    rng = random.Random(seed + 13)
+    out = {}
+    for name in ("ppo_ptx", "dpo", "best_of_16"):
+        outcomes = judge(heldout, records, answers[name], answers["ppo"], rng)
+        out[f"{name}_vs_ppo"] = dict(win_rate=round(sum(outcomes) / len(outcomes), 4),
+                                     ci=[round(c, 4) for c in bootstrap_ci(outcomes, rng)])
+    return out
+
+
 def win_rate(wins, n):
     """Fraction of comparisons won (ties count half) and its 95% normal-approximation interval."""
     p = wins / max(n, 1)
     half = 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
     return p, (max(0.0, p - half), min(1.0, p + half))
+
+
+# -----------------------------------------------------------------------------
+# The capability benchmark: the alignment tax as the paper measures it (Section 4.2)
+
+@torch.no_grad()
+def continuation_scores(model, tok, contexts, continuations, batch_size=64):
+    """For each (context, continuation) of raw text: the sum of the continuation's token log-probs
+    after the context, and whether greedy decoding would write it (each of its tokens the argmax,
+    never a padding or chat token). The context starts as a corpus document does, after EOS; a long
+    one loses its front to fit the window. -> [(logprob, greedy)]"""
+    model.eval()
+    device, T_max = next(model.parameters()).device, model.config.block_size
+    out = []
+    for i in range(0, len(contexts), batch_size):
+        rows = []
+        for context, continuation in zip(contexts[i:i + batch_size], continuations[i:i + batch_size]):
+            target = tok.encode(continuation)
+            rows.append((([tok.eos_id] + tok.encode(context) + target)[-T_max:], len(target)))
+        x = torch.full((len(rows), max(len(r) for r, _ in rows)), tok.pad_id, dtype=torch.long)
+        for j, (r, _) in enumerate(rows):  # padded on the right: causal attention never reads it
+            x[j, :len(r)] = torch.tensor(r)
+        logits = model(x.to(device))[0].float()                         # (B, T, V)
+        logits[..., tok.never_sampled] = float("-inf")
+        logp = logits.log_softmax(-1)
+        for j, (r, k) in enumerate(rows):
+            pos = torch.arange(len(r) - k - 1, len(r) - 1, device=device)  # the positions predicting the target
+            target = torch.tensor(r[len(r) - k:], device=device)
+            lp = logp[j, pos]                                            # (k, V)
+            out.append((lp.gather(1, target[:, None]).sum().item(), bool((lp.argmax(-1) == target).all())))
+    return out
+
+
+def capability(model, tok, items):
+    """Per task of the benchmark, each item's outcome (1 right, 0 wrong): a choice item is right when
+    its answer has the highest log-likelihood of the choices (summed over tokens, as the paper's
+    multiple-choice tasks), a target item when greedy decoding writes the target (exact match).
+    -> {task: [outcome]}"""
+    out = {}
+    for task, rows in items.items():
+        options = [item.get("choices") or [item["target"]] for item in rows]
+        scores = continuation_scores(model, tok, [item["context"] for item, o in zip(rows, options) for _ in o],
+                                     [c for o in options for c in o])
+        out[task], at = [], 0
+        for item, o in zip(rows, options):
+            mine, at = scores[at:at + len(o)], at + len(o)
+            if "choices" in item:
+                out[task].append(float(max(range(len(o)), key=lambda c: mine[c][0]) == item["answer"]))
+            else:
+                out[task].append(float(mine[0][1]))
+    return out
+
+
+def capability_figures(models, tok, items, rng):
+    """Every model on the benchmark. -> ({task: {model: score}}, {task: {"<model>_vs_sft": {"diff",
+    "ci"}, "ppo_ptx_vs_ppo": ...}}): each model's difference from SFT on the same items, with a 95%
+    paired bootstrap interval over items (the pairing takes the items' own difficulty out), and
+    PPO-ptx's against PPO: how much of PPO's tax the pretraining mix wins back (Section 4.2)."""
+    outcomes = {name: capability(model, tok, items) for name, model in models.items()}
+    scores, diffs = {}, {}
+    for task in items:
+        scores[task] = {name: round(sum(o[task]) / len(o[task]), 4) for name, o in outcomes.items()}
+        pairs = [(name, "sft") for name in models if name != "sft"] + [("ppo_ptx", "ppo")] * ("ppo_ptx" in models)
+        diffs[task] = {"n": len(items[task])}
+        for name, ref in pairs:
+            d = [a - b for a, b in zip(outcomes[name][task], outcomes[ref][task])]
+            diffs[task][f"{name}_vs_{ref}"] = dict(diff=round(sum(d) / len(d), 4),
+                                                   ci=[round(c, 4) for c in bootstrap_ci(d, rng)])
+    return scores, diffs

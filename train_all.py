@@ -56,8 +56,8 @@ import torch
 import data
 import dpo
 import own_data
-from pipeline import (Stages, best_of, best_of_n_kl, bootstrap_ci, fmt, judge, sample_chat, sample_n, win_rate,
-                      write_json)
+from pipeline import (Stages, best_of, best_of_n_kl, capability_figures, fmt, head_to_head, judge, sample_chat,
+                      sample_n, win_rate, write_json)
 import ppo
 import reward
 import sft
@@ -76,6 +76,7 @@ BEST_OF = [1, 2, 4, 8, 16, 32, 64]  # n of the over-optimization curve (Gao et a
 # --dry-run: what each stage's Config (where it has the field) and the evaluation are cut to: one
 # step of the preset's batch size each (PPO: one minibatch's worth of rollouts, updated once)
 DRY_RUN = dict(max_steps=1, epochs=1, n_heldout=4, iterations=1, ppo_epochs=1, n_eval=4, n_test=4, n_overopt=1)
+CAPABILITY_ITEMS = {"smoke": 40, "cpu": 200, "gpu": 400}  # the benchmark's items per task, at most (world.py)
 DRY_RUN_MARK = "DRY_RUN.txt"  # a dry run's folder holds no results: a real run refuses to continue it
 
 
@@ -173,19 +174,6 @@ def figures(records, answers, reference, labelers, rm, bias, tok, block, seed):
     return out
 
 
-def head_to_head(records, answers, heldout, seed):
-    """PPO's rivals judged directly against PPO's answers to the same prompts by the same held-out
-    labelers (one comparison, not two with SFT read side by side): the win rate and its 95%
-    interval by a bootstrap over prompts. -> {"dpo_vs_ppo": {"win_rate", "ci"}, ...}"""
-    rng = random.Random(seed + 13)
-    out = {}
-    for name in ("ppo_ptx", "dpo", "best_of_16"):
-        outcomes = judge(heldout, records, answers[name], answers["ppo"], rng)
-        out[f"{name}_vs_ppo"] = dict(win_rate=round(sum(outcomes) / len(outcomes), 4),
-                                     ci=[round(c, 4) for c in bootstrap_ci(outcomes, rng)])
-    return out
-
-
 def overoptimization(models, rm, bias, tok, records, out_dir, seed):
     """Gold and RM score against sqrt(KL to SFT) on validation prompts (Gao et al. 2022, Figure 1):
     best-of-n from SFT for n in BEST_OF (64 samples per prompt, split into 64/n groups of n), and
@@ -253,6 +241,9 @@ def evaluate(out_dir, cfg, device, paths):
     for name in MODELS:
         model = {"base_fewshot": "base", "best_of_4": "sft", "best_of_16": "sft"}.get(name, name)
         result["pretrain_loss"][name] = losses.get(model)  # the constant has none
+    # the alignment tax as the paper measures it: raw-text few-shot tasks, every network of the pipeline
+    items = world["world"].capability_items(min(cfg.n_test, CAPABILITY_ITEMS[cfg.preset]), cfg.seed + 23)
+    result["capability"], result["capability_tax"] = capability_figures(models, tok, items, random.Random(cfg.seed + 9))
     sampled = {}
     for part, records in tests.items():
         print(f"evaluation: {len(records)} test prompts, {part} tasks")
@@ -320,6 +311,19 @@ def family_table(figs):
     return lines + [""]
 
 
+def capability_table(scores, tax):
+    """report.md: the benchmark's score per task and network, PPO's difference from SFT and PPO-ptx's from PPO."""
+    names = list(next(iter(scores.values())))
+    lines = ["### Capability benchmark: the alignment tax (raw text, few-shot; world.World.capability_items)", "",
+             "| task (items) | " + " | ".join(names) + " | PPO - SFT (95% CI) | PPO-ptx - PPO (95% CI) |",
+             "| --- |" + " ---: |" * (len(names) + 2)]
+    for task, row in scores.items():
+        d = [tax[task].get(k) for k in ("ppo_vs_sft", "ppo_ptx_vs_ppo")]
+        lines.append(f"| {task} ({tax[task]['n']}) | " + " | ".join(f"{row[m]:.3f}" for m in names) + " | " + " | ".join(
+            "-" if x is None else f"{x['diff']:+.3f} ({x['ci'][0]:+.3f} to {x['ci'][1]:+.3f})" for x in d) + " |")
+    return lines + [""]
+
+
 def write_report(out_dir, summary, tests, answers):
     new = summary["new_tasks"]
     dry = " (--dry-run: every stage cut to a step or two, a check of the settings, not a result)"
@@ -335,6 +339,7 @@ def write_report(out_dir, summary, tests, answers):
                         ("Seen tasks, greedy answers", {k[:-len("_greedy")]: v for k, v in summary.items()
                                                          if k.endswith("_greedy")})):
         lines += [f"### {title}", ""] + result_table(figs, summary["pretrain_loss"]) + family_table(figs)
+    lines += capability_table(summary["capability"], summary["capability_tax"])
     o = summary["overoptimization"]
     lines += [f"### Over-optimization ({o['n_prompts']} validation prompts; Gao et al. 2022)", "",
               "| policy | sqrt KL | gold score | RM score |", "| --- | ---: | ---: | ---: |"]

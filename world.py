@@ -204,6 +204,54 @@ class World:
             return Task(family, prompt, REFUSALS[0], {"harm": harm})
         raise ValueError(f"unknown task family {family!r}; choose from {FAMILIES}")
 
+    def capability_items(self, n, seed):
+        """The capability benchmark, read the way the paper scores public NLP data (Section 4.2,
+        Figure 29): raw text as the corpus writes it, few-shot, never the chat format, so it measures
+        what pretraining taught and RLHF may erode (the alignment tax). Four tasks, at most n items
+        each, from their own random stream; an item's examples are other instances than its question.
+          facts   cloze on a known person's city or job (all 60 people, both): the right one among
+                  every city (20) or job (12), by log-likelihood (like LAMBADA's cloze, scored as choices)
+          sums    "a + b =" after three worked sums: exact match of the greedy answer (like DROP)
+          words   a word reversed, capitalised or counted, after two examples: exact match
+          story   a story's opening, then "It played with the": its own object against three
+                  others (like HellaSwag's endings)
+        -> {task: [{"context", "choices", "answer"} or {"context", "target"}]}"""
+        rng, people = random.Random(seed), sorted(self.people)
+        said = {"city": lambda p: f"{p} lives in", "job": lambda p: f"{p} works as a"}
+        options = {"city": CITIES, "job": JOBS}
+        facts = []
+        for name in people:
+            for attr in ("city", "job"):
+                shots = [o for o in rng.sample(people, 3) if o != name][:2]
+                context = " ".join(f"{said[attr](o)} {self.people[o][attr]}." for o in shots) + " " + said[attr](name)
+                facts.append(dict(context=context, choices=[f" {v}." for v in options[attr]],
+                                  answer=options[attr].index(self.people[name][attr])))
+
+        def a_sum():
+            a, b = rng.randint(0, 99), rng.randint(0, 99)
+            a, b, op = (a, b, "+") if rng.random() < 0.6 else (max(a, b), min(a, b), "-")
+            return f"{a} {op} {b} =", f" {a + b if op == '+' else a - b}."
+        sums = []
+        for _ in range(n):
+            shots, (question, target) = [a_sum() for _ in range(3)], a_sum()
+            sums.append(dict(context=" ".join(q + t for q, t in shots) + " " + question, target=target))
+        ways = {"reverse": (lambda w: f"{w} spelled backwards is", lambda w: w[::-1]),
+                "upper": (lambda w: f"In capital letters, {w} is", str.upper),
+                "length": (lambda w: f"The word {w} has", lambda w: f"{len(w)} letters")}
+        words = []
+        for w in WORDS:
+            for op, (ask, answer) in ways.items():
+                shots = [o for o in rng.sample(WORDS, 3) if o != w][:2]
+                context = " ".join(f"{ask(o)} {answer(o)}." for o in shots) + " " + ask(w)
+                words.append(dict(context=context, target=f" {answer(w)}."))
+        stories = []
+        for _ in range(n):
+            animal, objs, right = rng.choice(ANIMALS), rng.sample(OBJECTS, 4), rng.randrange(4)
+            stories.append(dict(context=make_story(rng, animal, objs[right]) + " It played with the",
+                                choices=[f" {o} all day." for o in objs], answer=right))
+        items = {"facts": facts, "sums": sums, "words": words, "story": stories}
+        return {task: rng.sample(v, min(n, len(v))) for task, v in items.items()}
+
 
 def make_world(seed=0, n_people=60, n_strangers=60, new_share=0.22):
     """The people and strangers, then about new_share of each family's instances reserved for the
