@@ -9,7 +9,8 @@ summary.json exists is read, not re-run; a stopped seed continues where it stopp
                        interval (Student's t over the seeds), sample standard deviation, min,
                        max and the values per seed
   OUT_DIR/seeds.md     the main table (seen and new tasks) as mean ± the 95% interval's half-width,
-                       and PPO's rivals judged directly against it (head_to_head), the same way
+                       PPO's rivals judged directly against it (head_to_head) and the capability
+                       benchmark with PPO's tax and PPO-ptx's recovery (capability_tax), the same way
 
     python tools/seeds.py --preset cpu --seeds 0 1 2 --out-dir out/seeds      # about 25 min a seed on 2 cores
     python tools/seeds.py --preset smoke --seeds 0 1 --out-dir out/seeds-smoke
@@ -105,6 +106,15 @@ def table(stats, seeds):
         if rivals:
             lines += ["", f"Head to head against PPO's answers, {part} tasks (win rate): " + ", ".join(
                 f"{m} {cell(f'{prefix}head_to_head.{m}_vs_ppo.win_rate', '.3f')}" for m in rivals) + "."]
+    tasks = sorted({k.split(".")[1] for k in stats if k.startswith("capability.")})
+    if tasks:  # the alignment tax on the capability benchmark; the differences are paired within each seed
+        nets = [m for m in MODELS if f"capability.{tasks[0]}.{m}" in stats]
+        lines += ["", "Capability benchmark (raw text, few-shot; score per task), differences on the same items:", "",
+                  "| task | " + " | ".join(nets) + " | PPO - SFT | PPO-ptx - PPO |",
+                  "| --- |" + " ---: |" * (len(nets) + 2)]
+        lines += [f"| {t} | " + " | ".join(cell(f"capability.{t}.{m}", ".3f") for m in nets) + " | "
+                  + " | ".join(cell(f"capability_tax.{t}.{d}.diff") for d in ("ppo_vs_sft", "ppo_ptx_vs_ppo")) + " |"
+                  for t in tasks]
     lines += ["", f"RM accuracy {cell('rm_accuracy', '.3f')}; the gold rubric on the same pairs "
               f"{cell('rm_oracle_accuracy', '.3f')}; labeler agreement {cell('labeler_agreement', '.3f')}; "
               f"seconds per seed {cell('seconds.total', '.0f')}.", ""]
