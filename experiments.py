@@ -15,11 +15,21 @@ experiments.py: the paper's claims as experiments on the simulated world, where 
           loss (the alignment tax, Section 4.2).
   noise   the labelers' noise scaled: their agreement, the RM's accuracy, PPO's gold score.
   rounds  steps 2 and 3 repeated 1, 2 and 3 times (train_all.py --rounds): what each round adds.
+  sizes   Figure 1: three model sizes (SIZES, at least 16x apart in parameters), each pretrained on
+          the same corpus, then SFT, PPO, PPO-ptx and DPO; the base model prompted plainly and
+          few-shot. One RM, the largest size's (the base's), serves every size, as the paper's 6B RM
+          and value model served its 1.3B and 175B policies: a small model's own RM is the weakest
+          judge, and the RM's size should not be what the curve measures. Beside it, an RM of each
+          size trained on the same rankings and its accuracy on the same held-out comparisons (an
+          RM-size curve, Gao et al. 2022). Every model is judged against the largest size's SFT on
+          test prompts, seen and new tasks, and scored on the capability benchmark; figure1.png.
 
 Every experiment starts from one base (OUT_DIR/base: pretrain.pt, sft.pt and reward.pt made
 exactly as train_all.py makes them, with the same --preset and --seed) and changes one thing.
 Figures are on validation prompts (held-out users), judged by held-out labelers and the gold
-rubric; test prompts stay for train_all.py. docs/experiments.md has each one's measured result.
+rubric; test prompts stay for train_all.py, except in `sizes`, which tunes nothing and reports
+train_all.py's kind of figures (each size keeps the preset's settings, chosen at its largest size).
+docs/experiments.md has each one's measured result.
 """
 
 import json
@@ -30,14 +40,17 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 
+import torch
+
 import data
-from pipeline import Stages, judge, sample_chat, win_rate, write_json
+import dpo
+from pipeline import Stages, bootstrap_ci, capability_figures, judge, sample_chat, win_rate, write_json
 import ppo
 import reward
 import sft
 import train_all
 from world import gold_mean
-from plumbing.checkpoint import lm_loss, load_language_model, load_reward_model
+from plumbing.checkpoint import lm_loss, load_language_model, load_reward_model, respond
 from plumbing.cli import UserError, arg, ensure_out_dir, parse_config, run_cli
 from plumbing.formats import n_pairs
 from plumbing.loop import setup
@@ -55,8 +68,8 @@ PASSES = {"smoke": 3, "default": 2}  # pairs: passes over the comparisons (each 
 
 @dataclass
 class Args:
-    name: str = arg("", "the experiment: pairs, k, beta, ptx, noise, rounds, or all", positional=True,
-                    choices=["pairs", "k", "beta", "ptx", "noise", "rounds", "all"])
+    name: str = arg("", "the experiment: pairs, k, beta, ptx, noise, rounds, sizes, or all", positional=True,
+                    choices=["pairs", "k", "beta", "ptx", "noise", "rounds", "sizes", "all"])
     preset: str = arg("smoke", "smoke (a few minutes each), cpu (under 30 minutes each on 2 cores) or gpu")
     out_dir: str = arg("", "folder (default out/experiments_<preset>): base/ and one folder per experiment")
     seed: int = arg(0, "seed of the world and of every run")
@@ -285,8 +298,133 @@ def exp_rounds(a, base, common, device):
     return out, draw
 
 
+# Model sizes of `sizes`, smallest first, as (n_layer, n_head, n_embd); the preset's own shape comes
+# last, the base's. The span is at least 16x in parameters (the paper's: 1.3B to 175B, 135x).
+SIZES = {"smoke": [(1, 2, 16), (2, 2, 32)], "cpu": [(2, 2, 24), (3, 4, 64)], "gpu": [(3, 4, 96), (4, 4, 192)]}
+SIZE_TEST = {"smoke": 40}  # sizes: test prompts per part (default: train_all.py's preset)
+METHODS = ["base", "base_fewshot", "sft", "ppo", "ppo_ptx", "dpo"]  # Figure 1's lines, and DPO
+
+
+def train_size(a, base, shape, home, common):
+    """One model size in `home`: pretrain, SFT, then PPO, PPO-ptx and DPO from its SFT against the
+    base's RM and rankings (the base's own folder holds the preset's size, as train_all.py makes
+    it), and an own-size RM on the same rankings. Stages whose checkpoints exist are skipped."""
+    stages, c = Stages(home, force=False), {**common, "out_dir": home}
+    n_layer, n_head, n_embd = shape
+    sft_cfg = sft.Config(**sft.PRESETS[a.preset])
+    stages.run("pretrain", "pretrain.pt", sft, replace(sft_cfg, stage="pretrain", n_layer=n_layer, n_head=n_head,
+                                                       n_embd=n_embd, **c))
+    stages.run("sft", "sft.pt", sft, replace(sft_cfg, stage="sft", eval_gold=0, **c))
+    ppo_cfg = replace(ppo.Config(**ppo.PRESETS[a.preset]), reward=os.path.join(base, "reward.pt"), **c)
+    stages.run("ppo", "ppo.pt", ppo, replace(ppo_cfg, name="ppo"))
+    gamma = train_all.PRESETS[a.preset]["ptx_coef"]
+    stages.run("ppo_ptx", "ppo_ptx.pt", ppo, replace(ppo_cfg, name="ppo_ptx", ptx_coef=gamma))
+    ranked = {} if home == base else dict(data=os.path.join(base, "comparisons_reward.jsonl"),
+                                          heldout=os.path.join(base, "comparisons_heldout_reward.jsonl"))
+    stages.run("dpo", "dpo.pt", dpo, replace(dpo.Config(**dpo.PRESETS[a.preset]), n_val=0, **ranked, **c))
+    rm_cfg = replace(reward.Config(**reward.PRESETS[a.preset]), name="reward_own",
+                     data=os.path.join(base, "comparisons_reward.jsonl"), **c)
+    stages.run("reward_own", "reward_own.pt", reward, rm_cfg)
+
+
+def size_answers(models, sft_model, rm, bias, tok, prompts, shots, stream):
+    """Each method's answers to `prompts`, sampled at temperature 1 from its own stream (the base
+    model in plain text, plainly and few-shot), with the KL of the chat models to their own SFT."""
+    device = next(sft_model.parameters()).device
+    answers, kl = {}, {}
+    for k, name in enumerate(METHODS):
+        if name.startswith("base"):
+            g = torch.Generator(device=device).manual_seed(stream + k)
+            answers[name] = respond(models["base"], tok, prompts, mode="base" if name == "base" else "fewshot",
+                                    examples=shots, temperature=1.0, generator=g)
+            kl[name] = None
+        else:
+            answers[name], kl[name], _ = sample_chat(models[name], sft_model, rm, tok, prompts, bias, stream + k)
+    return answers, kl
+
+
+def exp_sizes(a, base, common, device):
+    shapes = SIZES.get(a.preset, SIZES["cpu"])
+    own = sft.Config(**sft.PRESETS[a.preset])
+    shapes = shapes + [(own.n_layer, own.n_head, own.n_embd)]
+    homes = [os.path.join(common["out_dir"], f"size_{l}x{e}") for l, _, e in shapes[:-1]] + [base]
+    progress = Progress("sizes", len(shapes) + 1, a.seed)
+    for shape, home in zip(shapes, homes):
+        progress.next(f"{shape[0]} layers of width {shape[2]}: pretrain, SFT, PPO, PPO-ptx, DPO, an own-size RM")
+        ensure_out_dir(home)
+        train_size(a, base, shape, home, common)
+    progress.next("every size's models answer the test prompts; the largest SFT's answers are the reference")
+    world = data.build(a.preset, a.seed)
+    n = SIZE_TEST.get(a.preset, train_all.PRESETS[a.preset]["n_test"])
+    tests = {"seen": world["test"][:n], "new": world["test_new"][:n]}
+    heldout = [l for l in world["labelers"] if l.heldout]
+    rm, _, bias, _ = load_reward_model(os.path.join(base, "reward.pt"), device)
+    reference_sft, tok, _ = load_language_model(os.path.join(base, "sft.pt"), device)
+    shots = train_all.fewshot_examples(tok, world["sft"])
+    items = world["world"].capability_items(min(n, train_all.CAPABILITY_ITEMS[a.preset]), a.seed + 23)
+    with open(os.path.join(base, "comparisons_heldout_reward.jsonl")) as f:
+        heldout_comps = [json.loads(line) for line in f]  # the same held-out comparisons judge every RM
+    block = rm.gpt.config.block_size
+    reference = {part: sample_chat(reference_sft, reference_sft, rm, tok, [r["prompt"] for r in records], bias,
+                                   a.seed * 1000 + 7 + (part == "new"))[0] for part, records in tests.items()}
+    out = {"reference": "the largest size's SFT", "n_test": {p: len(r) for p, r in tests.items()},
+           "serving_rm": dict(params=rm.gpt.num_params(), heldout_accuracy=round(
+               reward.accuracy(rm, tok, heldout_comps, block, device), 4)), "sizes": []}
+    kept = {}  # the smallest and the largest size's answers, for the head-to-heads below
+    for i, (shape, home) in enumerate(zip(shapes, homes)):
+        models = {m: load_language_model(os.path.join(home, ("pretrain" if m == "base" else m) + ".pt"), device)[0]
+                  for m in ("base", "sft", "ppo", "ppo_ptx", "dpo")}
+        own_rm = load_reward_model(os.path.join(home, "reward_own.pt"), device)[0]
+        row = dict(n_layer=shape[0], n_head=shape[1], n_embd=shape[2], params=models["sft"].num_params(),
+                   rm_own_accuracy=round(reward.accuracy(own_rm, tok, heldout_comps, block, device), 4))
+        for part, records in tests.items():
+            prompts, rng = [r["prompt"] for r in records], random.Random(a.seed * 1000 + 10 * i + (part == "new"))
+            answers, kl = size_answers(models, models["sft"], rm, bias, tok, prompts, shots,
+                                       a.seed * 1000 + 100 * (i + 1) + 10 * (part == "new"))
+            row[part] = {}
+            if i in (0, len(shapes) - 1):
+                kept[i, part] = answers
+            for m in METHODS:
+                p, ci = win_rate(sum(judge(heldout, records, answers[m], reference[part], rng)), len(records))
+                row[part][m] = dict(win_rate=round(p, 4), ci=[round(c, 4) for c in ci],
+                                    gold=round(gold_mean(records, answers[m], "g")["g"], 4),
+                                    kl_to_own_sft=None if kl[m] is None else round(kl[m], 4))
+        row["capability"], row["capability_tax"] = capability_figures(models, tok, items, random.Random(a.seed + 9))
+        out["sizes"].append(row)
+        print(f"[sizes] {row['params'] / 1e6:.3f}M parameters: seen-task win rate against the largest SFT "
+              + ", ".join(f"{m} {row['seen'][m]['win_rate']:.2f}" for m in METHODS)
+              + f"; own-size RM accuracy {row['rm_own_accuracy']:.3f}", flush=True)
+
+    # Figure 1's question asked directly: the smallest size's PPO against the largest base model,
+    # prompted (few-shot) and plain, and against the largest SFT, by the same held-out labelers
+    out["head_to_head"] = {}
+    for part, records in tests.items():
+        rng, small, large = random.Random(a.seed + 13), kept[0, part], kept[len(shapes) - 1, part]
+        for rival in ("base_fewshot", "base", "sft", "ppo"):
+            outcomes = judge(heldout, records, small["ppo"], large[rival], rng)
+            out["head_to_head"][f"{part}_smallest_ppo_vs_largest_{rival}"] = dict(
+                win_rate=round(sum(outcomes) / len(outcomes), 4), ci=[round(c, 4) for c in bootstrap_ci(outcomes, rng)])
+
+    def draw(ax_seen, ax_new):
+        for ax, part in ((ax_seen, "seen"), (ax_new, "new")):
+            for k, (m, style) in enumerate(zip(METHODS, ("o:", "v:", "s-", "^-", "D-", "x--"))):
+                x = [r["params"] * 1.04 ** (k - 2.5) for r in out["sizes"]]  # side by side: no bar hides another
+                y = [r[part][m]["win_rate"] for r in out["sizes"]]
+                err = [[v - r[part][m]["ci"][0] for v, r in zip(y, out["sizes"])],
+                       [r[part][m]["ci"][1] - v for v, r in zip(y, out["sizes"])]]
+                ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=m.replace("_", " "))
+            ax.axhline(0.5, color="gray", lw=0.8)
+            ax.set_xscale("log")
+            ax.set_xlabel("parameters")
+            ax.set_ylabel("win rate against the largest SFT (95% CI)")
+            ax.set_title(f"{part} tasks ({out['n_test'][part]} test prompts)")
+    draw.panels = 2
+    return out, draw
+
+
 EXPERIMENTS = {"pairs": exp_pairs, "k": exp_k, "beta": exp_beta, "ptx": exp_ptx, "noise": exp_noise,
-               "rounds": exp_rounds}
+               "rounds": exp_rounds, "sizes": exp_sizes}
+PNG = {"sizes": "figure1.png"}  # the paper's name for the picture; others are named after their experiment
 
 
 def main():
@@ -305,15 +443,15 @@ def main():
         results = {"experiment": name, "preset": a.preset, "seed": a.seed, "seconds": round(time.time() - t0, 1),
                    **results}
         write_json(os.path.join(folder, "results.json"), results)
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        draw(ax)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+        plt, panels, png = pyplot(), getattr(draw, "panels", 1), PNG.get(name, f"{name}.png")
+        fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.2), squeeze=False)
+        draw(*axes[0])
+        if axes[0][0].get_legend_handles_labels()[0]:
+            axes[0][0].legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(os.path.join(folder, f"{name}.png"), dpi=100)
+        fig.savefig(os.path.join(folder, png), dpi=100)
         plt.close(fig)
-        print(f"[{name}] done in {results['seconds']:.0f}s: {folder}/results.json, {name}.png")
+        print(f"[{name}] done in {results['seconds']:.0f}s: {folder}/results.json, {png}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,12 +59,54 @@ def test_smoke_pipeline_writes_every_key_and_moves_the_right_way(smoke):
     assert g["ppo"] > g["sft"] and g["best_of_16"] > g["sft"], g
     assert new["best_of_16"] > new["sft"], new
     assert 0.5 <= s["rm_oracle_accuracy"] <= 1 and 0.5 < s["rm_accuracy"] <= 1
+    # the capability benchmark: every network of the pipeline on every task, and the tax against SFT
+    networks = {"base", "sft", "ppo", "ppo_ptx", "dpo"}
+    assert set(s["capability"]) == set(s["capability_tax"]) == {"facts", "sums", "words", "story"}
+    for task, scores in s["capability"].items():
+        tax = s["capability_tax"][task]
+        assert set(scores) == networks and all(0 <= v <= 1 for v in scores.values()) and tax["n"] > 0
+        assert tax["ppo_vs_sft"]["diff"] == pytest.approx(scores["ppo"] - scores["sft"], abs=1e-3)
+        assert tax["ppo_ptx_vs_ppo"]["ci"][0] <= tax["ppo_ptx_vs_ppo"]["diff"] <= tax["ppo_ptx_vs_ppo"]["ci"][1]
+    assert "### Capability benchmark" in open(os.path.join(out, "report.md")).read()
+    assert set(s["win_rate_training_labelers"]) == set(MODELS)
     bo = s["overoptimization"]["best_of_n"]
     assert [p["n"] for p in bo] == [1, 2, 4, 8, 16, 32, 64] and bo[0]["kl"] == 0 and bo[-1]["rm_score"] > bo[0]["rm_score"]
     for f in ("report.md", "losses.png", "scores_vs_kl.png", "win_rates.png", "overoptimization.png", "pretrain.pt",
               "sft.pt", "reward.pt", "ppo.pt", "ppo_ptx.pt", "metrics.jsonl", "demonstrations.jsonl",
               "comparisons_reward.jsonl", "prompts_test.jsonl", "prompts_test_new.jsonl"):
         assert os.path.exists(os.path.join(out, f)), f
+
+
+def test_experiment_sizes_draws_figure_1_from_the_smoke_run(smoke, tmp_path):
+    """experiments.py sizes at the smoke preset, its largest size the smoke run's own models (copied
+    in as the experiment's base): two smaller sizes trained and every size judged against the
+    largest SFT, the paper's Figure 1 in miniature."""
+    out, _ = smoke
+    base = tmp_path / "base"
+    base.mkdir()
+    for f in os.listdir(out):
+        if f.endswith(".pt") and "resume" not in f or f.startswith("comparisons_"):
+            shutil.copy(os.path.join(out, f), base)
+    r = run("experiments.py", "sizes", "--preset", "smoke", "--out-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[sizes] run 4/4" in r.stdout and r.stdout.count("== ppo: ") == 1  # the base's PPO reused, not re-run
+    res = json.load(open(tmp_path / "sizes" / "results.json"))
+    sizes = res["sizes"]
+    params = [x["params"] for x in sizes]
+    assert params == sorted(params) and params[-1] >= 16 * params[0]
+    assert 0.5 < res["serving_rm"]["heldout_accuracy"] <= 1 and res["serving_rm"]["params"] == params[-1]
+    for x in sizes:
+        assert 0 <= x["rm_own_accuracy"] <= 1
+        assert set(x["capability"]) == {"facts", "sums", "words", "story"}
+        for part in ("seen", "new"):
+            assert set(x[part]) == {"base", "base_fewshot", "sft", "ppo", "ppo_ptx", "dpo"}
+            assert all(v["ci"][0] <= v["win_rate"] <= v["ci"][1] for v in x[part].values())
+    h = res["head_to_head"]
+    assert set(h) == {f"{p}_smallest_ppo_vs_largest_{m}" for p in ("seen", "new") for m in ("base_fewshot", "base", "sft", "ppo")}
+    assert all(v["ci"][0] <= v["win_rate"] <= v["ci"][1] for v in h.values())
+    # the largest SFT against its own other samples: about even
+    assert sizes[-1]["seen"]["sft"]["ci"][0] <= 0.5 <= sizes[-1]["seen"]["sft"]["ci"][1]
+    assert os.path.getsize(tmp_path / "sizes" / "figure1.png") > 10_000
 
 
 def test_a_second_run_skips_finished_stages(smoke):
