@@ -16,13 +16,14 @@ by held-out labelers, in two parts: seen tasks (instances that also occur in tra
 new tasks (instances the world kept out of every SFT, RM and PPO prompt: does what RLHF taught
 generalize?). Per model, each sampling from its own random stream: the win rate against SFT (with
 a 95% interval) and the fraction of answers identical to SFT's, the gold rubric per dimension, the
-RM score, the KL to SFT, the pretraining loss on held-out corpus text (the "alignment tax"). The
-models: the prompted base model, the few-shot prompted base model, SFT, PPO, PPO-ptx, DPO, and two
-baselines, a constant answer (the best of a few, chosen on validation prompts) and best-of-n from
-SFT picked by the RM (n = 4, 16). Beside them: the RM's held-out accuracy, the labelers'
-agreement and the gold rubric's accuracy on the same pairs (the ceiling an RM can reach); the
-prompt funnel's counts; and gold and RM score against sqrt(KL to SFT) for best-of-n (n = 1..64)
-and along PPO's training, where over-optimization shows (Gao et al. 2022).
+RM score, the KL to SFT; the "alignment tax" as the pretraining loss on held-out corpus text and
+as scores on few-shot capability tasks (Section 4.2). The models: the base model prompted plainly
+and few-shot, SFT, PPO, PPO-ptx, DPO, and two baselines, a constant answer (the best of a few,
+chosen on validation prompts) and best-of-n from SFT picked by the RM (n = 4, 16). Beside them:
+the RM's held-out accuracy, the labelers' agreement and the gold rubric's accuracy on the same
+pairs (the ceiling an RM can reach); the prompt funnel's counts; and gold and RM score against
+sqrt(KL to SFT) for best-of-n (n = 1..64) and along PPO's training, where over-optimization shows
+(Gao et al. 2022).
 
     python train_all.py --preset smoke --out-dir out/smoke     # a few minutes on 2 CPU cores
     python train_all.py                                        # gpu preset on CUDA, else cpu
@@ -71,6 +72,7 @@ from plumbing.plots import metrics_rows, plot_all
 from plumbing.tokenizer import Tokenizer, corpus_split
 
 MODELS = ["base", "base_fewshot", "constant", "sft", "best_of_4", "best_of_16", "ppo", "ppo_ptx", "dpo"]
+SAME_NETWORK = {"base_fewshot": "base", "best_of_4": "sft", "best_of_16": "sft"}  # models that are another's network
 CONSTANTS = ["I don't know.", "Sorry, I can't help with that.", "OK.", "Yes, I can help."]  # the constant baseline's choices
 BEST_OF = [1, 2, 4, 8, 16, 32, 64]  # n of the over-optimization curve (Gao et al. 2022, Figure 1)
 # --dry-run: what each stage's Config (where it has the field) and the evaluation are cut to: one
@@ -238,12 +240,12 @@ def evaluate(out_dir, cfg, device, paths):
     result = {"funnel": world["funnel"], "constant_answer": constant, "fewshot_examples": len(shots),
               "fewshot_examples_cut": cut, "pretrain_loss": {}}
     losses = {name: round(lm_loss(model, val_ids, device), 4) for name, model in models.items()}  # once per model
-    for name in MODELS:
-        model = {"base_fewshot": "base", "best_of_4": "sft", "best_of_16": "sft"}.get(name, name)
-        result["pretrain_loss"][name] = losses.get(model)  # the constant has none
     # the alignment tax as the paper measures it: raw-text few-shot tasks, every network of the pipeline
     items = world["world"].capability_items(min(cfg.n_test, CAPABILITY_ITEMS[cfg.preset]), cfg.seed + 23)
-    result["capability"], result["capability_tax"] = capability_figures(models, tok, items, random.Random(cfg.seed + 9))
+    scores, result["capability_tax"] = capability_figures(models, tok, items, random.Random(cfg.seed + 9))
+    # a model that is another's network has its figures; the constant has none
+    result["capability"] = {task: {m: v.get(SAME_NETWORK.get(m, m)) for m in MODELS} for task, v in scores.items()}
+    result["pretrain_loss"] = {m: losses.get(SAME_NETWORK.get(m, m)) for m in MODELS}
     sampled = {}
     for part, records in tests.items():
         print(f"evaluation: {len(records)} test prompts, {part} tasks")
@@ -313,7 +315,7 @@ def family_table(figs):
 
 def capability_table(scores, tax):
     """report.md: the benchmark's score per task and network, PPO's difference from SFT and PPO-ptx's from PPO."""
-    names = list(next(iter(scores.values())))
+    names = [m for m in MODELS if m not in SAME_NETWORK and next(iter(scores.values()))[m] is not None]
     lines = ["### Capability benchmark: the alignment tax (raw text, few-shot; world.World.capability_items)", "",
              "| task (items) | " + " | ".join(names) + " | PPO - SFT (95% CI) | PPO-ptx - PPO (95% CI) |",
              "| --- |" + " ---: |" * (len(names) + 2)]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the project's files
 
-from train_all import MODELS, PRESETS  # noqa: E402
+from train_all import MODELS, PRESETS, SAME_NETWORK  # noqa: E402
 from plumbing.cli import UserError, arg, ensure_out_dir, parse_config, run_cli  # noqa: E402
 
 
@@ -108,7 +108,7 @@ def table(stats, seeds):
                 f"{m} {cell(f'{prefix}head_to_head.{m}_vs_ppo.win_rate', '.3f')}" for m in rivals) + "."]
     tasks = sorted({k.split(".")[1] for k in stats if k.startswith("capability.")})
     if tasks:  # the alignment tax on the capability benchmark; the differences are paired within each seed
-        nets = [m for m in MODELS if f"capability.{tasks[0]}.{m}" in stats]
+        nets = [m for m in MODELS if f"capability.{tasks[0]}.{m}" in stats and m not in SAME_NETWORK]
         lines += ["", "Capability benchmark (raw text, few-shot; score per task), differences on the same items:", "",
                   "| task | " + " | ".join(nets) + " | PPO - SFT | PPO-ptx - PPO |",
                   "| --- |" + " ---: |" * (len(nets) + 2)]
