@@ -377,6 +377,7 @@ def exp_sizes(a, base, common, device):
         own_rm = load_reward_model(os.path.join(home, "reward_own.pt"), device)[0]
         row = dict(n_layer=shape[0], n_head=shape[1], n_embd=shape[2], params=models["sft"].num_params(),
                    rm_own_accuracy=round(reward.accuracy(own_rm, tok, heldout_comps, block, device), 4))
+        # sampling streams: the reference's seed * 1000 + 7 (+ 1 new); size i's + 100 (i + 1) + 10 part + method
         for part, records in tests.items():
             prompts, rng = [r["prompt"] for r in records], random.Random(a.seed * 1000 + 10 * i + (part == "new"))
             answers, kl = size_answers(models, models["sft"], rm, bias, tok, prompts, shots,
@@ -399,7 +400,8 @@ def exp_sizes(a, base, common, device):
     # prompted (few-shot) and plain, and against the largest SFT, by the same held-out labelers
     out["head_to_head"] = {}
     for part, records in tests.items():
-        rng, small, large = random.Random(a.seed + 13), kept[0, part], kept[len(shapes) - 1, part]
+        small, large = kept[0, part], kept[len(shapes) - 1, part]
+        rng = random.Random(a.seed * 1000 + 13 + (part == "new"))
         for rival in ("base_fewshot", "base", "sft", "ppo"):
             outcomes = judge(heldout, records, small["ppo"], large[rival], rng)
             out["head_to_head"][f"{part}_smallest_ppo_vs_largest_{rival}"] = dict(

@@ -196,57 +196,59 @@ def continuation_scores(model, tok, contexts, continuations, batch_size=64):
     never a padding or chat token). The context starts as a corpus document does, after EOS; a long
     one loses its front to fit the window. -> [(logprob, greedy)]"""
     model.eval()
-    device, T_max = next(model.parameters()).device, model.config.block_size
+    device, window = next(model.parameters()).device, model.config.block_size
     out = []
     for i in range(0, len(contexts), batch_size):
-        rows = []
+        rows = []  # (ids, how many of the last ids are the continuation)
         for context, continuation in zip(contexts[i:i + batch_size], continuations[i:i + batch_size]):
             target = tok.encode(continuation)
-            rows.append((([tok.eos_id] + tok.encode(context) + target)[-T_max:], len(target)))
-        x = torch.full((len(rows), max(len(r) for r, _ in rows)), tok.pad_id, dtype=torch.long)
-        for j, (r, _) in enumerate(rows):  # padded on the right: causal attention never reads it
-            x[j, :len(r)] = torch.tensor(r)
+            rows.append((([tok.eos_id] + tok.encode(context) + target)[-window:], len(target)))
+        x = torch.full((len(rows), max(len(ids) for ids, _ in rows)), tok.pad_id, dtype=torch.long)
+        for j, (ids, _) in enumerate(rows):  # padded on the right: causal attention never reads it
+            x[j, :len(ids)] = torch.tensor(ids)
         logits = model(x.to(device))[0].float()                         # (B, T, V)
         logits[..., tok.never_sampled] = float("-inf")
         logp = logits.log_softmax(-1)
-        for j, (r, k) in enumerate(rows):
-            pos = torch.arange(len(r) - k - 1, len(r) - 1, device=device)  # the positions predicting the target
-            target = torch.tensor(r[len(r) - k:], device=device)
-            lp = logp[j, pos]                                            # (k, V)
+        for j, (ids, n) in enumerate(rows):
+            at = torch.arange(len(ids) - n - 1, len(ids) - 1, device=device)  # the positions predicting the target
+            target = torch.tensor(ids[len(ids) - n:], device=device)
+            lp = logp[j, at]                                             # (n, V)
             out.append((lp.gather(1, target[:, None]).sum().item(), bool((lp.argmax(-1) == target).all())))
     return out
 
 
 def capability(model, tok, items):
     """Per task of the benchmark, each item's outcome (1 right, 0 wrong): a choice item is right when
-    its answer has the highest log-likelihood of the choices (summed over tokens, as the paper's
-    multiple-choice tasks), a target item when greedy decoding writes the target (exact match).
-    -> {task: [outcome]}"""
+    its answer has the highest log-likelihood of the choices (summed over the choice's tokens), a
+    target item when greedy decoding writes the target (exact match). -> {task: [outcome]}"""
     out = {}
     for task, rows in items.items():
-        options = [item.get("choices") or [item["target"]] for item in rows]
-        scores = continuation_scores(model, tok, [item["context"] for item, o in zip(rows, options) for _ in o],
-                                     [c for o in options for c in o])
-        out[task], at = [], 0
-        for item, o in zip(rows, options):
-            mine, at = scores[at:at + len(o)], at + len(o)
+        options = [item.get("choices") or [item["target"]] for item in rows]  # what each item scores
+        scores = continuation_scores(model, tok, [item["context"] for item, opts in zip(rows, options) for _ in opts],
+                                     [c for opts in options for c in opts])
+        out[task], start = [], 0
+        for item, opts in zip(rows, options):
+            own, start = scores[start:start + len(opts)], start + len(opts)  # this item's (logprob, greedy) per option
             if "choices" in item:
-                out[task].append(float(max(range(len(o)), key=lambda c: mine[c][0]) == item["answer"]))
+                best = max(range(len(opts)), key=lambda c: own[c][0])
+                out[task].append(float(best == item["answer"]))
             else:
-                out[task].append(float(mine[0][1]))
+                out[task].append(float(own[0][1]))
     return out
 
 
 def capability_figures(models, tok, items, rng):
-    """Every model on the benchmark. -> ({task: {model: score}}, {task: {"<model>_vs_sft": {"diff",
-    "ci"}, "ppo_ptx_vs_ppo": ...}}): each model's difference from SFT on the same items, with a 95%
-    paired bootstrap interval over items (the pairing takes the items' own difficulty out), and
-    PPO-ptx's against PPO: how much of PPO's tax the pretraining mix wins back (Section 4.2)."""
+    """Every model on the benchmark. -> ({task: {model: score}}, {task: {"n": items, "<model>_vs_sft":
+    {"diff", "ci"}, "ppo_vs_base": ..., "ppo_ptx_vs_ppo": ...}}): each difference on the same items,
+    with a 95% paired bootstrap interval over items (the pairing takes the items' own difficulty out).
+    The paper's alignment tax is PPO against GPT-3, the base model (ppo_vs_base); ppo_vs_sft is the
+    RL step's share of it; ppo_ptx_vs_ppo is how much of it the pretraining mix wins back (Section 4.2)."""
     outcomes = {name: capability(model, tok, items) for name, model in models.items()}
+    pairs = [(name, "sft") for name in models if name != "sft"] + [("ppo", "base"), ("ppo_ptx", "ppo")]
+    pairs = [(a, b) for a, b in pairs if a in models and b in models]
     scores, diffs = {}, {}
     for task in items:
         scores[task] = {name: round(sum(o[task]) / len(o[task]), 4) for name, o in outcomes.items()}
-        pairs = [(name, "sft") for name in models if name != "sft"] + [("ppo_ptx", "ppo")] * ("ppo_ptx" in models)
         diffs[task] = {"n": len(items[task])}
         for name, ref in pairs:
             d = [a - b for a, b in zip(outcomes[name][task], outcomes[ref][task])]

@@ -314,13 +314,13 @@ def family_table(figs):
 
 
 def capability_table(scores, tax):
-    """report.md: the benchmark's score per task and network, PPO's difference from SFT and PPO-ptx's from PPO."""
+    """report.md: the benchmark per task and network; PPO against the base (the paper's tax) and SFT."""
     names = [m for m in MODELS if m not in SAME_NETWORK and next(iter(scores.values()))[m] is not None]
     lines = ["### Capability benchmark: the alignment tax (raw text, few-shot; world.World.capability_items)", "",
-             "| task (items) | " + " | ".join(names) + " | PPO - SFT (95% CI) | PPO-ptx - PPO (95% CI) |",
-             "| --- |" + " ---: |" * (len(names) + 2)]
+             "| task (items) | " + " | ".join(names) + " | PPO - base (95% CI) | PPO - SFT | PPO-ptx - PPO |",
+             "| --- |" + " ---: |" * (len(names) + 3)]
     for task, row in scores.items():
-        d = [tax[task].get(k) for k in ("ppo_vs_sft", "ppo_ptx_vs_ppo")]
+        d = [tax[task].get(k) for k in ("ppo_vs_base", "ppo_vs_sft", "ppo_ptx_vs_ppo")]
         lines.append(f"| {task} ({tax[task]['n']}) | " + " | ".join(f"{row[m]:.3f}" for m in names) + " | " + " | ".join(
             "-" if x is None else f"{x['diff']:+.3f} ({x['ci'][0]:+.3f} to {x['ci'][1]:+.3f})" for x in d) + " |")
     return lines + [""]

@@ -214,7 +214,7 @@ class World:
           sums    "a + b =" after three worked sums: exact match of the greedy answer (like DROP)
           words   a word reversed, capitalised or counted, after two examples: exact match
           story   a story's opening, then "It played with the": its own object against three
-                  others (like HellaSwag's endings)
+                  others (like HellaSwag's endings); no examples, the opening is the context
         -> {task: [{"context", "choices", "answer"} or {"context", "target"}]}"""
         rng, people = random.Random(seed), sorted(self.people)
         said = {"city": lambda p: f"{p} lives in", "job": lambda p: f"{p} works as a"}
@@ -234,6 +234,8 @@ class World:
         sums = []
         for _ in range(n):
             shots, (question, target) = [a_sum() for _ in range(3)], a_sum()
+            while question in [q for q, _ in shots]:  # the question is never one of its own examples
+                question, target = a_sum()
             sums.append(dict(context=" ".join(q + t for q, t in shots) + " " + question, target=target))
         ways = {"reverse": (lambda w: f"{w} spelled backwards is", lambda w: w[::-1]),
                 "upper": (lambda w: f"In capital letters, {w} is", str.upper),

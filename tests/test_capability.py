@@ -89,11 +89,13 @@ def test_capability_scores_choices_by_likelihood_and_targets_by_exact_match(monk
 
 def test_the_tax_is_each_model_s_paired_difference_from_sft(monkeypatch):
     import pipeline
-    outcomes = {"sft": [1, 1, 0, 0], "ppo": [1, 0, 0, 0], "ppo_ptx": [1, 1, 1, 0]}
+    outcomes = {"base": [1, 1, 1, 0], "sft": [1, 1, 0, 0], "ppo": [1, 0, 0, 0], "ppo_ptx": [1, 1, 1, 0]}
     monkeypatch.setattr(pipeline, "capability", lambda model, tok, items: {"t": outcomes[model]})
     scores, tax = pipeline.capability_figures({m: m for m in outcomes}, None, {"t": [{}] * 4}, random.Random(0))
-    assert scores == {"t": {"sft": 0.5, "ppo": 0.25, "ppo_ptx": 0.75}}
-    assert tax["t"]["n"] == 4 and set(tax["t"]) == {"n", "ppo_vs_sft", "ppo_ptx_vs_sft", "ppo_ptx_vs_ppo"}
+    assert scores == {"t": {"base": 0.75, "sft": 0.5, "ppo": 0.25, "ppo_ptx": 0.75}}
+    keys = {"base_vs_sft", "ppo_vs_sft", "ppo_ptx_vs_sft", "ppo_vs_base", "ppo_ptx_vs_ppo"}
+    assert tax["t"]["n"] == 4 and set(tax["t"]) == {"n"} | keys
     assert tax["t"]["ppo_vs_sft"]["diff"] == -0.25 and tax["t"]["ppo_ptx_vs_ppo"]["diff"] == 0.5
-    for v in (tax["t"][k] for k in ("ppo_vs_sft", "ppo_ptx_vs_sft", "ppo_ptx_vs_ppo")):
+    assert tax["t"]["ppo_vs_base"]["diff"] == -0.5  # the paper's tax: against the base model
+    for v in (tax["t"][k] for k in keys):
         assert v["ci"][0] <= v["diff"] <= v["ci"][1]

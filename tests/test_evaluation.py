@@ -153,8 +153,8 @@ def test_seeds_mean_and_spread_of_every_figure():
         run["capability"] = {"words": {"sft": sft, "ppo": ppo}}
         run["capability_tax"] = {"words": {"n": 10, "ppo_vs_sft": {"diff": ppo - sft}, "ppo_ptx_vs_ppo": {"diff": 0.0}}}
     table = seeds.table(seeds.spread([a, b]), [0, 1])
-    assert "| task | sft | ppo | PPO - SFT | PPO-ptx - PPO |" in table
-    assert "| words | 0.650 ± 1.271 | 0.700 | +0.050 ± 1.271 | +0.000 |" in table
+    assert "| task | sft | ppo | PPO - base | PPO - SFT | PPO-ptx - PPO |" in table
+    assert "| words | 0.650 ± 1.271 | 0.700 | - | +0.050 ± 1.271 | +0.000 |" in table  # no base in these summaries
     # three seeds 0.5, 0.6, 0.7: sd 0.1, half-width 4.303 * 0.1 / sqrt(3) = 0.2484
     assert seeds.ci95([0.5, 0.6, 0.7]) == pytest.approx(0.24843, abs=1e-5) and seeds.ci95([0.3]) == 0.0
     # past the table, within 0.2% of t's quantiles (2.0395 at 31, 2.0003 at 60, 1.9840 at 100)

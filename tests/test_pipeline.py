@@ -67,6 +67,7 @@ def test_smoke_pipeline_writes_every_key_and_moves_the_right_way(smoke):
         assert scores["best_of_16"] == scores["sft"] and scores["base_fewshot"] == scores["base"]  # the same networks
         assert all(0 <= v <= 1 for v in scores.values() if v is not None)
         assert tax["ppo_vs_sft"]["diff"] == pytest.approx(scores["ppo"] - scores["sft"], abs=1e-3)
+        assert tax["ppo_vs_base"]["diff"] == pytest.approx(scores["ppo"] - scores["base"], abs=1e-3)
         assert tax["ppo_ptx_vs_ppo"]["ci"][0] <= tax["ppo_ptx_vs_ppo"]["diff"] <= tax["ppo_ptx_vs_ppo"]["ci"][1]
     assert "### Capability benchmark" in open(os.path.join(out, "report.md")).read()
     assert set(s["win_rate_training_labelers"]) == set(MODELS)

@@ -110,10 +110,10 @@ def table(stats, seeds):
     if tasks:  # the alignment tax on the capability benchmark; the differences are paired within each seed
         nets = [m for m in MODELS if f"capability.{tasks[0]}.{m}" in stats and m not in SAME_NETWORK]
         lines += ["", "Capability benchmark (raw text, few-shot; score per task), differences on the same items:", "",
-                  "| task | " + " | ".join(nets) + " | PPO - SFT | PPO-ptx - PPO |",
-                  "| --- |" + " ---: |" * (len(nets) + 2)]
-        lines += [f"| {t} | " + " | ".join(cell(f"capability.{t}.{m}", ".3f") for m in nets) + " | "
-                  + " | ".join(cell(f"capability_tax.{t}.{d}.diff") for d in ("ppo_vs_sft", "ppo_ptx_vs_ppo")) + " |"
+                  "| task | " + " | ".join(nets) + " | PPO - base | PPO - SFT | PPO-ptx - PPO |",
+                  "| --- |" + " ---: |" * (len(nets) + 3)]
+        lines += [f"| {t} | " + " | ".join(cell(f"capability.{t}.{m}", ".3f") for m in nets) + " | " + " | ".join(
+                  cell(f"capability_tax.{t}.{d}.diff") for d in ("ppo_vs_base", "ppo_vs_sft", "ppo_ptx_vs_ppo")) + " |"
                   for t in tasks]
     lines += ["", f"RM accuracy {cell('rm_accuracy', '.3f')}; the gold rubric on the same pairs "
               f"{cell('rm_oracle_accuracy', '.3f')}; labeler agreement {cell('labeler_agreement', '.3f')}; "
