@@ -44,7 +44,7 @@ import torch
 
 import data
 import dpo
-from pipeline import Stages, bootstrap_ci, capability_figures, judge, sample_chat, win_rate, write_json
+from pipeline import Stages, capability_figures, direct_win_rate, judge, sample_chat, win_rate, write_json
 import ppo
 import reward
 import sft
@@ -403,9 +403,8 @@ def exp_sizes(a, base, common, device):
         small, large = kept[0, part], kept[len(shapes) - 1, part]
         rng = random.Random(a.seed * 1000 + 13 + (part == "new"))
         for rival in ("base_fewshot", "base", "sft", "ppo"):
-            outcomes = judge(heldout, records, small["ppo"], large[rival], rng)
-            out["head_to_head"][f"{part}_smallest_ppo_vs_largest_{rival}"] = dict(
-                win_rate=round(sum(outcomes) / len(outcomes), 4), ci=[round(c, 4) for c in bootstrap_ci(outcomes, rng)])
+            out["head_to_head"][f"{part}_smallest_ppo_vs_largest_{rival}"] = direct_win_rate(
+                heldout, records, small["ppo"], large[rival], rng)
 
     def draw(ax_seen, ax_new):
         for ax, part in ((ax_seen, "seen"), (ax_new, "new")):

@@ -7,7 +7,7 @@ model and data (own_data.py):
   sample_n, best_of, best_of_n_kl   the best-of-n baseline: n SFT samples, the RM's favourite
   judge           simulated labelers compare each answer with a reference answer
   win_rate        a win rate against SFT with its 95% interval; bootstrap_ci, one over prompts
-  head_to_head    PPO's rivals judged directly against PPO's answers
+  head_to_head    PPO's rivals judged directly against PPO's answers (direct_win_rate)
   capability, capability_figures   the few-shot capability benchmark (world.World.capability_items):
                   the alignment tax as the paper measures it, each model's score and its difference from SFT
   fmt, write_json report.md's figures; summary.json, written atomically
@@ -166,17 +166,19 @@ def judge(labelers, records, answers, reference, rng):
     return outcomes
 
 
+def direct_win_rate(labelers, records, answers, reference, rng):
+    """`answers` judged directly against `reference` (one comparison, not two with SFT read side by
+    side): {"win_rate", "ci"}, its 95% interval by a bootstrap over prompts."""
+    outcomes = judge(labelers, records, answers, reference, rng)
+    return dict(win_rate=round(sum(outcomes) / len(outcomes), 4), ci=[round(c, 4) for c in bootstrap_ci(outcomes, rng)])
+
+
 def head_to_head(records, answers, heldout, seed):
     """PPO's rivals judged directly against PPO's answers to the same prompts by the same held-out
-    labelers (one comparison, not two with SFT read side by side): the win rate and its 95%
-    interval by a bootstrap over prompts. -> {"dpo_vs_ppo": {"win_rate", "ci"}, ...}"""
+    labelers. -> {"dpo_vs_ppo": {"win_rate", "ci"}, ...}"""
     rng = random.Random(seed + 13)
-    out = {}
-    for name in ("ppo_ptx", "dpo", "best_of_16"):
-        outcomes = judge(heldout, records, answers[name], answers["ppo"], rng)
-        out[f"{name}_vs_ppo"] = dict(win_rate=round(sum(outcomes) / len(outcomes), 4),
-                                     ci=[round(c, 4) for c in bootstrap_ci(outcomes, rng)])
-    return out
+    return {f"{name}_vs_ppo": direct_win_rate(heldout, records, answers[name], answers["ppo"], rng)
+            for name in ("ppo_ptx", "dpo", "best_of_16")}
 
 
 def win_rate(wins, n):

@@ -217,12 +217,15 @@ class World:
                   others (like HellaSwag's endings); no examples, the opening is the context
         -> {task: [{"context", "choices", "answer"} or {"context", "target"}]}"""
         rng, people = random.Random(seed), sorted(self.people)
+
+        def two_others(pool, x):  # an item's two examples: instances other than its question's
+            return [o for o in rng.sample(pool, 3) if o != x][:2]
         said = {"city": lambda p: f"{p} lives in", "job": lambda p: f"{p} works as a"}
         options = {"city": CITIES, "job": JOBS}
         facts = []
         for name in people:
             for attr in ("city", "job"):
-                shots = [o for o in rng.sample(people, 3) if o != name][:2]
+                shots = two_others(people, name)
                 context = " ".join(f"{said[attr](o)} {self.people[o][attr]}." for o in shots) + " " + said[attr](name)
                 facts.append(dict(context=context, choices=[f" {v}." for v in options[attr]],
                                   answer=options[attr].index(self.people[name][attr])))
@@ -243,7 +246,7 @@ class World:
         words = []
         for w in WORDS:
             for op, (ask, answer) in ways.items():
-                shots = [o for o in rng.sample(WORDS, 3) if o != w][:2]
+                shots = two_others(WORDS, w)
                 context = " ".join(f"{ask(o)} {answer(o)}." for o in shots) + " " + ask(w)
                 words.append(dict(context=context, target=f" {answer(w)}."))
         stories = []
