@@ -14,9 +14,11 @@ InstructGPT, Section 3.5 "Reinforcement learning (RL)" (arXiv 2203.02155):
   performance regressions on public NLP data (the "alignment tax").
 
 One iteration of the loop in `main`, each step a function of its own:
-  1. rollout    the policy answers a batch of prompts (plumbing/engine.py: gpt.GPT.generate, made fast)
-  2. score      the RM scores each answer at its last token; the frozen SFT model gives reference
-                log-probs; the value model gives V(s_t) for every response token
+  1. rollout    the policy answers a batch of prompts (plumbing/environment.py, the environment
+                grpo.py acts in too: gpt.GPT.generate, made fast)
+  2. score      the RM scores each answer at its last token (or, with --reward gold, the world's gold
+                rubric: RL from the truth); the frozen SFT model gives reference log-probs; the
+                value model gives V(s_t) for every response token
   3. kl_shaped_rewards: r_t = -beta * (log pi(y_t) - log pi_SFT(y_t)), + the RM score at the last
   4. gae        advantages and returns (Schulman et al. 2016), whitened over the response mask
   5. update     epochs of minibatches on ppo_losses, the clipped surrogate (Schulman et al. 2017)
@@ -26,6 +28,7 @@ Run on CPU (after sft.py and reward.py):
     python ppo.py --preset smoke --out-dir out/smoke
     python ppo.py --preset smoke --out-dir out/smoke --ptx-coef 1.0 --name ppo_ptx
     python ppo.py --preset smoke --out-dir out/smoke --resume      # after Ctrl-C (OUT_DIR/<name>.resume.pt)
+    python ppo.py --preset smoke --out-dir out/smoke --reward gold --name ppo_gold   # the truth as the reward
     torchrun --nproc_per_node 2 ppo.py --preset smoke --out-dir out/smoke   # each rank its share of the prompts
     python ppo.py --init out/mine/sft.pt --reward out/mine/reward.pt --prompts prompts.txt --out-dir out/mine
 --prompts: a text file (one a line) or records of any format plumbing/formats.py reads, 5% held out for
@@ -54,16 +57,17 @@ from dataclasses import asdict, dataclass
 import torch
 
 import data
-from gpt import last_index, reward_scores, save_checkpoint, token_logprobs
+from gpt import last_index, save_checkpoint
 from world import gold_mean
-from plumbing import ddp, engine
+from plumbing import ddp, environment
 from plumbing.checkpoint import load_reward_model, load_rlhf_models
 from plumbing.cli import UserError, arg, check_files, check_positive, ensure_out_dir, parse_config, run_cli
-from plumbing.environment import rl_data
-from plumbing.loop import (MetricsLog, Resume, configure_optimizer, descend, mean_of, seconds_since, setup,
+from plumbing.environment import (check_reward, evaluate, response_logprobs, reward_model_path, rl_data, rollout,
+                                  rollout_figures)
+from plumbing.loop import (MetricsLog, Resume, configure_optimizer, descend, mean_of, setup,
                            stop_if_not_finite, stop_on_signal, time_shares)
 from plumbing.plots import plot_scores_vs_kl
-from plumbing.tokenizer import decode_responses, left_pad, pretrain_batch
+from plumbing.tokenizer import pretrain_batch
 
 
 @dataclass
@@ -72,7 +76,9 @@ class Config:
     out_dir: str = arg("out/run", "run folder")
     init: str = arg("", "the frozen reference, and the policy's start (default OUT_DIR/sft.pt)")
     start: str = arg("", "start the policy here instead of --init (a later round continues the last policy)")
-    reward: str = arg("", "the reward model (default OUT_DIR/reward.pt); the value model starts from it")
+    reward: str = arg("", "the reward model (default OUT_DIR/reward.pt), which the value model starts from; or "
+                          "gold: the simulated world's gold rubric is the reward (the RM at OUT_DIR/reward.pt then "
+                          "reports its score and starts the value model)")
     name: str = arg("ppo", "output name: OUT_DIR/<name>.pt (e.g. ppo_ptx)")
     prompts: str = arg("", "your prompts (text, one a line, or records of any format) instead of the simulated API's")
     pretrain_data: str = arg("", "PPO-ptx's pretraining text instead of the simulated corpus (text or {\"text\"} records)")
@@ -206,15 +212,7 @@ def adaptive_kl(kl_coef, kl, target, n_episodes, horizon=10000):
 
 
 # -----------------------------------------------------------------------------
-# Where the response is: a rollout's tokens are prompt (T of them, left-padded) + response (N)
-
-def response_logprobs(model, tokens, mask, T, with_entropy=False):
-    """log pi(y_t | x, y_<t) of each response token, (B, N) (and the entropy there). The logits at
-    position j predict token j+1, so gpt.token_logprobs' column j is token j+1's log-prob, and
-    the response tokens tokens[:, T:] are its columns T-1 onward."""
-    out = token_logprobs(model, tokens, mask, with_entropy=with_entropy)
-    return tuple(o[:, T - 1:] for o in out) if with_entropy else out[:, T - 1:]
-
+# The value model reads the rollout's layout: prompt (T tokens, left-padded) + response (N)
 
 def response_values(value_model, tokens, mask, T):
     """V(s_t) of the state before each response token, (B, N): s_t = x + y_<t ends at position
@@ -226,48 +224,18 @@ def response_values(value_model, tokens, mask, T):
 # The steps of one iteration
 
 @torch.no_grad()
-def rollout(policy, tok, prompts, cfg, generator, autocast=contextlib.nullcontext):
-    """Step 1: the policy answers `prompts`, sampled at cfg.temperature by engine.generate (the
-    computation of gpt.GPT.generate, made fast). Returns a dict of (B, ...)
-    tensors: tokens (prompt + response), attention_mask, response_mask (float), ended (the answer
-    reached EOS), the prompt length T (responses are tokens[:, T:]), and t_gen (seconds)."""
-    device = next(policy.parameters()).device
-    idx, mask, _ = left_pad([tok.chat_prompt(p) for p in prompts], tok.pad_id,
-                            max_len=policy.config.block_size - cfg.max_new_tokens)
-    idx, mask = idx.to(device), mask.to(device)
-    graphs = cfg.cuda_graph and device.type == "cuda"
-    t0 = time.time()
-    with autocast():
-        out = engine.generate(policy, idx, cfg.max_new_tokens, attention_mask=mask, temperature=cfg.temperature,
-                              eos_id=tok.eos_id, pad_id=tok.pad_id, generator=generator,
-                              suppress_ids=tok.never_sampled, cuda_graph=graphs,
-                              whole_step=graphs and cfg.whole_step, compile_step=cfg.compile_decode)
-    T = idx.size(1)
-    return dict(tokens=out.tokens, attention_mask=torch.cat([mask, out.response_mask], dim=1),
-                response_mask=out.response_mask.float(), ended=(out.tokens[:, T:] == tok.eos_id).any(1), T=T,
-                t_gen=seconds_since(t0, device))
-
-
-@torch.no_grad()
-def score(batch, policy, ref, value_model, rm, cfg, reward_bias, autocast=contextlib.nullcontext):
-    """Step 2: one batched forward pass per model over the rollout's answers; adds to `batch`:
-    logprobs (the policy's, recomputed by the same forward pass the update uses, so that the
-    first ratio is 1: `autocast` must be the update's), ref_logprobs (the frozen SFT model's),
-    values V(prompt + y_<t) (zeros without a value model), scores (the reward: the RM's score
-    minus the bias, or the no-EOS penalty), rm_scores (the RM's alone), t_score (seconds)."""
-    t0 = time.time()
-    tokens, mask, response_mask, T = batch["tokens"], batch["attention_mask"], batch["response_mask"], batch["T"]
-    with autocast():
-        logprobs = response_logprobs(policy, tokens, mask, T) * response_mask
-        ref_logprobs = response_logprobs(ref, tokens, mask, T) * response_mask
-        values = torch.zeros_like(logprobs)
-        if value_model is not None:
-            values = response_values(value_model, tokens, mask, T) * response_mask
-        rm_scores = reward_scores(rm, tokens, mask) - reward_bias
-    no_eos = torch.full_like(rm_scores, cfg.no_eos_penalty)  # an answer that never reached EOS
-    scores = torch.where(batch["ended"], rm_scores, no_eos) if cfg.no_eos_penalty else rm_scores
-    batch.update(logprobs=logprobs, ref_logprobs=ref_logprobs, values=values, scores=scores, rm_scores=rm_scores,
-                 t_score=seconds_since(t0, tokens.device))
+def score(batch, policy, ref, value_model, rm, cfg, reward_bias, records=None, tok=None,
+          autocast=contextlib.nullcontext):
+    """Step 2: the environment's reward and the policy's and SFT's log-probs (environment.score:
+    scores, rm_scores, logprobs, ref_logprobs), and the value model's V(prompt + y_<t) for every
+    response token (zeros without a value model), one batched forward pass per model."""
+    environment.score(batch, policy, ref, rm, cfg, reward_bias, records, tok, autocast)
+    values = torch.zeros_like(batch["logprobs"])
+    if value_model is not None:
+        with autocast():
+            values = response_values(value_model, batch["tokens"], batch["attention_mask"], batch["T"])
+        values = values * batch["response_mask"]
+    batch["values"] = values
     return batch
 
 
@@ -320,15 +288,6 @@ def ptx_minibatch(ptx_ids, cfg, block_size, where, B):
     return ddp.share(x), ddp.share(y)
 
 
-def rollout_figures(tok, records, batch, prefix=""):
-    """What a scored rollout's answers got on average: the RM's score, the gold score (simulated
-    prompts) and the KL to SFT per answer. -> (figures named prefix + ..., the answers as text)."""
-    said = decode_responses(tok, batch["tokens"][:, batch["T"]:], batch["response_mask"])
-    kl = ((batch["logprobs"] - batch["ref_logprobs"]) * batch["response_mask"]).sum(1)
-    return {prefix + "rm_score": batch["rm_scores"].mean().item(), **gold_mean(records, said, prefix + "gold"),
-            prefix + "kl": kl.mean().item()}, said
-
-
 def iteration_metrics(tok, records, batch, returns, kl_coef, stats, t_train):
     """One log line's figures: the rollout's (rollout_figures), the minibatches' mean statistics, the
     answers' length, and where the iteration's time went."""
@@ -337,19 +296,6 @@ def iteration_metrics(tok, records, batch, returns, kl_coef, stats, t_train):
     out = {k: ddp.mean(v) for k, v in out.items()}  # DDP: the whole batch's (ranks hold equal shares of it)
     return dict(out, explained_var=explained_variance(*ddp.all_rows(batch["values"], returns, batch["response_mask"])),
                 kl_coef=kl_coef, **time_shares(gen=batch["t_gen"], score=batch["t_score"], train=t_train))
-
-
-@torch.no_grad()
-def evaluate(policy, ref, rm, tok, records, cfg, reward_bias, autocast=contextlib.nullcontext):
-    """On held-out prompts, sampled with the same draws at every evaluation: mean RM score, gold score
-    (simulated prompts), KL to SFT per answer. Under torchrun each rank answers its share of the
-    prompts (with its own draws); the means and answers are the whole set's."""
-    records, device = ddp.share(records), next(policy.parameters()).device
-    g = torch.Generator(device=device).manual_seed(ddp.seed(cfg.seed + 4))
-    batch = rollout(policy, tok, [r["prompt"] for r in records], cfg, g, autocast)
-    score(batch, policy, ref, None, rm, cfg, reward_bias, autocast)
-    stats, said = rollout_figures(tok, records, batch, "eval_")
-    return {k: ddp.weighted_mean(v, len(records)) for k, v in stats.items()}, ddp.gather(said)
 
 
 # -----------------------------------------------------------------------------
@@ -361,6 +307,7 @@ def validate(cfg):
     if cfg.kl_coef < 0 or cfg.ptx_coef < 0:
         raise UserError("--kl-coef and --ptx-coef must not be negative")
     check_files(cfg, ("prompts", "pretrain_data"))
+    check_reward(cfg)
     if cfg.ptx_coef > 0 and cfg.prompts and not cfg.pretrain_data:
         raise UserError("--ptx-coef with your own --prompts needs --pretrain-data: PPO-ptx's pretraining text")
     if cfg.whole_step and not cfg.cuda_graph:
@@ -381,7 +328,7 @@ def load_ppo_models(cfg, device):
     """ppo.py's four models (cfg: its Config): policy (trained, from SFT or --start), reference = SFT
     (frozen), RM (frozen), value model (trained, from the RM). -> (policy, ref, rm, value_model, tok,
     reward_bias)."""
-    reward_path = cfg.reward or os.path.join(cfg.out_dir, "reward.pt")
+    reward_path = reward_model_path(cfg)
     policy, ref, rm, tok, reward_bias, reward_scale = load_rlhf_models(cfg.init or os.path.join(cfg.out_dir, "sft.pt"),
                                                                        cfg.start, reward_path, device)
     value_model = load_value_model(reward_path, reward_bias, device)
@@ -404,7 +351,7 @@ def main(cfg=None):
     train_policy, train_value = ddp.wrap(policy), ddp.wrap(value_model)  # DDP: their backward averages gradients
     # the environment: prompts to answer (the simulated API's, or --prompts), held-out ones, D_pretrain for PPO-ptx
     world = None if cfg.prompts else data.build(cfg.preset, cfg.seed)
-    prompts, eval_records, ptx_ids = rl_data(cfg, tok, policy.config.block_size, world)
+    prompts, eval_records, ptx_ids = rl_data(cfg, tok, policy.config.block_size, world, ptx=cfg.ptx_coef > 0)
     print(f"{cfg.name}: {len(prompts)} prompts ({len(eval_records)} more held out), {cfg.iterations} iterations of "
           f"{cfg.batch_size} episodes, beta {cfg.kl_coef}, ptx {cfg.ptx_coef}")
     if cfg.cuda_graph and device.type != "cuda":
@@ -442,7 +389,7 @@ def main(cfg=None):
             # 1-2. rollout and score, without dropout (so that the update's first ratio is 1)
             policy.eval()
             batch = rollout(policy, tok, [r["prompt"] for r in records], cfg, generator, autocast)
-            score(batch, policy, ref, value_model, rm, cfg, reward_bias, autocast)
+            score(batch, policy, ref, value_model, rm, cfg, reward_bias, records, tok, autocast)
             stop_if_not_finite(torch.isfinite(batch["scores"]).all(), f"{cfg.name}: the reward model gave a "
                                f"non-finite score at iteration {it}; stopped; the last good state is {resume.path}")
             # 3-4. KL-shaped rewards, GAE, whitened advantages
@@ -467,7 +414,8 @@ def main(cfg=None):
                 resume.save(**resumable())
 
     last_eval, answers = run_eval(cfg.iterations)
-    metrics = {**{k + "_before": v for k, v in first_eval.items()}, **last_eval, "seconds": resume.seconds()}
+    metrics = {**{k + "_before": v for k, v in first_eval.items()}, **last_eval, "seconds": resume.seconds(),
+               "trained_parameters": sum(p.numel() for m in (policy, value_model) for p in m.parameters())}
     if "eval_gold" in last_eval:  # each answer's too: tools/sweep.py's interval over the held-out prompts
         metrics["eval_gold_per_prompt"] = gold_mean(eval_records, answers, "eval_gold",
                                                     per_prompt=True)["eval_gold_per_prompt"]

@@ -225,8 +225,9 @@ def test_interrupted_ppo_resumes_to_the_same_weights(run_dir, tmp_path, monkeypa
     full = copy_run(run_dir, tmp_path / "full", "sft.pt", "reward.pt")
     part = copy_run(run_dir, tmp_path / "part", "sft.pt", "reward.pt")
     ppo.main(ppo.Config(out_dir=full, **flags))
-    # rollout calls: 1 the first evaluation, 2-3 iterations 0-1, 4 the evaluation at 2, 5 iteration 2
-    interrupt_on_call(monkeypatch, ppo, "rollout", 5)
+    # training rollouts (the evaluations' go through environment.evaluate): 1-2 iterations 0-1, then
+    # the evaluation at 2 saves a resumable state, and 3 is iteration 2
+    interrupt_on_call(monkeypatch, ppo, "rollout", 3)
     with pytest.raises(KeyboardInterrupt):
         ppo.main(ppo.Config(out_dir=part, **flags))
     monkeypatch.undo()
