@@ -125,6 +125,27 @@ def test_ppo_matches_one_process(base, tmp_path):
         rows(two, "ppo", "eval_rm_score")[-1]["eval_rm_score"], abs=1e-4)
 
 
+def test_grpo_splits_whole_groups_over_the_ranks(base, tmp_path):
+    """GRPO under torchrun: each rank samples whole groups of its share of the prompts (its own
+    draws, so not one process's answers), the ranks' losses differ, and the averaged update trains
+    the policy. A prompt count that does not split over the ranks is one line."""
+    one = fresh(base, tmp_path, "one", "sft.pt")
+    run([sys.executable, "reward.py", "--preset", "smoke", "--data", base / "comps.jsonl", "--out-dir", one, "--quiet"])
+    two = fresh(one, tmp_path, "two", "sft.pt", "reward.pt")
+    args = ["--preset", "smoke", "--iterations", "3", "--batch-size", "12", "--group-size", "2", "--minibatch-size", "4",
+            "--n-eval", "8", "--eval-every", "2", "--max-new-tokens", "16", "--lr", "1e-3", "--quiet"]
+    run(torchrun("grpo.py", *args, "--out-dir", two))
+    steps = rows(two, "grpo", "loss")
+    assert len(steps) == 3 and all(r["world_size"] == 2 and None not in r["rank_losses"] for r in steps)
+    assert any(r["rank_losses"][0] != r["rank_losses"][1] for r in steps)
+    assert [r["step"] for r in rows(two, "grpo", "eval_rm_score")] == [0, 2, 3]
+    a, b = load_checkpoint(str(one / "sft.pt"))[0], load_checkpoint(str(two / "grpo.pt"))[0]
+    assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    r = subprocess.run(torchrun("grpo.py", *args, "--batch-size", "6", "--out-dir", two), cwd=ROOT,
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode != 0 and "(prompts per rollout) 3 does not split over 2 processes" in r.stderr
+
+
 def test_batch_that_does_not_split_is_one_line(base, tmp_path):
     d = fresh(base, tmp_path, "odd", "sft.pt")
     r = subprocess.run(torchrun("sft.py", "--stage", "sft", "--preset", "smoke", "--batch-size", "31", "--out-dir", d),

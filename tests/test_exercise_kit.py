@@ -12,12 +12,13 @@ from conftest import ROOT
 import exercises
 
 REQUIRED = {"CausalSelfAttention.forward", "sample", "sft_batch", "KeptPrompts.__contains__", "KeptPrompts.add",
-            "ranking_loss", "kl_shaped_rewards", "gae", "masked_whiten", "ppo_losses", "dpo_loss"}
+            "ranking_loss", "kl_shaped_rewards", "gae", "masked_whiten", "ppo_losses", "dpo_loss", "group_advantages",
+            "k3_kl"}
 TESTS = {  # each exercise test, and the function whose blank it must fail on
     "test_causal_self_attention": "CausalSelfAttention.forward", "test_sample": "write sample in", "test_sft_mask":
     "sft_batch", "test_prefix_dedupe": "KeptPrompts.", "test_ranking_loss": "ranking_loss", "test_masked_whiten":
     "masked_whiten", "test_kl_shaped_rewards": "kl_shaped_rewards", "test_gae": "write gae in", "test_ppo_losses":
-    "ppo_losses", "test_dpo_loss": "dpo_loss"}
+    "ppo_losses", "test_dpo_loss": "dpo_loss", "test_group_advantages": "group_advantages", "test_k3_kl": "k3_kl"}
 
 
 def test_every_exercise_test_fails_in_the_homework_copy(tmp_path):

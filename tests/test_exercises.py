@@ -197,3 +197,30 @@ def test_dpo_loss():
           "2 prompts of -1/C(K,2) sum log sigmoid(h_i - h_j)")
     close(acc, (1 + 1 + 0 + 0.5) / 4, "accuracy over the 4 real pairs: two right, one wrong, one tie counting half")
     close(margin, (1 + 0.5 - 0.5 + 0) / 4, "margin: the mean h_i - h_j over the 4 real pairs")
+
+
+def test_group_advantages():
+    """grpo.group_advantages: one advantage per answer from its group of G answers to one prompt
+    (consecutive rows). GRPO: (r - the group's mean) / (its sample std + 1e-4); RLOO: r minus the
+    mean of the group's other G - 1 rewards; a group of equal rewards gives zeros either way."""
+    from grpo import group_advantages
+    scores = torch.tensor([0.0, 1.0, 2.0, 5.0, 1.5, 1.5, 1.5, 1.5])
+    mean, std = 2.0, math.sqrt((4 + 1 + 0 + 9) / 3)  # the first group's mean and sample (n - 1) std
+    close(group_advantages(scores, 4, "grpo"), [(r - mean) / (std + 1e-4) for r in (0, 1, 2, 5)] + [0.0] * 4,
+          "grpo, groups of 4, rewards [0, 1, 2, 5] then [1.5] * 4: (r - 2) / (sqrt(14/3) + 1e-4), then zeros")
+    close(group_advantages(scores, 4, "rloo"), [0 - 8 / 3, 1 - 7 / 3, 2 - 2.0, 5 - 1.0] + [0.0] * 4,
+          "rloo, the same rewards: each minus the mean of the other three ([0, 1, 2, 5]: 8/3, 7/3, 2, 1), then zeros")
+    close(group_advantages(scores, 2, "rloo"), [-1.0, 1.0, -3.0, 3.0, 0.0, 0.0, 0.0, 0.0],
+          "rloo, groups of 2: each reward minus the other one")
+
+
+def test_k3_kl():
+    """grpo.k3_kl, DeepSeekMath eq. 4: pi_ref/pi - log(pi_ref/pi) - 1 per token from the log-probs;
+    under tokens sampled from pi its mean is KL(pi || pi_ref)."""
+    from grpo import k3_kl
+    logp, ref = torch.tensor([[-1.0, -0.5]]), torch.tensor([[-2.0, -0.5]])
+    close(k3_kl(logp, ref), [[math.exp(-1) + 1 - 1, 0.0]], "log pi [-1, -0.5], log pi_ref [-2, -0.5]: "
+          "exp(-1) - (-1) - 1 for the first token, 0 where the two agree")
+    p, q = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.2, 0.2, 0.6])
+    close((p * k3_kl(p.log(), q.log())).sum(), (p * (p / q).log()).sum(),
+          "the mean of k3 over tokens drawn from p = [0.5, 0.3, 0.2] (reference q = [0.2, 0.2, 0.6]) is KL(p || q)")

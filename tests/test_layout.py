@@ -9,9 +9,9 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDER = "plumbing"
-TOP = {"gpt", "world", "data", "sft", "reward", "ppo", "dpo", "chat", "train_all", "pipeline", "own_data",
+TOP = {"gpt", "world", "data", "sft", "reward", "ppo", "dpo", "grpo", "chat", "train_all", "pipeline", "own_data",
        "exercises", "experiments"}
-STEPS = {"sft", "reward", "ppo", "dpo", "chat"}
+STEPS = {"sft", "reward", "ppo", "dpo", "grpo", "chat"}
 ABOVE_STEPS = {"train_all", "pipeline", "own_data", "exercises", "experiments"}  # they run the steps
 MODULES = sorted([f[:-3] for f in os.listdir(ROOT) if f.endswith(".py")] +
                  [f"{FOLDER}.{f[:-3]}" for f in os.listdir(os.path.join(ROOT, FOLDER))
