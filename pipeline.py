@@ -5,6 +5,7 @@ model and data (own_data.py):
   Stages          run each step's script unless its checkpoint exists; continue an interrupted one
   sample_chat     a model's answers sampled at temperature 1, with their KL to SFT and RM score
   sample_n, best_of, best_of_n_kl   the best-of-n baseline: n SFT samples, the RM's favourite
+  fewshot_examples  the few-shot base model's examples, short training demonstrations
   judge           simulated labelers compare each answer with a reference answer
   win_rate        a win rate against SFT with its 95% interval; bootstrap_ci, one over prompts
   head_to_head    PPO's rivals judged directly against PPO's answers (direct_win_rate)
@@ -24,8 +25,8 @@ import torch
 
 import ppo
 from gpt import reward_scores
-from plumbing import ddp
-from plumbing.checkpoint import load_any
+from plumbing import ddp, environment
+from plumbing.checkpoint import fewshot_prompt, load_any
 from plumbing.cli import UserError
 from plumbing.tokenizer import decode_responses
 
@@ -107,13 +108,13 @@ def sample_chat(model, ref, rm, tok, prompts, reward_bias, seed, max_new_tokens=
     answers, kl, scores = [], [], []
     prompts = ddp.share(prompts)  # torchrun: each rank answers its share, and all get every answer
     for i in range(0, len(prompts), 64):
-        b = ppo.rollout(model, tok, prompts[i:i + 64], cfg, g)
+        b = environment.rollout(model, tok, prompts[i:i + 64], cfg, g)
         answers += decode_responses(tok, b["tokens"][:, b["T"]:], b["response_mask"])
         if ref is model:  # SFT's own answers (best-of-n's samples): KL 0, so the RM's forward pass alone
             scores += (reward_scores(rm, b["tokens"], b["attention_mask"]) - reward_bias).tolist()
             kl += [0.0] * len(b["tokens"])
             continue
-        b = ppo.score(b, model, ref, None, rm, cfg, reward_bias)
+        b = environment.score(b, model, ref, rm, cfg, reward_bias)
         kl += ((b["logprobs"] - b["ref_logprobs"]) * b["response_mask"]).sum(1).tolist()
         scores += b["scores"].tolist()
     answers, kl, scores = ddp.gather(answers), ddp.gather(kl), ddp.gather(scores)
@@ -137,6 +138,18 @@ def best_of(groups, scores, n):
 def best_of_n_kl(n):
     """KL(best-of-n || SFT) = log n - (n - 1) / n (Stiennon et al. 2020; Gao et al. 2022)."""
     return math.log(n) - (n - 1) / n
+
+
+def fewshot_examples(tok, demonstrations):
+    """The few-shot base model's examples: for three families, the shortest plain training prompt
+    with its gold answer (short, so that whole examples fit the window beside a test prompt)."""
+    def size(example):
+        return len(tok.encode(fewshot_prompt("", [example])))
+    by_family = {}
+    for r in demonstrations:
+        if "Q:" not in r["prompt"]:  # not a few-shot prompt itself
+            by_family.setdefault(r["task"]["family"], []).append((r["task"]["prompt"], r["task"]["answer"]))
+    return sorted((min(v, key=size) for v in by_family.values()), key=size)[:3]
 
 
 def bootstrap_ci(outcomes, rng, n_resamples=1000, weights=None):
@@ -178,7 +191,7 @@ def head_to_head(records, answers, heldout, seed):
     labelers. -> {"dpo_vs_ppo": {"win_rate", "ci"}, ...}"""
     rng = random.Random(seed + 13)
     return {f"{name}_vs_ppo": direct_win_rate(heldout, records, answers[name], answers["ppo"], rng)
-            for name in ("ppo_ptx", "dpo", "best_of_16")}
+            for name in ("ppo_ptx", "dpo", "best_of_16", "grpo", "ppo_gold", "grpo_gold")}
 
 
 def win_rate(wins, n):

@@ -8,22 +8,24 @@ train_all.py: the whole InstructGPT pipeline, then an evaluation like the paper'
             PPO-ptx       ppo.py --ptx-coef G          + gamma * pretraining loss
             DPO           dpo.py                       beside PPO: the policy from step 2's rankings
                                                        directly, no RM, no sampling (Rafailov et al. 2023)
+            GRPO          grpo.py                      beside PPO: no value model; each answer judged against
+                                                       G answers to its prompt (Shao et al. 2024)
+            *_gold        ppo.py, grpo.py --reward gold  the gold rubric as the reward: what the RM costs
     steps 2 and 3 repeat for --rounds R: labelers rank samples of each line's current policy (PPO's,
-    PPO-ptx's), and each round's RM trains on the comparisons of every round so far.
+    PPO-ptx's), and each round's RM trains on the comparisons of every round so far (DPO, GRPO and
+    the gold lines: round 1's).
 
 Then, as in the paper's Figure 1 and Sections 4.1-4.3, on test prompts from held-out users judged
-by held-out labelers, in two parts: seen tasks (instances that also occur in training prompts) and
-new tasks (instances the world kept out of every SFT, RM and PPO prompt: does what RLHF taught
-generalize?). Per model, each sampling from its own random stream: the win rate against SFT (with
-a 95% interval) and the fraction of answers identical to SFT's, the gold rubric per dimension, the
-RM score, the KL to SFT; the "alignment tax" as the pretraining loss on held-out corpus text and
-as scores on few-shot capability tasks (Section 4.2). The models: the base model prompted plainly
-and few-shot, SFT, PPO, PPO-ptx, DPO, and two baselines, a constant answer (the best of a few,
-chosen on validation prompts) and best-of-n from SFT picked by the RM (n = 4, 16). Beside them:
-the RM's held-out accuracy, the labelers' agreement and the gold rubric's accuracy on the same
-pairs (the ceiling an RM can reach); the prompt funnel's counts; and gold and RM score against
-sqrt(KL to SFT) for best-of-n (n = 1..64) and along PPO's training, where over-optimization shows
-(Gao et al. 2022).
+by held-out labelers, seen tasks and new tasks (instances kept out of every SFT, RM and RL prompt:
+does what RLHF taught generalize?). Per model, each from its own random stream: the win rate against
+SFT (95% interval), the fraction identical to SFT's, the gold rubric per dimension, the RM score,
+the KL to SFT; the "alignment tax" as the pretraining loss on held-out corpus text and as few-shot
+capability scores (Section 4.2). The models: the base model prompted plainly and few-shot, SFT,
+each trained policy, a constant answer (the best of a few on validation prompts) and best-of-n
+from SFT picked by the RM (n = 4, 16). Beside them: the RM's held-out accuracy, the labelers'
+agreement and the gold rubric's accuracy on the same pairs (an RM's ceiling); the prompt funnel;
+gold and RM score against sqrt(KL to SFT) for best-of-n (n = 1..64) and along each RL run (Gao et
+al. 2022).
 
     python train_all.py --preset smoke --out-dir out/smoke     # a few minutes on 2 CPU cores
     python train_all.py                                        # gpu preset on CUDA, else cpu
@@ -56,22 +58,24 @@ import torch
 
 import data
 import dpo
+import grpo
 import own_data
-from pipeline import (Stages, best_of, best_of_n_kl, capability_figures, fmt, head_to_head, judge, sample_chat,
-                      sample_n, win_rate, write_json)
+from pipeline import (Stages, best_of, best_of_n_kl, capability_figures, fewshot_examples, fmt, head_to_head, judge,
+                      sample_chat, sample_n, win_rate, write_json)
 import ppo
 import reward
 import sft
 from world import gold_mean, gold_score
 from plumbing import ddp
-from plumbing.checkpoint import (fewshot_prompt, fit_examples, lm_loss, load_any, load_reward_model, respond,
-                                 score_texts)
+from plumbing.checkpoint import fit_examples, lm_loss, load_any, load_reward_model, respond, score_texts
 from plumbing.cli import UserError, arg, ensure_out_dir, parse_config, run_cli
 from plumbing.loop import setup
 from plumbing.plots import metrics_rows, plot_all
 from plumbing.tokenizer import Tokenizer, corpus_split
 
-MODELS = ["base", "base_fewshot", "constant", "sft", "best_of_4", "best_of_16", "ppo", "ppo_ptx", "dpo"]
+MODELS = ["base", "base_fewshot", "constant", "sft", "best_of_4", "best_of_16", "ppo", "ppo_ptx", "dpo", "grpo",
+          "ppo_gold", "grpo_gold"]
+RL_RUNS = ["ppo", "ppo_ptx", "grpo", "ppo_gold", "grpo_gold"]  # the models trained by sampling: curves along training
 SAME_NETWORK = {"base_fewshot": "base", "best_of_4": "sft", "best_of_16": "sft"}  # models that are another's network
 CONSTANTS = ["I don't know.", "Sorry, I can't help with that.", "OK.", "Yes, I can help."]  # the constant baseline's choices
 BEST_OF = [1, 2, 4, 8, 16, 32, 64]  # n of the over-optimization curve (Gao et al. 2022, Figure 1)
@@ -136,7 +140,7 @@ def answer_test(models, tok, rm, bias, records, shots, constant, seed):
             groups, scores = sample_n(models["sft"], rm, tok, prompts, 16, bias, stream)
             for n in (4, 16):
                 answers[f"best_of_{n}"], kl[f"best_of_{n}"] = best_of(groups, scores, n)[0], best_of_n_kl(n)
-        elif name in ("sft", "ppo", "ppo_ptx", "dpo"):
+        elif name != "best_of_16":  # the chat models
             answers[name], kl[name], _ = sample_chat(models[name], models["sft"], rm, tok, prompts, bias, stream)
     return answers, kl
 
@@ -179,7 +183,7 @@ def figures(records, answers, reference, labelers, rm, bias, tok, block, seed):
 def overoptimization(models, rm, bias, tok, records, out_dir, seed):
     """Gold and RM score against sqrt(KL to SFT) on validation prompts (Gao et al. 2022, Figure 1):
     best-of-n from SFT for n in BEST_OF (64 samples per prompt, split into 64/n groups of n), and
-    PPO and PPO-ptx at each of their evaluations during training (metrics.jsonl), and DPO's policy."""
+    each RL run (RL_RUNS) at each of its evaluations during training (metrics.jsonl), and DPO's policy."""
     groups, scores = sample_n(models["sft"], rm, tok, [r["prompt"] for r in records], BEST_OF[-1], bias, seed + 9)
     golds = [[gold_score(r["task"], a)["total"] for a in g] for r, g in zip(records, groups)]
     curve = {"best_of_n": []}
@@ -194,7 +198,7 @@ def overoptimization(models, rm, bias, tok, records, out_dir, seed):
                                        gold=round(sum(picked_gold) / len(picked_gold), 4),
                                        rm_score=round(sum(picked_rm) / len(picked_rm), 4)))
     rows = metrics_rows(out_dir)
-    for name in ("ppo", "ppo_ptx"):
+    for name in RL_RUNS:
         curve[name] = [dict(iteration=r["step"], kl=round(r["eval_kl"], 4), sqrt_kl=round(math.sqrt(max(0.0, r["eval_kl"])), 4),
                             gold=round(r["eval_gold"], 4), rm_score=round(r["eval_rm_score"], 4))
                        for r in rows if r["stage"] == name and "eval_gold" in r]
@@ -206,18 +210,6 @@ def overoptimization(models, rm, bias, tok, records, out_dir, seed):
                              rm_score=round(sum(scores) / len(scores), 4))]
     curve["n_prompts"] = len(records)
     return curve
-
-
-def fewshot_examples(tok, demonstrations):
-    """The few-shot base model's examples: for three families, the shortest plain training prompt
-    with its gold answer (short, so that whole examples fit the window beside a test prompt)."""
-    def size(example):
-        return len(tok.encode(fewshot_prompt("", [example])))
-    by_family = {}
-    for r in demonstrations:
-        if "Q:" not in r["prompt"]:  # not a few-shot prompt itself
-            by_family.setdefault(r["task"]["family"], []).append((r["task"]["prompt"], r["task"]["answer"]))
-    return sorted((min(v, key=size) for v in by_family.values()), key=size)[:3]
 
 
 def evaluate(out_dir, cfg, device, paths):
@@ -347,7 +339,7 @@ def write_report(out_dir, summary, tests, answers):
               "| policy | sqrt KL | gold score | RM score |", "| --- | ---: | ---: | ---: |"]
     lines += [f"| best-of-{p['n']} | {p['sqrt_kl']:.2f} | {p['gold']:+.3f} | {p['rm_score']:+.3f} |" for p in o["best_of_n"]]
     lines += [f"| {m} iteration {p['iteration']} | {p['sqrt_kl']:.2f} | {p['gold']:+.3f} | {p['rm_score']:+.3f} |"
-              for m in ("ppo", "ppo_ptx") for p in o[m]]
+              for m in RL_RUNS for p in o[m]]
     lines += [f"| dpo | {p['sqrt_kl']:.2f} | {p['gold']:+.3f} | {p['rm_score']:+.3f} |" for p in o.get("dpo", [])]
     lines += ["", f"Reward model: held-out pairwise accuracy {summary['rm_accuracy']:.3f}; the noise-free gold rubric "
               f"on the same pairs {summary['rm_oracle_accuracy']:.3f} (the ceiling); labeler agreement "
@@ -414,7 +406,7 @@ def check_settings(cfg, common):
     before the first stage runs: a bad value in PPO's preset fails at once, in one line, not after
     pretraining and SFT."""
     for script, own in ((sft, dict(stage="pretrain")), (sft, dict(stage="sft")), (reward, {}),
-                        (ppo, dict(ptx_coef=cfg.ptx_coef)), (dpo, {})):
+                        (ppo, dict(ptx_coef=cfg.ptx_coef)), (dpo, {}), (grpo, {})):
         try:
             script.validate(replace(script.Config(**script.PRESETS[cfg.preset]), **own, **common))
         except UserError as e:
@@ -431,7 +423,7 @@ def run(cfg):
     def stage(name, ckpt, script, config):  # --dry-run: the stage cut to a step or two (DRY_RUN)
         if cfg.dry_run:
             config = replace(config, **{k: v for k, v in DRY_RUN.items() if hasattr(config, k)})
-            if script is ppo:
+            if script in (ppo, grpo):
                 config = replace(config, batch_size=config.minibatch_size)
         return stages.run(name, ckpt, script, config)
 
@@ -461,14 +453,18 @@ def run(cfg):
                 ppo.Config(**ppo.PRESETS[cfg.preset]), name=line + suffix, start=policy[line], reward=rms[line][0],
                 **ptx, **common))
         policy = {line: os.path.join(out, f"{line}{suffix}.pt") for line in policy}
-    # DPO beside PPO: the same round-1 rankings the RM trained on, SFT as the reference
-    stage("dpo", "dpo.pt", dpo, replace(dpo.Config(**dpo.PRESETS[cfg.preset]), n_val=0, **common))
+    # DPO beside PPO: the same round-1 rankings the RM trained on, SFT as the reference;
+    # GRPO beside PPO, on round 1's RM; then both on the gold rubric: what the learned RM costs
+    for name, script, own in (("dpo", dpo, dict(n_val=0)), ("grpo", grpo, {}), ("ppo_gold", ppo, dict(reward="gold")),
+                              ("grpo_gold", grpo, dict(reward="gold"))):
+        stage(name, name + ".pt", script, replace(script.Config(**script.PRESETS[cfg.preset]), name=name, **own, **common))
 
     print("== evaluation")
     t0 = time.time()
     rm_path, rm_metrics = rms["ppo"]
     paths = {"base": os.path.join(out, "pretrain.pt"), "sft": os.path.join(out, "sft.pt"), **policy,
-             "dpo": os.path.join(out, "dpo.pt"), "reward": rm_path}
+             **{name: os.path.join(out, name + ".pt") for name in ("dpo", "grpo", "ppo_gold", "grpo_gold")},
+             "reward": rm_path}
     result, tests, answers = evaluate(out, cfg, device, paths)
     seconds["evaluation"] = round(time.time() - t0, 1)
     seconds["total"] = stages.total()  # the whole pipeline, over every run

@@ -45,7 +45,8 @@ def plot_scores_vs_kl(out_dir, names, filename):
     plt = pyplot()
     rows = metrics_rows(out_dir)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for name, color in zip(names, ("C0", "C1", "C2", "C3")):
+    for i, name in enumerate(names):
+        color = COLORS.get(name, f"C{i}")
         pts = [r for r in rows if r["stage"] == name and "kl" in r]
         if pts:
             kl = [r["kl"] for r in pts]
@@ -64,16 +65,16 @@ def plot_scores_vs_kl(out_dir, names, filename):
 
 def plot_overoptimization(out_dir, curve):
     """overoptimization.png: gold score and RM score against sqrt(KL to SFT) for best-of-n and for
-    PPO along training (Gao et al. 2022, Figure 1). Where the RM score keeps rising and the gold
-    score does not, the policy exploits the RM's errors."""
+    each RL run along training, dotted where the gold rubric was the reward (Gao et al. 2022, Figure 1).
+    Where the RM score keeps rising and the gold score does not, the policy exploits the RM's errors."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
     for ax, key, title in zip(axes, ("gold", "rm_score"), ("gold score (the truth)", "RM score (the proxy)")):
-        for name, color, marker in (("best_of_n", "C2", "o"), ("ppo", "C0", "s"), ("ppo_ptx", "C1", "^"),
-                                    ("dpo", "C3", "D")):
+        for name, marker in (("best_of_n", "o"), ("ppo", "s"), ("ppo_ptx", "^"), ("dpo", "D"), ("grpo", "v"),
+                             ("ppo_gold", "s"), ("grpo_gold", "v")):
             pts = curve.get(name) or []
-            ax.plot([p["sqrt_kl"] for p in pts], [p[key] for p in pts], marker=marker, color=color,
-                    label=name.replace("_", "-"))
+            ax.plot([p["sqrt_kl"] for p in pts], [p[key] for p in pts], marker=marker, color=COLORS[name],
+                    label=name.replace("_", "-"), linestyle=":" if name.endswith("_gold") else "-")
             if name == "best_of_n":
                 for p in pts:
                     ax.annotate(f"n={p['n']}", (p["sqrt_kl"], p[key]), fontsize=7, xytext=(3, -9),
@@ -88,7 +89,8 @@ def plot_overoptimization(out_dir, curve):
 
 
 COLORS = {"base": "0.6", "base_fewshot": "0.45", "constant": "0.8", "sft": "C2", "best_of_4": "C4", "best_of_16": "C5",
-          "ppo": "C0", "ppo_ptx": "C1", "dpo": "C3"}
+          "ppo": "C0", "ppo_ptx": "C1", "dpo": "C3", "grpo": "C6", "ppo_gold": "C7", "grpo_gold": "C8",
+          "best_of_n": "C2"}
 
 
 def plot_stage_losses(out_dir, stages, rows=None):
@@ -141,11 +143,11 @@ def plot_win_rates(out_dir, parts, names, title):
 
 
 def plot_all(out_dir, summary, models):
-    """losses.png (every training stage), scores_vs_kl.png (PPO and PPO-ptx), win_rates.png (like
+    """losses.png (every training stage), scores_vs_kl.png (each RL run), win_rates.png (like
     the paper's Figure 1, seen and new tasks), overoptimization.png: the pictures of a train_all.py run."""
     plot_stage_losses(out_dir, ["pretrain", "sft", "reward", "dpo"])
     # RM and gold score against KL during PPO (over-optimization shows here)
-    plot_scores_vs_kl(out_dir, ["ppo", "ppo_ptx"], "scores_vs_kl.png")
+    plot_scores_vs_kl(out_dir, ["ppo", "ppo_ptx", "grpo", "ppo_gold", "grpo_gold"], "scores_vs_kl.png")
     names = [m for m in models if summary["win_rate_vs_sft"].get(m) is not None]
     new = summary["new_tasks"]
     plot_win_rates(out_dir, [(f"seen tasks ({summary['n_test']} prompts)", summary),

@@ -155,6 +155,19 @@ def test_seeds_mean_and_spread_of_every_figure():
     table = seeds.table(seeds.spread([a, b]), [0, 1])
     assert "| task | sft | ppo | PPO - base | PPO - SFT | PPO-ptx - PPO |" in table
     assert "| words | 0.650 ± 1.271 | 0.700 | - | +0.050 ± 1.271 | +0.000 |" in table  # no base in these summaries
+    # methods paired within each seed: the difference per seed, then its mean and interval over seeds
+    for run, ppo_gold, grpo_gold in ((a, 0.3, 0.4), (b, 0.2, 0.5)):
+        fam = {"arithmetic": {"gold_score": {"ppo": ppo_gold, "grpo": grpo_gold + 0.1}}}
+        run.update(gold_score={"ppo": ppo_gold, "grpo": grpo_gold}, kl_to_sft={"ppo": 0.5, "grpo": 1.0},
+                   seconds={"ppo": 200.0, "grpo": 150.0}, by_family=fam,
+                   new_tasks={"gold_score": {"ppo": 0.0, "grpo": 0.1}})
+        run["win_rate_vs_sft"]["grpo"] = 0.6
+    stats = seeds.spread([a, b])
+    assert stats["paired.grpo-ppo.gold"]["values"] == pytest.approx([0.1, 0.3])
+    assert stats["paired.grpo-ppo.gold_arithmetic"]["mean"] == pytest.approx(0.3)
+    assert "| grpo-ppo | +0.200 ± 1.271 | +0.100 | +0.000 ± 1.271 | +0.500 | -50 | +0.300 ± 1.271 |" in seeds.table(
+        stats, [0, 1])
+    assert "ppo_gold-ppo" not in seeds.table(stats, [0, 1])  # a pair a summary did not run is left out
     # three seeds 0.5, 0.6, 0.7: sd 0.1, half-width 4.303 * 0.1 / sqrt(3) = 0.2484
     assert seeds.ci95([0.5, 0.6, 0.7]) == pytest.approx(0.24843, abs=1e-5) and seeds.ci95([0.3]) == 0.0
     # past the table, within 0.2% of t's quantiles (2.0395 at 31, 2.0003 at 60, 1.9840 at 100)

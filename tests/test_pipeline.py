@@ -9,12 +9,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import start_and_signal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ["preset", "seed", "seconds", "funnel", "labeler_agreement", "rm_accuracy", "rm_oracle_accuracy",
         "win_rate_vs_sft", "gold_score", "kl_to_sft", "pretrain_loss", "identical_to_sft", "new_tasks", "overoptimization"]
-MODELS = ["base", "base_fewshot", "constant", "sft", "best_of_4", "best_of_16", "ppo", "ppo_ptx", "dpo"]
+MODELS = ["base", "base_fewshot", "constant", "sft", "best_of_4", "best_of_16", "ppo", "ppo_ptx", "dpo", "grpo",
+          "ppo_gold", "grpo_gold"]
 
 
 def run(*args, **kw):
@@ -47,12 +49,19 @@ def test_smoke_pipeline_writes_every_key_and_moves_the_right_way(smoke):
             assert sum(f["n"] * f["gold_score"][m] for f in fams.values()) / n == pytest.approx(part["gold_score"][m],
                                                                                                  abs=2e-3), m
         h = part["head_to_head"]
-        assert set(h) == {"ppo_ptx_vs_ppo", "dpo_vs_ppo", "best_of_16_vs_ppo"}
+        assert set(h) == {f"{m}_vs_ppo" for m in ("ppo_ptx", "dpo", "best_of_16", "grpo", "ppo_gold", "grpo_gold")}
         assert all(v["ci"][0] <= v["win_rate"] <= v["ci"][1] for v in h.values())
     # each model samples its own answers: a fine-tuned copy of SFT rarely says the very same thing
     assert s["identical_to_sft"]["ppo"] < 0.3 and s["identical_to_sft"]["best_of_16"] < 0.3
     assert s["funnel"]["raw"] > s["funnel"]["after_cap"] > s["funnel"]["after_dedupe"] > s["funnel"]["after_pii"]
-    assert all(s["seconds"][k] > 0 for k in ("pretrain", "sft", "reward", "ppo", "ppo_ptx", "evaluation", "total"))
+    assert all(s["seconds"][k] > 0 for k in ("pretrain", "sft", "reward", "ppo", "ppo_ptx", "grpo", "ppo_gold", "grpo_gold",
+                                             "evaluation", "total"))
+    # GRPO on the RM, PPO and GRPO on the gold rubric: each a policy of its own, with its curve along training
+    configs = {m: torch.load(os.path.join(out, f"{m}.pt"), weights_only=False)["config"]
+               for m in ("grpo", "ppo_gold", "grpo_gold")}
+    assert configs["grpo"]["reward"] == "" and configs["ppo_gold"]["reward"] == configs["grpo_gold"]["reward"] == "gold"
+    assert all(len(s["overoptimization"][m]) >= 2 for m in ("ppo", "ppo_ptx", "grpo", "ppo_gold", "grpo_gold"))
+    assert len({s["gold_score"][m] for m in ("ppo", "grpo", "ppo_gold", "grpo_gold")}) == 4
     # against the truth, not the RM: RLHF's policies answer better than SFT by the gold rubric, seen
     # and new tasks (these held on the smoke preset for seeds 0, 1 and 2, docs/results.md)
     g, new = s["gold_score"], s["new_tasks"]["gold_score"]

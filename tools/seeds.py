@@ -10,7 +10,9 @@ summary.json exists is read, not re-run; a stopped seed continues where it stopp
                        max and the values per seed
   OUT_DIR/seeds.md     the main table (seen and new tasks) as mean ± the 95% interval's half-width,
                        PPO's rivals judged directly against it (head_to_head) and the capability
-                       benchmark with PPO's tax and PPO-ptx's recovery (capability_tax), the same way
+                       benchmark with PPO's tax and PPO-ptx's recovery (capability_tax), the same way,
+                       and methods compared within each seed (PAIRED: GRPO against PPO, each on the
+                       gold reward against the RM), their differences' mean and interval over seeds
 
     python tools/seeds.py --preset cpu --seeds 0 1 2 --out-dir out/seeds      # about 25 min a seed on 2 cores
     python tools/seeds.py --preset smoke --seeds 0 1 --out-dir out/seeds-smoke
@@ -36,6 +38,30 @@ class Args:
     seeds: list = arg([0, 1, 2], "the seeds", nargs="+", type=int)
     out_dir: str = arg("out/seeds", "one run folder per seed below this, and seeds.json, seeds.md")
     device: str = arg("auto", "auto, cpu or cuda")
+
+
+# pairs of methods compared within each seed, on the same test prompts: GRPO against PPO, and each
+# RL method on the gold rubric against itself on the RM (what the learned reward model costs)
+PAIRED = [("grpo", "ppo"), ("ppo_gold", "ppo"), ("grpo_gold", "grpo"), ("grpo_gold", "ppo_gold")]
+
+
+def paired_differences(summary):
+    """{"paired": {"a-b": {figure: a's minus b's}}} within one seed for each pair of PAIRED that it
+    ran: gold score on seen and new tasks and per family (seen), win rate against SFT, KL to SFT,
+    seconds of training; over seeds their mean and interval are a paired comparison."""
+    out = {}
+    for a, b in PAIRED:
+        if summary.get("gold_score", {}).get(a) is None or summary["gold_score"].get(b) is None:
+            continue
+        new = summary["new_tasks"]
+        d = {"gold": summary["gold_score"][a] - summary["gold_score"][b],
+             "gold_new": new["gold_score"][a] - new["gold_score"][b],
+             "win_rate": summary["win_rate_vs_sft"][a] - summary["win_rate_vs_sft"][b],
+             "kl": summary["kl_to_sft"][a] - summary["kl_to_sft"][b],
+             "seconds": summary["seconds"].get(a, 0) - summary["seconds"].get(b, 0)}
+        d.update({f"gold_{f}": v["gold_score"][a] - v["gold_score"][b] for f, v in summary["by_family"].items()})
+        out[f"{a}-{b}"] = d
+    return {"paired": out}
 
 
 def flatten(tree, prefix=""):
@@ -75,7 +101,7 @@ def ci95(values):
 
 def spread(summaries):
     """{figure: {"mean", "ci95", "std", "min", "max", "values"}} over the figures every summary has."""
-    flat = [flatten(s) for s in summaries]
+    flat = [flatten({**s, **paired_differences(s)}) for s in summaries]
     out = {}
     for key in flat[0]:
         values = [f[key] for f in flat if key in f]
@@ -115,6 +141,15 @@ def table(stats, seeds):
         lines += [f"| {t} | " + " | ".join(cell(f"capability.{t}.{m}", ".3f") for m in nets) + " | " + " | ".join(
                   cell(f"capability_tax.{t}.{d}.diff") for d in ("ppo_vs_base", "ppo_vs_sft", "ppo_ptx_vs_ppo")) + " |"
                   for t in tasks]
+    pairs = [f"{a}-{b}" for a, b in PAIRED if f"paired.{a}-{b}.gold" in stats]
+    if pairs:  # the same seeds' runs side by side: each seed's difference, then its mean and interval
+        figs = ["gold", "gold_new", "win_rate", "kl", "seconds"]
+        families = sorted({k.split(".")[2][5:] for k in stats if k.startswith(f"paired.{pairs[0]}.gold_")} - {"new"})
+        lines += ["", "Paired within each seed (a - b on the same test prompts; gold per family on seen tasks):", "",
+                  "| a - b | gold, seen | gold, new | win rate vs SFT | KL to SFT | seconds | "
+                  + " | ".join(families) + " |", "| --- |" + " ---: |" * (len(figs) + len(families))]
+        lines += [f"| {p} | " + " | ".join(cell(f"paired.{p}.{f}", ".0f" if f == "seconds" else "+.3f")
+                                            for f in figs + [f"gold_{x}" for x in families]) + " |" for p in pairs]
     lines += ["", f"RM accuracy {cell('rm_accuracy', '.3f')}; the gold rubric on the same pairs "
               f"{cell('rm_oracle_accuracy', '.3f')}; labeler agreement {cell('labeler_agreement', '.3f')}; "
               f"seconds per seed {cell('seconds.total', '.0f')}.", ""]

@@ -2,7 +2,7 @@
 sweep.py: choose a step's hyperparameters on validation prompts, never test prompts.
 
 The paper chose its SFT checkpoint and its RM's settings on validation data (Section 3.5,
-Appendix C). This runs one step (sft.py, reward.py, dpo.py or ppo.py) once per point of a grid,
+Appendix C). This runs one step (sft.py, reward.py, dpo.py, ppo.py or grpo.py) once per point of a grid,
 each in its own folder, all from the same starting checkpoint, and prints a table sorted by the
 step's validation figure, each with its 95% interval by a bootstrap over the validation prompts:
   sft     the gold score of answers sampled on held-out users' validation prompts (`val_gold`),
@@ -12,12 +12,13 @@ step's validation figure, each with its 95% interval by a bootstrap over the val
   dpo     the gold score of answers sampled on validation prompts (`val_gold`), trained on the
           rankings that reward.py left beside --init (comparisons_reward.jsonl)
   ppo     the gold score of answers sampled on validation prompts at the last evaluation
-          (`eval_gold`, --n-eval of them), against the RM reward.py left beside --init (reward.pt)
+  grpo    (`eval_gold`, --n-eval of them), against the RM reward.py left beside --init (reward.pt)
 
     python tools/sweep.py sft --preset cpu --init out/cpu/pretrain.pt --grid lr=1e-4,3e-4 epochs=2,4
     python tools/sweep.py reward --preset cpu --init out/cpu/sft.pt --grid lr=5e-5,1e-4 epochs=1,2
     python tools/sweep.py dpo --preset cpu --init out/cpu/sft.pt --grid beta=0.03,0.1,0.3 lr=1e-5,3e-5
     python tools/sweep.py ppo --preset cpu --init out/cpu/sft.pt --grid kl_coef=0.05,0.1,0.2 lr=1e-5,3e-5 n_eval=200
+    python tools/sweep.py grpo --preset cpu --init out/cpu/sft.pt --grid kl_in=loss,reward kl_coef=0.03,0.1 n_eval=200
 
 Writes OUT_DIR/sweep.jsonl (one line per run: its settings and metrics) as it goes, so a long
 sweep can be read before it ends.
@@ -34,6 +35,7 @@ from dataclasses import asdict, dataclass, fields, replace
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
 
 import dpo  # noqa: E402
+import grpo  # noqa: E402
 import ppo  # noqa: E402
 import reward  # noqa: E402
 import sft  # noqa: E402
@@ -41,7 +43,7 @@ from pipeline import bootstrap_ci  # noqa: E402
 from plumbing.cli import UserError, arg, ensure_out_dir, parse_config, run_cli  # noqa: E402
 
 STEPS = {"sft": (sft, "val_gold"), "reward": (reward, "val_accuracy"), "dpo": (dpo, "val_gold"),
-         "ppo": (ppo, "eval_gold")}
+         "ppo": (ppo, "eval_gold"), "grpo": (grpo, "eval_gold")}
 
 
 def interval(metrics, key, seed):
@@ -58,11 +60,11 @@ def interval(metrics, key, seed):
 
 @dataclass
 class Args:
-    step: str = arg("", "sft, reward, dpo or ppo", positional=True, choices=list(STEPS))
+    step: str = arg("", "sft, reward, dpo, ppo or grpo", positional=True, choices=list(STEPS))
     grid: list = arg([], "NAME=V1,V2,... for each swept field of the step's Config (e.g. lr=1e-4,3e-4)",
                      nargs="+")
     preset: str = arg("cpu", "the step's preset: its other settings and the data")
-    init: str = arg("", "the checkpoint every run starts from (sft: pretrain.pt; reward, dpo, ppo: sft.pt)")
+    init: str = arg("", "the checkpoint every run starts from (sft: pretrain.pt; reward, dpo, ppo, grpo: sft.pt)")
     out_dir: str = arg("out/sweep", "one folder per run below this, and sweep.jsonl")
     seed: int = arg(0, "seed of the world and of every run")
     max_tax: float = arg(2.0, "sft: a run whose pretraining loss exceeds this times the starting model's is not chosen")
@@ -116,10 +118,10 @@ def main():
         sample_once()
     base = module.Config(**module.PRESETS[a.preset])
     folder = os.path.dirname(a.init)
-    if a.step == "ppo":  # the RM reward.py wrote beside the SFT model
+    if a.step in ("ppo", "grpo"):  # the RM reward.py wrote beside the SFT model
         base = replace(base, reward=os.path.join(folder, "reward.pt"))
         if not os.path.isfile(base.reward):
-            raise UserError(f"ppo: {base.reward}: no reward model beside --init; run reward.py there first")
+            raise UserError(f"{a.step}: {base.reward}: no reward model beside --init; run reward.py there first")
     if a.step == "dpo":  # the rankings reward.py wrote beside the SFT model
         base = replace(base, data=os.path.join(folder, "comparisons_reward.jsonl"),
                        heldout=os.path.join(folder, "comparisons_heldout_reward.jsonl"))
