@@ -53,21 +53,18 @@ import contextlib
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 import data
-from gpt import save_checkpoint
-from world import gold_mean
 from plumbing import ddp
 from plumbing.checkpoint import load_rlhf_models
 from plumbing.cli import UserError, arg, check_files, check_positive, ensure_out_dir, parse_config, run_cli
-from plumbing.environment import (check_reward, evaluate, response_logprobs, reward_model_path, rl_data, rollout,
-                                  rollout_figures, score)
+from plumbing.environment import (check_reward, evaluate, finish, response_logprobs, reward_model_path, rl_data,
+                                  rollout, rollout_figures, score)
 from plumbing.loop import (MetricsLog, Resume, configure_optimizer, descend, mean_of, setup, stop_if_not_finite,
                            stop_on_signal, time_shares)
-from plumbing.plots import plot_scores_vs_kl
 
 
 @dataclass
@@ -312,21 +309,8 @@ def main(cfg=None):
                 resume.save(**resumable())
 
     last_eval, answers = run_eval(cfg.iterations)
-    metrics = {**{k + "_before": v for k, v in first_eval.items()}, **last_eval, "seconds": resume.seconds(),
-               "trained_parameters": sum(p.numel() for p in policy.parameters())}
-    if "eval_gold" in last_eval:  # each answer's too: tools/sweep.py's interval over the held-out prompts
-        metrics["eval_gold_per_prompt"] = gold_mean(eval_records, answers, "eval_gold",
-                                                    per_prompt=True)["eval_gold_per_prompt"]
-    print(f"{cfg.name}: on {len(eval_records)} held-out prompts, RM score {first_eval['eval_rm_score']:+.3f} -> "
-          f"{last_eval['eval_rm_score']:+.3f}, "
-          + (f"gold {first_eval['eval_gold']:+.3f} -> {last_eval['eval_gold']:+.3f}, " if "eval_gold" in last_eval else "")
-          + f"KL to SFT {last_eval['eval_kl']:.2f} nats per answer; {metrics['seconds']:.0f}s")
-    for r, a in list(zip(eval_records, answers))[:3]:
-        print(f"  {r['prompt'][-100:]!r} -> {a[:100]!r}")
-    if ddp.is_main():  # torchrun: rank 0 writes
-        save_checkpoint(os.path.join(cfg.out_dir, f"{cfg.name}.pt"), policy, stage=cfg.name, tokenizer=tok.state(),
-                        config=asdict(cfg), metrics=metrics, world_size=ddp.world())
-        plot_scores_vs_kl(cfg.out_dir, [cfg.name], f"{cfg.name}_scores_vs_kl.png")
+    metrics = finish(cfg, policy, tok, eval_records, first_eval, last_eval, answers, seconds=resume.seconds(),
+                     trained_parameters=sum(p.numel() for p in policy.parameters()))
     resume.done()
     return metrics
 

@@ -11,20 +11,23 @@ and ends the episode."
   score              each answer's reward (the RM's score minus its bias, or with --reward gold the
                      world's gold rubric: RL from the truth itself) and the policy's and SFT's log-probs
   evaluate           held-out prompts answered and scored: RM score, gold score, KL to SFT
+  finish             the end of a run: its figures, a summary line, the checkpoint and its plot
 """
 
 import contextlib
 import os
 import time
+from dataclasses import asdict
 
 import torch
 
-from gpt import reward_scores, token_logprobs
+from gpt import reward_scores, save_checkpoint, token_logprobs
 from world import gold_mean, gold_score
 from plumbing import ddp, engine
 from plumbing.cli import UserError
 from plumbing.formats import own_prompts, read_texts
 from plumbing.loop import seconds_since
+from plumbing.plots import plot_scores_vs_kl
 from plumbing.tokenizer import corpus_split, decode_responses, left_pad
 
 GOLD = "gold"  # --reward gold: the gold rubric scores each answer instead of the RM
@@ -153,3 +156,25 @@ def evaluate(policy, ref, rm, tok, records, cfg, reward_bias, autocast=contextli
     score(batch, policy, ref, rm, cfg, reward_bias, records, tok, autocast)
     stats, said = rollout_figures(tok, records, batch, "eval_")
     return {k: ddp.weighted_mean(v, len(records)) for k, v in stats.items()}, ddp.gather(said)
+
+
+def finish(cfg, policy, tok, eval_records, first_eval, last_eval, answers, **figures):
+    """The end of an RL run: its figures (the first evaluation's as *_before, the last one's,
+    `figures`, and each held-out answer's gold, for tools/sweep.py's interval over prompts), a
+    summary line with three answers, and (rank 0 under torchrun) OUT_DIR/<name>.pt with its
+    scores-against-KL plot. -> the figures."""
+    metrics = {**{k + "_before": v for k, v in first_eval.items()}, **last_eval, **figures}
+    if "eval_gold" in last_eval:
+        metrics["eval_gold_per_prompt"] = gold_mean(eval_records, answers, "eval_gold",
+                                                    per_prompt=True)["eval_gold_per_prompt"]
+    print(f"{cfg.name}: on {len(eval_records)} held-out prompts, RM score {first_eval['eval_rm_score']:+.3f} -> "
+          f"{last_eval['eval_rm_score']:+.3f}, "
+          + (f"gold {first_eval['eval_gold']:+.3f} -> {last_eval['eval_gold']:+.3f}, " if "eval_gold" in last_eval else "")
+          + f"KL to SFT {last_eval['eval_kl']:.2f} nats per answer; {metrics['seconds']:.0f}s")
+    for r, a in list(zip(eval_records, answers))[:3]:
+        print(f"  {r['prompt'][-100:]!r} -> {a[:100]!r}")
+    if ddp.is_main():
+        save_checkpoint(os.path.join(cfg.out_dir, f"{cfg.name}.pt"), policy, stage=cfg.name, tokenizer=tok.state(),
+                        config=asdict(cfg), metrics=metrics, world_size=ddp.world())
+        plot_scores_vs_kl(cfg.out_dir, [cfg.name], f"{cfg.name}_scores_vs_kl.png")
+    return metrics
