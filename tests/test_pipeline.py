@@ -125,7 +125,7 @@ def test_a_second_run_skips_finished_stages(smoke):
     before = json.load(open(os.path.join(out, "summary.json")))
     r = run("train_all.py", "--preset", "smoke", "--out-dir", out, "--seed", "0", "--quiet")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.count("exists, skipped") == 6  # pretrain, sft, reward, ppo, ppo_ptx, dpo
+    assert r.stdout.count("exists, skipped") == 9  # pretrain, sft, reward, ppo, ppo_ptx, dpo, grpo, ppo_gold, grpo_gold
     after = json.load(open(os.path.join(out, "summary.json")))
     assert after["win_rate_vs_sft"] == before["win_rate_vs_sft"] and after["gold_score"] == before["gold_score"]
     # the total counts the stages' seconds from the first run, not only this run's evaluation
