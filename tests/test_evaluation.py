@@ -34,7 +34,7 @@ def test_each_model_samples_from_its_own_stream(loaded):
     import pipeline
     import train_all
     models, rm, bias, tok = loaded
-    models = {**models, "ppo": models["sft"], "ppo_ptx": models["sft"], "dpo": models["sft"]}
+    models = {**models, **{m: models["sft"] for m in ("ppo", "ppo_ptx", "dpo", "grpo", "ppo_gold", "grpo_gold")}}
     shared = [pipeline.sample_chat(models[m], models["sft"], rm, tok, PROMPTS, bias, seed=7)[0] for m in ("sft", "ppo")]
     assert shared[0] == shared[1]  # the coupling the evaluation must avoid
     records = [{"prompt": p} for p in PROMPTS]
@@ -91,18 +91,21 @@ def test_bootstrap_interval_matches_the_hand_computed_one():
 
 
 def test_head_to_head_judges_against_ppo_s_own_answers():
-    """A labeler who prefers the longer answer: DPO's always longer (1.0), PPO-ptx's identical to
-    PPO's (0.5, no labeler asked), best-of-16's always shorter (0.0)."""
+    """A labeler who prefers the longer answer: DPO's and GRPO's always longer (1.0), PPO-ptx's and
+    PPO-on-gold's identical to PPO's (0.5, no labeler asked), best-of-16's and GRPO-on-gold's always
+    shorter (0.0)."""
     import train_all
 
     class Longer:
         def score(self, task, answer, rng):
             return len(answer)
     records = [{"task": {}, "family": "words"}] * 20
-    answers = {"ppo": ["ok"] * 20, "ppo_ptx": ["ok"] * 20, "dpo": ["okay"] * 20, "best_of_16": ["o"] * 20}
+    answers = {"ppo": ["ok"] * 20, "ppo_ptx": ["ok"] * 20, "dpo": ["okay"] * 20, "best_of_16": ["o"] * 20,
+               "grpo": ["okay"] * 20, "ppo_gold": ["ok"] * 20, "grpo_gold": ["o"] * 20}
     h = train_all.head_to_head(records, answers, [Longer()], seed=0)
-    assert h == {"ppo_ptx_vs_ppo": {"win_rate": 0.5, "ci": [0.5, 0.5]}, "dpo_vs_ppo": {"win_rate": 1.0, "ci": [1.0, 1.0]},
-                 "best_of_16_vs_ppo": {"win_rate": 0.0, "ci": [0.0, 0.0]}}
+    even, win, loss = ({"win_rate": p, "ci": [p, p]} for p in (0.5, 1.0, 0.0))
+    assert h == {"ppo_ptx_vs_ppo": even, "dpo_vs_ppo": win, "best_of_16_vs_ppo": loss, "grpo_vs_ppo": win,
+                 "ppo_gold_vs_ppo": even, "grpo_gold_vs_ppo": loss}
 
 
 def test_few_shot_examples_fit_whole(loaded):
