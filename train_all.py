@@ -455,15 +455,16 @@ def run(cfg):
         policy = {line: os.path.join(out, f"{line}{suffix}.pt") for line in policy}
     # DPO beside PPO: the same round-1 rankings the RM trained on, SFT as the reference;
     # GRPO beside PPO, on round 1's RM; then both on the gold rubric: what the learned RM costs
-    for name, script, own in (("dpo", dpo, dict(n_val=0)), ("grpo", grpo, {}), ("ppo_gold", ppo, dict(reward="gold")),
-                              ("grpo_gold", grpo, dict(reward="gold"))):
+    beside = (("dpo", dpo, dict(n_val=0)), ("grpo", grpo, {}), ("ppo_gold", ppo, dict(reward="gold")),
+              ("grpo_gold", grpo, dict(reward="gold")))
+    for name, script, own in beside:
         stage(name, name + ".pt", script, replace(script.Config(**script.PRESETS[cfg.preset]), name=name, **own, **common))
 
     print("== evaluation")
     t0 = time.time()
     rm_path, rm_metrics = rms["ppo"]
     paths = {"base": os.path.join(out, "pretrain.pt"), "sft": os.path.join(out, "sft.pt"), **policy,
-             **{name: os.path.join(out, name + ".pt") for name in ("dpo", "grpo", "ppo_gold", "grpo_gold")},
+             **{name: os.path.join(out, name + ".pt") for name, *_ in beside},
              "reward": rm_path}
     result, tests, answers = evaluate(out, cfg, device, paths)
     seconds["evaluation"] = round(time.time() - t0, 1)
@@ -480,7 +481,7 @@ def run(cfg):
         summary["by_family"].get(f, {}).update(rm_accuracy=rm_f["accuracy"], rm_oracle_accuracy=rm_f["oracle_accuracy"])
     if ddp.is_main():  # torchrun: rank 0 writes (every rank holds the same summary)
         write_json(os.path.join(out, "summary.json"), summary)
-        plot_all(out, summary, MODELS)
+        plot_all(out, summary, MODELS, RL_RUNS)
         write_report(out, summary, tests, answers)
     for part, figs in (("seen tasks", summary), ("new tasks", summary["new_tasks"])):
         w, g = figs["win_rate_vs_sft"], figs["gold_score"]

@@ -142,12 +142,12 @@ def plot_win_rates(out_dir, parts, names, title):
     plt.close(fig)
 
 
-def plot_all(out_dir, summary, models):
-    """losses.png (every training stage), scores_vs_kl.png (each RL run), win_rates.png (like
+def plot_all(out_dir, summary, models, rl_runs):
+    """losses.png (every training stage), scores_vs_kl.png (each of `rl_runs`), win_rates.png (like
     the paper's Figure 1, seen and new tasks), overoptimization.png: the pictures of a train_all.py run."""
     plot_stage_losses(out_dir, ["pretrain", "sft", "reward", "dpo"])
     # RM and gold score against KL during PPO (over-optimization shows here)
-    plot_scores_vs_kl(out_dir, ["ppo", "ppo_ptx", "grpo", "ppo_gold", "grpo_gold"], "scores_vs_kl.png")
+    plot_scores_vs_kl(out_dir, rl_runs, "scores_vs_kl.png")
     names = [m for m in models if summary["win_rate_vs_sft"].get(m) is not None]
     new = summary["new_tasks"]
     plot_win_rates(out_dir, [(f"seen tasks ({summary['n_test']} prompts)", summary),

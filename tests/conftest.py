@@ -73,6 +73,22 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="module")
+def setup_models():
+    """The RL steps' four tiny models over one tokenizer: policy and reference equal (the start of
+    RL), a value model and an RM, random (tests/test_ppo.py, test_grpo.py)."""
+    from gpt import ScalarModel
+    from plumbing.tokenizer import train_tokenizer
+    from world import make_world
+    tok = train_tokenizer("\n".join(make_world(0).corpus(300, random.Random(0))), 300)
+    torch.manual_seed(0)
+    cfg = GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32)
+    policy, ref = GPT(cfg), GPT(cfg)
+    ref.load_state_dict(policy.state_dict())
+    value, rm = ScalarModel(GPT(cfg)), ScalarModel(GPT(cfg))
+    return tok, policy, ref, value, rm
+
+
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
     """pretrain.pt, sft.pt, ppo.pt and reward.pt: tiny random models sharing one tokenizer."""

@@ -10,7 +10,7 @@ import random
 import pytest
 import torch
 from conftest import copy_run, interrupt_on_call, same_run
-from gpt import GPT, GPTConfig, ScalarModel, token_logprobs
+from gpt import token_logprobs
 import grpo
 from grpo import group_advantages, grpo_loss, k3_kl, kl_penalized_scores
 from world import gold_score, make_world
@@ -70,20 +70,9 @@ def test_each_answer_weighs_the_same_whatever_its_length():
     assert torch.all(logprobs.grad == 0)  # no advantage and no KL term: no gradient
 
 
-@pytest.fixture(scope="module")
-def models():
-    world = make_world(0)
-    tok = tokenizer.train_tokenizer("\n".join(world.corpus(300, random.Random(0))), 300)
-    torch.manual_seed(0)
-    cfg = GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32)
-    policy, ref = GPT(cfg), GPT(cfg)
-    ref.load_state_dict(policy.state_dict())
-    return world, tok, policy, ref, ScalarModel(GPT(cfg))
-
-
-def test_the_gold_reward_is_world_gold_score(models):
-    world, tok, policy, ref, rm = models
-    rng = random.Random(0)
+def test_the_gold_reward_is_world_gold_score(setup_models):
+    tok, policy, ref, _, rm = setup_models
+    world, rng = make_world(0), random.Random(0)
     records = [{"prompt": t.prompt, "task": t} for t in (world.sample_task(rng) for _ in range(12))]
     cfg = grpo.Config(max_new_tokens=10, no_eos_penalty=0.0, reward="gold")
     b = environment.rollout(policy, tok, [r["prompt"] for r in records], cfg, torch.Generator().manual_seed(0))
@@ -93,10 +82,10 @@ def test_the_gold_reward_is_world_gold_score(models):
     assert not torch.allclose(b["scores"], b["rm_scores"])  # the RM still reports its own score
 
 
-def test_one_iteration_makes_rewarded_answers_likelier(models):
+def test_one_iteration_makes_rewarded_answers_likelier(setup_models):
     """Rollout, score, group advantages and the update as main calls them, two groups of four with
     rewards +1 / -1 in turn: afterwards the rewarded answers are likelier, the others less likely."""
-    world, tok, policy, ref, rm = models
+    tok, policy, ref, _, rm = setup_models
     policy = copy.deepcopy(policy)
     cfg = grpo.Config(max_new_tokens=8, no_eos_penalty=0.0, epochs=4, minibatch_size=8, lr=1e-3, kl_coef=0.0)
     prompts = ["What is 2 + 3?"] * 4 + ["Spell cat backwards."] * 4

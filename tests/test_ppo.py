@@ -10,11 +10,9 @@ import random
 import pytest
 import torch
 from conftest import RM_BIAS, copy_run, interrupt_on_call, same_run
-from gpt import GPT, GPTConfig, ScalarModel, reward_scores, token_logprobs
+from gpt import reward_scores, token_logprobs
 import ppo
 from ppo import gae, kl_shaped_rewards, masked_whiten, ppo_losses
-from world import make_world
-from plumbing import tokenizer
 from plumbing.checkpoint import load_reward_model
 from plumbing.cli import UserError
 
@@ -115,18 +113,6 @@ def test_kl_shaped_reward_puts_the_score_on_the_last_real_token():
     expected[0, 2], expected[1, 4] = 2.0, -1.0
     assert torch.allclose(bonus, expected, atol=1e-6)
     assert torch.all(rewards[mask == 0] == 0) and torch.allclose(kl, (logprobs - ref) * mask)
-
-
-@pytest.fixture(scope="module")
-def setup_models():
-    world = make_world(0)
-    tok = tokenizer.train_tokenizer("\n".join(world.corpus(300, random.Random(0))), 300)
-    torch.manual_seed(0)
-    cfg = GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32)
-    policy, ref = GPT(cfg), GPT(cfg)
-    ref.load_state_dict(policy.state_dict())
-    value, rm = ScalarModel(GPT(cfg)), ScalarModel(GPT(cfg))
-    return tok, policy, ref, value, rm
 
 
 def test_ratio_is_one_on_the_first_minibatch(setup_models):
