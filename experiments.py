@@ -18,14 +18,16 @@ experiments.py: the paper's claims as experiments on the simulated world, where 
   sizes   Figure 1: three model sizes (SIZES, at least 16x apart in parameters), each pretrained on
           the same corpus, then SFT, PPO, PPO-ptx and DPO; the base model prompted plainly and
           few-shot. One RM, the largest size's (the base's), serves every size, as the paper's 6B RM
-          and value model served its 1.3B and 175B policies: a small model's own RM is the weakest
-          judge, and the RM's size should not be what the curve measures. Beside it, an RM of each
-          size trained on the same rankings and its accuracy on the same held-out comparisons (an
-          RM-size curve, Gao et al. 2022). Every model is judged against the largest size's SFT on
-          test prompts, seen and new tasks, and scored on the capability benchmark; figure1.png.
+          served its 1.3B and 175B policies (the RM's size should not be what the curve measures);
+          beside it an RM of each size on the same rankings, its held-out accuracy (Gao et al.'s
+          RM-size curve). Every model is judged against the largest size's SFT on test prompts, seen
+          and new tasks, and scored on the capability benchmark; figure1.png.
+  details PPO's implementation details (DETAILS), each alone against the preset's PPO on the same
+          seeds (--seeds; each seed its own base, OUT_DIR/details/seed<S>): paired differences in
+          gold, win rate, RM score and KL with their intervals, per family too; details.png.
 
-Every experiment starts from one base (OUT_DIR/base: pretrain.pt, sft.pt and reward.pt made
-exactly as train_all.py makes them, with the same --preset and --seed) and changes one thing.
+Every experiment starts from one base (OUT_DIR/base, details one per seed: pretrain.pt, sft.pt,
+reward.pt made as train_all.py makes them, with the same --preset and --seed), changes one thing.
 Figures are on validation prompts (held-out users), judged by held-out labelers and the gold
 rubric; test prompts stay for train_all.py, except in `sizes`, which tunes nothing and reports
 train_all.py's kind of figures (each size keeps the preset's settings, chosen at its largest size).
@@ -37,6 +39,7 @@ import math
 import os
 import random
 import shutil
+import statistics
 import time
 from dataclasses import dataclass, replace
 
@@ -44,18 +47,18 @@ import torch
 
 import data
 import dpo
-from pipeline import Stages, capability_figures, direct_win_rate, judge, sample_chat, win_rate, write_json
+from pipeline import (Stages, capability_figures, detail_figures, direct_win_rate, judge, judging, paired_difference,
+                      policy_figures, sample_chat, win_rate, write_json)
 import ppo
 import reward
 import sft
 import train_all
 from world import gold_mean
-from plumbing.checkpoint import lm_loss, load_language_model, load_reward_model, respond
+from plumbing.checkpoint import load_language_model, load_reward_model, respond
 from plumbing.cli import UserError, arg, ensure_out_dir, parse_config, run_cli
 from plumbing.formats import n_pairs
-from plumbing.loop import setup
-from plumbing.plots import metrics_rows, pyplot
-from plumbing.tokenizer import corpus_split
+from plumbing.loop import Progress, setup
+from plumbing.plots import lines, pyplot, rows_of
 
 SWEEPS = {  # the values each sweep tries, per preset (smoke: a few, to run in CI-sized time)
     "beta": {"smoke": [0.0, 0.05, 0.2], "default": [0.0, 0.02, 0.05, 0.1, 0.2]},
@@ -68,27 +71,15 @@ PASSES = {"smoke": 3, "default": 2}  # pairs: passes over the comparisons (each 
 
 @dataclass
 class Args:
-    name: str = arg("", "the experiment: pairs, k, beta, ptx, noise, rounds, sizes, or all", positional=True,
-                    choices=["pairs", "k", "beta", "ptx", "noise", "rounds", "sizes", "all"])
+    name: str = arg("", "the experiment: pairs, k, beta, ptx, noise, rounds, sizes, details, or all", positional=True,
+                    choices=["pairs", "k", "beta", "ptx", "noise", "rounds", "sizes", "details", "all"])
     preset: str = arg("smoke", "smoke (a few minutes each), cpu (under 30 minutes each on 2 cores) or gpu")
     out_dir: str = arg("", "folder (default out/experiments_<preset>): base/ and one folder per experiment")
     seed: int = arg(0, "seed of the world and of every run")
+    seeds: list = arg([], "details: the seeds, each with its own base in OUT_DIR/details/seed<S> (default: --seed)",
+                      nargs="+", type=int)
+    details: list = arg([], "details: only these (default: every one of experiments.DETAILS)", nargs="+")
     device: str = arg("auto", "auto, cpu or cuda")
-
-
-class Progress:
-    """One line per run: which experiment, which run of how many, the seed, and the time left at
-    the pace so far."""
-
-    def __init__(self, name, runs, seed):
-        self.name, self.runs, self.seed, self.done, self.t0 = name, runs, seed, 0, time.time()
-
-    def next(self, what):
-        spent = time.time() - self.t0
-        left = f", about {spent / self.done * (self.runs - self.done):.0f}s left" if self.done else ""
-        self.done += 1
-        print(f"[{self.name}] run {self.done}/{self.runs}: {what} (seed {self.seed}); {spent:.0f}s so far{left}",
-              flush=True)
 
 
 def sweep(name, preset):
@@ -108,35 +99,6 @@ def make_base(a, common):
     stages.run("sft", "sft.pt", sft, replace(sft_cfg, stage="sft", eval_gold=0, **common))
     stages.run("reward", "reward.pt", reward, replace(reward.Config(**reward.PRESETS[a.preset]), **common))
     return base
-
-
-def policy_figures(path, base, a, device, n=200):
-    """A policy's answers to n validation prompts, sampled: gold score, RM score, KL to SFT, win
-    rate against SFT's answers judged by held-out labelers, pretraining loss on held-out corpus text."""
-    world = data.build(a.preset, a.seed)
-    records = world["val"][:n]
-    sft_model, tok, _ = load_language_model(os.path.join(base, "sft.pt"), device)
-    model = load_language_model(path, device)[0]
-    rm, _, bias, _ = load_reward_model(os.path.join(base, "reward.pt"), device)
-    prompts = [r["prompt"] for r in records]
-    answers, kl, scores = sample_chat(model, sft_model, rm, tok, prompts, bias, a.seed * 1000 + 31)
-    reference, _, _ = sample_chat(sft_model, sft_model, rm, tok, prompts, bias, a.seed * 1000 + 17)
-    heldout = [l for l in world["labelers"] if l.heldout]
-    p, ci = win_rate(sum(judge(heldout, records, answers, reference, random.Random(a.seed + 5))), len(records))
-    _, val_ids = corpus_split(tok, world["corpus"], model.config.block_size)
-    return dict(gold=round(gold_mean(records, answers, "g")["g"], 4), rm_score=round(sum(scores) / len(scores), 4),
-                kl=round(kl, 4), win_rate_vs_sft=round(p, 4), win_rate_ci=[round(c, 4) for c in ci],
-                pretrain_loss=round(lm_loss(model, val_ids, device), 4))
-
-
-def lines(ax, pts, x, keys):
-    """One line per key of the points `pts` against their `x`."""
-    for key, marker in zip(keys, ("o-", "s-", "^-", "x--")):
-        ax.plot([p[x] for p in pts], [p[key] for p in pts], marker, label=key.replace("_", " "))
-
-
-def rows_of(out_dir, stage, key):
-    return [r for r in metrics_rows(out_dir) if r["stage"] == stage and key in r]
 
 
 # -----------------------------------------------------------------------------
@@ -423,8 +385,87 @@ def exp_sizes(a, base, common, device):
     return out, draw
 
 
+# The implementation details of PPO that RLHF codes differ on (Huang et al. 2024, "The N+
+# implementation details of RLHF with PPO"; Zheng et al. 2023, "Secrets of RLHF, Part I"): each
+# run is the preset's PPO with these flags of ppo.py changed, and nothing else.
+DETAILS = {
+    "whiten_rewards": ("whiten the scores over the batch", dict(whiten_rewards=True)),
+    "raw_advantages": ("advantages not whitened", dict(whiten_advantages=False)),
+    "k3": ("k3 KL estimator in the reward", dict(kl_estimator="k3")),
+    "value_from_sft": ("value model from SFT, not the RM", dict(value_init="sft")),
+    "adaptive_kl": ("adaptive KL (target 2 nats, horizon 1000)", dict(adaptive_kl=True, kl_horizon=1000)),
+    "no_eos_penalty": ("no penalty for answers without EOS", dict(no_eos_penalty=0.0)),
+    "score_after": ("score on the slot after the last token", dict(score_slot="after")),
+    "lambda_1": ("GAE lambda 1, not 0.95", dict(lam=1.0)),
+    "epochs_1": ("1 PPO epoch", dict(ppo_epochs=1)),
+    "epochs_4": ("4 PPO epochs", dict(ppo_epochs=4)),
+    "no_value_clip": ("no value clipping", dict(vf_clip=0.0)),
+    "temperature_0.7": ("rollouts at temperature 0.7", dict(temperature=0.7)),
+    "logprobs_at_0.7": ("... and log-probs at 0.7", dict(temperature=0.7, logprobs_at_temperature=True)),
+}
+DETAIL_RUN = {  # details: the PPO runs' own evaluation kept small (it changes no update); smoke: shorter runs
+    "smoke": dict(iterations=2, batch_size=16, minibatch_size=8, eval_every=2, n_eval=8),
+    "default": dict(eval_every=10 ** 6, n_eval=32)}
+DETAIL_PROMPTS = {"smoke": 24, "default": 200}  # validation prompts every policy of a seed answers
+
+
+def exp_details(a, base, common, device):
+    seeds, chosen = a.seeds or [a.seed], a.details or list(DETAILS)
+    if set(chosen) - set(DETAILS):
+        raise UserError(f"--details: unknown {', '.join(sorted(set(chosen) - set(DETAILS)))}; one of {', '.join(DETAILS)}")
+    settings = {**ppo.PRESETS[a.preset], **DETAIL_RUN.get(a.preset, DETAIL_RUN["default"])}
+    same = [k for k in chosen if all(settings.get(f, getattr(ppo.Config, f)) == v for f, v in DETAILS[k][1].items())]
+    chosen = [k for k in chosen if k not in same]  # a detail the preset already has would be its own twin
+    progress, figures = Progress("details", len(seeds) * (len(chosen) + 1), seeds[0]), {}
+    for seed in seeds:  # each seed: its own world, base (pretrain, SFT, RM) and runs in OUT_DIR/details/seed<S>
+        home = os.path.join(common["out_dir"], f"seed{seed}")
+        c = {**common, "seed": seed, "out_dir": home}
+        seed_base = make_base(replace(a, seed=seed, out_dir=home), c)
+        records, reference, models, _ = judging(seed_base, a.preset, seed, device,
+                                                DETAIL_PROMPTS.get(a.preset, DETAIL_PROMPTS["default"]))
+        for key in ["preset"] + chosen:
+            progress.seed = seed
+            progress.next("the preset's PPO" if key == "preset" else DETAILS[key][0])
+            path = os.path.join(home, f"ppo_{key}")
+            if not os.path.exists(path + ".figures.json"):  # a finished run is read, not re-run
+                cfg = replace(ppo.Config(**settings), init=os.path.join(seed_base, "sft.pt"),
+                              reward=os.path.join(seed_base, "reward.pt"), name=f"ppo_{key}", **c)
+                seconds = ppo.main(replace(cfg, **({} if key == "preset" else DETAILS[key][1])))["seconds"]
+                write_json(path + ".figures.json", dict(detail_figures(load_language_model(path + ".pt", device)[0],
+                                                                       models, records, reference, seed), seconds=seconds))
+            with open(path + ".figures.json") as f:
+                figures[seed, key] = json.load(f)
+
+    def mean(key, figure):  # over seeds, of the seed's mean over prompts
+        return round(statistics.fmean(statistics.fmean(v) if isinstance(v := figures[s, key][figure], list) else v
+                                      for s in seeds), 4)
+    out = {"seeds": seeds, "prompts_per_seed": len(records), "ppo_settings": settings, "same_as_preset": same,
+           "preset": {k: mean("preset", k) for k in ("gold", "win_rate", "rm_score", "kl", "seconds")}, "details": {}}
+    for key in chosen:
+        pairs = [(figures[s, "preset"], figures[s, key]) for s in seeds]
+        d = out["details"][key] = dict(
+            label=DETAILS[key][0], flags=DETAILS[key][1], seconds=round(mean(key, "seconds") - mean("preset", "seconds")),
+            **{k: paired_difference(pairs, k) for k in ("gold", "win_rate", "rm_score", "kl")},
+            gold_by_family={f: paired_difference(pairs, "gold", f) for f in sorted(set(pairs[0][0]["family"]))})
+        print(f"[details] {d['label']}: gold {d['gold']['diff']:+.3f} ({d['gold']['ci'][0]:+.3f} to "
+              f"{d['gold']['ci'][1]:+.3f}), KL {d['kl']['diff']:+.2f}, win rate vs SFT {d['win_rate']['diff']:+.3f}")
+
+    def draw(ax_gold, ax_kl):
+        rows = list(out["details"].values())[::-1]  # the first detail on top
+        for ax, key, what in ((ax_gold, "gold", "gold score"), (ax_kl, "kl", "KL to SFT (nats per answer)")):
+            x = [r[key]["diff"] for r in rows]
+            err = [[v - r[key]["ci"][0] for v, r in zip(x, rows)], [r[key]["ci"][1] - v for v, r in zip(x, rows)]]
+            ax.errorbar(x, range(len(rows)), xerr=err, fmt="o", capsize=3)
+            ax.axvline(0, color="gray", lw=0.8)
+            ax.set_yticks(range(len(rows)), [r["label"] for r in rows] if ax is ax_gold else [""] * len(rows))
+            ax.set_xlabel(f"{what}: detail - preset's PPO (95% CI, {len(seeds)} seed(s))")
+        ax_gold.set_title("PPO's implementation details, one at a time, against the truth")
+    draw.panels = 2
+    return out, draw
+
+
 EXPERIMENTS = {"pairs": exp_pairs, "k": exp_k, "beta": exp_beta, "ptx": exp_ptx, "noise": exp_noise,
-               "rounds": exp_rounds, "sizes": exp_sizes}
+               "rounds": exp_rounds, "sizes": exp_sizes, "details": exp_details}
 PNG = {"sizes": "figure1.png"}  # the paper's name for the picture; others are named after their experiment
 
 
@@ -435,7 +476,7 @@ def main():
     a.out_dir = a.out_dir or os.path.join("out", f"experiments_{a.preset}")
     device, _ = setup(a.device, a.seed)
     common = dict(preset=a.preset, seed=a.seed, device=a.device, quiet=True)
-    base = make_base(a, common)
+    base = make_base(a, common) if a.name != "details" else None  # details: a base per seed, below its folder
     for name in EXPERIMENTS if a.name == "all" else [a.name]:
         folder = os.path.join(a.out_dir, name)
         ensure_out_dir(folder)

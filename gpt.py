@@ -342,13 +342,14 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, draw
     return token, logp.gather(1, token[:, None]).squeeze(1)
 
 
-def token_logprobs(model, tokens, attention_mask, with_entropy=False):
+def token_logprobs(model, tokens, attention_mask, with_entropy=False, temperature=1.0):
     """Per-token log-probs of sequences the model did not necessarily sample: tokens (B, T),
     attention_mask (B, T) -> logprobs (B, T-1), log p(tokens[:, t+1] | tokens[:, :t+1]), 0 where the
     predicted token is padding. SFT, the KL to SFT and PPO's ratios all read these, each with one
-    explicit response mask. with_entropy: also the entropy (B, T-1) of each predicted distribution."""
+    explicit response mask. with_entropy: also the entropy (B, T-1) of each predicted distribution.
+    temperature: of the distribution p (logits / temperature), as sampling at that temperature draws."""
     logits, _ = model(tokens, attention_mask=attention_mask)            # (B, T, V)
-    logp_all = F.log_softmax(logits[:, :-1].float(), dim=-1)            # (B, T-1, V)
+    logp_all = F.log_softmax(logits[:, :-1].float() / temperature, dim=-1)  # (B, T-1, V)
     logp = logp_all.gather(2, tokens[:, 1:, None]).squeeze(2) * attention_mask[:, 1:]  # (B, T-1)
     if not with_entropy:
         return logp

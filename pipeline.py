@@ -7,7 +7,11 @@ model and data (own_data.py):
   sample_n, best_of, best_of_n_kl   the best-of-n baseline: n SFT samples, the RM's favourite
   fewshot_examples  the few-shot base model's examples, short training demonstrations
   judge           simulated labelers compare each answer with a reference answer
-  win_rate        a win rate against SFT with its 95% interval; bootstrap_ci, one over prompts
+  win_rate        a win rate against SFT with its 95% interval; bootstrap_ci, one over prompts;
+                  ci95, Student's t over seeds
+  judging, policy_figures, detail_figures, paired_difference   experiments.py's measures: a seed's
+                  validation prompts and judges, a policy's figures (per prompt), and two policies'
+                  difference within each seed on the same prompts
   head_to_head    PPO's rivals judged directly against PPO's answers (direct_win_rate)
   capability, capability_figures   the few-shot capability benchmark (world.World.capability_items):
                   the alignment tax as the paper measures it, each model's score and its difference from SFT
@@ -18,17 +22,20 @@ import json
 import math
 import os
 import random
+import statistics
 import time
 from dataclasses import replace
 
 import torch
 
+import data
 import ppo
 from gpt import reward_scores
+from world import gold_mean
 from plumbing import ddp, environment
-from plumbing.checkpoint import fewshot_prompt, load_any
+from plumbing.checkpoint import fewshot_prompt, lm_loss, load_any, load_language_model, load_reward_model
 from plumbing.cli import UserError
-from plumbing.tokenizer import decode_responses
+from plumbing.tokenizer import corpus_split, decode_responses
 
 # -----------------------------------------------------------------------------
 # Running the stages
@@ -199,6 +206,83 @@ def win_rate(wins, n):
     p = wins / max(n, 1)
     half = 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
     return p, (max(0.0, p - half), min(1.0, p + half))
+
+
+# Student's t, 97.5% quantile, for 1..30 degrees of freedom: a two-sided 95% interval
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile(df):
+    """The 97.5% quantile of Student's t with df degrees of freedom (beyond the table, the normal
+    quantile with its first Cornish-Fisher correction, within 0.2% there)."""
+    if df <= len(T_975):
+        return T_975[df - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df)
+
+
+def ci95(values):
+    """Half-width of the 95% interval of the mean over seeds: t(0.975, n - 1) * sd / sqrt(n). Three
+    seeds give 2.48 standard deviations; one seed gives no interval (0)."""
+    n = len(values)
+    return t_quantile(n - 1) * statistics.stdev(values) / n ** 0.5 if n > 1 else 0.0
+
+
+def judging(base, preset, seed, device, n=200):
+    """What a seed's policies are measured with: its first n validation prompts, SFT's answers to
+    them (the reference), and (SFT, the RM, its bias, the tokenizer, the held-out labelers), as
+    pipeline.detail_figures takes them. -> (records, reference, models, the seed's world)."""
+    world = data.build(preset, seed)
+    records = world["val"][:n]
+    sft_model, tok, _ = load_language_model(os.path.join(base, "sft.pt"), device)
+    rm, _, bias, _ = load_reward_model(os.path.join(base, "reward.pt"), device)
+    reference = sample_chat(sft_model, sft_model, rm, tok, [r["prompt"] for r in records], bias, seed * 1000 + 17)[0]
+    return records, reference, (sft_model, rm, bias, tok, [l for l in world["labelers"] if l.heldout]), world
+
+
+def policy_figures(path, base, a, device, n=200):
+    """A policy's answers to n validation prompts, sampled: gold score, RM score, KL to SFT, win
+    rate against SFT's answers judged by held-out labelers, pretraining loss on held-out corpus text."""
+    records, reference, models, world = judging(base, a.preset, a.seed, device, n)
+    model = load_language_model(path, device)[0]
+    f = detail_figures(model, models, records, reference, a.seed)
+    p, ci = win_rate(sum(f["win_rate"]), len(records))
+    _, val_ids = corpus_split(models[3], world["corpus"], model.config.block_size)
+    return dict(gold=round(statistics.fmean(f["gold"]), 4), rm_score=round(statistics.fmean(f["rm_score"]), 4),
+                kl=round(f["kl"], 4), win_rate_vs_sft=round(p, 4), win_rate_ci=[round(c, 4) for c in ci],
+                pretrain_loss=round(lm_loss(model, val_ids, device), 4))
+
+
+def detail_figures(model, models, records, reference, seed):
+    """One policy's answers to the seed's validation prompts, drawn with the same stream as every
+    other policy's: per prompt its gold score, its win against SFT's answer (held-out labelers, the
+    same draws) and its RM score; the mean KL to SFT."""
+    sft_model, rm, bias, tok, heldout = models
+    answers, kl, scores = sample_chat(model, sft_model, rm, tok, [r["prompt"] for r in records], bias, seed * 1000 + 31)
+    return dict(gold=gold_mean(records, answers, "g", per_prompt=True)["g_per_prompt"], kl=kl, rm_score=scores,
+                win_rate=judge(heldout, records, answers, reference, random.Random(seed + 5)),
+                family=[r["task"]["family"] for r in records])
+
+
+def paired_difference(pairs, key, family=None):
+    """A detail's figure minus the preset's, within each seed on the same prompts (`pairs`: [(the
+    preset's figures, the detail's)], one per seed). -> diff (mean over seeds), ci (Student's t over
+    the seeds' differences; one seed: normal over its prompts), ci_prompts (normal over every
+    prompt's difference, pooled: the prompts' noise alone, not the runs'), per_seed."""
+    per_seed, per_prompt = [], []
+    for d, v in pairs:
+        if key == "kl":
+            per_seed.append(v["kl"] - d["kl"])
+            continue
+        diffs = [b - a for a, b, f in zip(d[key], v[key], d["family"]) if family in (None, f)]
+        per_seed.append(statistics.fmean(diffs))
+        per_prompt += diffs
+    mean = statistics.fmean(per_seed)
+    half_p = 1.96 * statistics.stdev(per_prompt) / len(per_prompt) ** 0.5 if len(per_prompt) > 1 else None
+    half = ci95(per_seed) if len(per_seed) > 1 else half_p or 0.0
+    return dict(diff=round(mean, 4), ci=[round(mean - half, 4), round(mean + half, 4)], per_seed=[round(x, 4) for x in
+                per_seed], ci_prompts=None if half_p is None else [round(mean - half_p, 4), round(mean + half_p, 4)])
 
 
 # -----------------------------------------------------------------------------

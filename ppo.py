@@ -20,6 +20,7 @@ One iteration of the loop in `main`, each step a function of its own:
                 rubric: RL from the truth); the frozen SFT model gives reference log-probs; the
                 value model gives V(s_t) for every response token
   3. kl_shaped_rewards: r_t = -beta * (log pi(y_t) - log pi_SFT(y_t)), + the RM score at the last
+                token (detailed_rewards calls it, or changes one detail named below)
   4. gae        advantages and returns (Schulman et al. 2016), whitened over the response mask
   5. update     epochs of minibatches on ppo_losses, the clipped surrogate (Schulman et al. 2017)
                 and clipped value loss, + gamma * a pretraining batch's LM loss (PPO-ptx)
@@ -46,9 +47,18 @@ Where this departs from the paper:
      paper; the KL coefficient may be adapted toward a target (Ziegler et al. 2019), off by default.
   5. GAE's discount is 1 by default (the episode is one response); it is called `discount`
      here because eq. 2's gamma is the pretraining coefficient.
+
+The implementation details that RLHF codes differ on and the paper does not settle, each a flag
+whose default keeps the results above (Huang et al. 2024, "The N+ implementation details of RLHF
+with PPO"; Zheng et al. 2023, "Secrets of RLHF, Part I"): --whiten-rewards, --no-whiten-advantages,
+--kl-estimator k3, --value-init sft, --adaptive-kl, --no-eos-penalty 0, --score-slot after (a
+known bug, kept to be measured), --lam, --ppo-epochs, --vf-clip 0, --temperature with
+--logprobs-at-temperature. `python experiments.py details` measures each against the gold rubric
+(docs/details.md).
 """
 
 import contextlib
+import math
 import os
 import random
 import time
@@ -57,9 +67,9 @@ from dataclasses import dataclass
 import torch
 
 import data
-from gpt import last_index
+from gpt import ScalarModel, last_index
 from plumbing import ddp, environment
-from plumbing.checkpoint import load_reward_model, load_rlhf_models
+from plumbing.checkpoint import load_language_model, load_reward_model, load_rlhf_models
 from plumbing.cli import UserError, arg, check_files, check_positive, ensure_out_dir, parse_config, run_cli
 from plumbing.environment import (check_reward, evaluate, finish, response_logprobs, reward_model_path, rl_data,
                                   rollout, rollout_figures)
@@ -96,10 +106,22 @@ class Config:
     discount: float = arg(1.0, "GAE discount (the episode is one response)")
     lam: float = arg(0.95, "GAE lambda")
     clip_coef: float = arg(0.2, "PPO ratio clip")
-    vf_clip: float = arg(0.2, "value clip around the rollout's values")
+    vf_clip: float = arg(0.2, "value clip around the rollout's values (0: off)")
     adaptive_kl: bool = arg(False, "adapt beta toward --target-kl (Ziegler et al. 2019)")
     target_kl: float = arg(2.0, "target KL per response (nats) for the adaptive controller")
+    kl_horizon: int = arg(10000, "the adaptive controller's horizon in episodes (Ziegler et al.: 10000)")
     no_eos_penalty: float = arg(-1.0, "reward for a response that never reaches EOS (0: off)")
+    # implementation details that RLHF codes differ on (experiments.py details measures each one)
+    whiten_rewards: bool = arg(False, "whiten the episodes' scores over the batch (mean 0, variance 1)")
+    whiten_advantages: bool = arg(True, "whiten the advantages over the batch's response tokens")
+    kl_estimator: str = arg("k1", "the per-token KL penalty's estimate: k1 = log(pi/pi_SFT) (eq. 2), or k3 = "
+                                  "r - 1 - log r with r = pi_SFT/pi (never negative)", choices=["k1", "k3"])
+    value_init: str = arg("rm", "the value model starts from the RM (Section 3.5) or from SFT with a new head",
+                          choices=["rm", "sft"])
+    score_slot: str = arg("last", "where the score lands: the answer's last real token, or the slot after it "
+                                  "(a known bug: the response mask then drops it)", choices=["last", "after"])
+    logprobs_at_temperature: bool = arg(False, "log-probs of pi and pi_SFT at --temperature (logits / T), the "
+                                               "distribution the rollouts sample, instead of at 1")
     ptx_batch_size: int = arg(16, "pretraining sequences per minibatch for PPO-ptx")
     grad_clip: float = arg(1.0, "gradient-norm clip, after backward")
     eval_every: int = arg(10, "iterations between evaluations on held-out prompts")
@@ -151,6 +173,31 @@ def kl_shaped_rewards(scores, logprobs, ref_logprobs, response_mask, kl_coef):  
     last = last_index(response_mask)                                 # (B,)
     rewards[torch.arange(len(scores)), last] += scores
     return rewards * response_mask, kl
+
+
+def k3_kl(logprobs, ref_logprobs, response_mask):
+    """Schulman's k3 estimate of KL(pi || pi_SFT) from a token sampled from pi: with r = pi_SFT / pi,
+    (r - 1) - log r. Its mean is the KL, as k1's is, but it is never negative (log r <= r - 1) and
+    varies less when pi is close to pi_SFT (joschu.net/blog/kl-approx.html). (B, N) -> (B, N)."""
+    log_r = (ref_logprobs - logprobs) * response_mask
+    return (torch.exp(log_r) - 1 - log_r) * response_mask
+
+
+def detailed_rewards(scores, logprobs, ref_logprobs, response_mask, kl_coef, cfg):
+    """Step 3 with the implementation details cfg chooses (the defaults: kl_shaped_rewards as it is):
+    the scores whitened over the batch (--whiten-rewards), the KL penalty estimated by k3 instead of
+    k1 (--kl-estimator), the score put on the slot after the last real token (--score-slot after:
+    the bug, where the response mask then drops every answer's score but one cut at the length
+    limit, which has no slot after). -> rewards (B, N)."""
+    if cfg.whiten_rewards:  # DDP: over every rank's episodes, as one process whitens the whole batch
+        scores = ddp.over_all_rows(masked_whiten, scores[:, None], torch.ones_like(scores)[:, None])[:, 0]
+    if cfg.kl_estimator == "k1" and cfg.score_slot == "last":
+        return kl_shaped_rewards(scores, logprobs, ref_logprobs, response_mask, kl_coef)[0]  # eq. 2 as it is
+    kl = k3_kl(logprobs, ref_logprobs, response_mask) if cfg.kl_estimator == "k3" else logprobs - ref_logprobs
+    rewards = -kl_coef * kl
+    slot = (last_index(response_mask) + (cfg.score_slot == "after")).clamp(max=rewards.size(1) - 1)
+    rewards[torch.arange(len(scores)), slot] += scores
+    return rewards * response_mask
 
 
 def gae(rewards, values, response_mask, discount=1.0, lam=0.95):  # exercise: GAE, Schulman et al. 2016
@@ -227,7 +274,7 @@ def score(batch, policy, ref, value_model, rm, cfg, reward_bias, records=None, t
     """Step 2: the environment's reward and the policy's and SFT's log-probs (environment.score:
     scores, rm_scores, logprobs, ref_logprobs), and the value model's V(prompt + y_<t) for every
     response token (zeros without a value model), one batched forward pass per model."""
-    environment.score(batch, policy, ref, rm, cfg, reward_bias, records, tok, autocast)
+    environment.score(batch, policy, ref, rm, cfg, reward_bias, records, tok, autocast, logprob_temperature(cfg))
     values = torch.zeros_like(batch["logprobs"])
     if value_model is not None:
         with autocast():
@@ -235,6 +282,12 @@ def score(batch, policy, ref, value_model, rm, cfg, reward_bias, records=None, t
         values = values * batch["response_mask"]
     batch["values"] = values
     return batch
+
+
+def logprob_temperature(cfg):
+    """The temperature of the log-probs in the ratio and the KL: the rollouts' with
+    --logprobs-at-temperature (the policy that sampled them), else 1 (the model's own distribution)."""
+    return cfg.temperature if cfg.logprobs_at_temperature else 1.0
 
 
 def update(policy, value_model, opt_policy, opt_value, batch, advantages, returns, cfg, it, ptx_ids,
@@ -254,10 +307,12 @@ def update(policy, value_model, opt_policy, opt_value, batch, advantages, return
             mb = order[start:start + minibatch_size].to(device)
             tokens, mask, response_mask = batch["tokens"][mb], batch["attention_mask"][mb], batch["response_mask"][mb]
             with autocast():
-                logprobs, entropy = response_logprobs(policy, tokens, mask, T, with_entropy=True)
+                logprobs, entropy = response_logprobs(policy, tokens, mask, T, with_entropy=True,
+                                                      temperature=logprob_temperature(cfg))
                 values = response_values(value_model, tokens, mask, T)
             pg_loss, v_loss, s = ppo_losses(logprobs, batch["logprobs"][mb], advantages[mb], values,
-                                            batch["values"][mb], returns[mb], response_mask, cfg.clip_coef, cfg.vf_clip)
+                                            batch["values"][mb], returns[mb], response_mask, cfg.clip_coef,
+                                            cfg.vf_clip or math.inf)  # --vf-clip 0: an infinite clip, none
             w = ddp.weight(response_mask.sum())  # DDP: this rank's share of the response tokens (1.0 on one process)
             pg_loss, v_loss, s = w * pg_loss, w * v_loss, {k: w * v for k, v in s.items()}
             loss = pg_loss
@@ -300,10 +355,10 @@ def iteration_metrics(tok, records, batch, returns, kl_coef, stats, t_train):
 
 def validate(cfg):
     check_positive(cfg, ("iterations", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "lr",
-                 "value_lr", "eval_every", "n_eval", "temperature", "clip_coef", "vf_clip", "grad_clip",
-                 "ptx_batch_size", "target_kl"))
-    if cfg.kl_coef < 0 or cfg.ptx_coef < 0:
-        raise UserError("--kl-coef and --ptx-coef must not be negative")
+                 "value_lr", "eval_every", "n_eval", "temperature", "clip_coef", "grad_clip",
+                 "ptx_batch_size", "target_kl", "kl_horizon"))
+    if cfg.kl_coef < 0 or cfg.ptx_coef < 0 or cfg.vf_clip < 0:
+        raise UserError("--kl-coef, --ptx-coef and --vf-clip must not be negative")
     check_files(cfg, ("prompts", "pretrain_data"))
     check_reward(cfg)
     if cfg.ptx_coef > 0 and cfg.prompts and not cfg.pretrain_data:
@@ -313,9 +368,12 @@ def validate(cfg):
     ensure_out_dir(cfg.out_dir)
 
 
-def load_value_model(reward_path, reward_bias, device):
+def load_value_model(reward_path, reward_bias, device, sft_path=None):
     """The value model, "initialized from the RM" (Section 3.5) as PPO uses the RM: its score minus
-    the bias, so that at the start V(s) is on the scale of the returns it learns to predict."""
+    the bias, so that at the start V(s) is on the scale of the returns it learns to predict. With
+    `sft_path` (--value-init sft): SFT's network with a new head instead, as RM training starts."""
+    if sft_path:
+        return ScalarModel(load_language_model(sft_path, device)[0]).to(device)
     value_model, _, _, _ = load_reward_model(reward_path, device)
     with torch.no_grad():
         value_model.head.bias -= reward_bias
@@ -326,10 +384,9 @@ def load_ppo_models(cfg, device):
     """ppo.py's four models (cfg: its Config): policy (trained, from SFT or --start), reference = SFT
     (frozen), RM (frozen), value model (trained, from the RM). -> (policy, ref, rm, value_model, tok,
     reward_bias)."""
-    reward_path = reward_model_path(cfg)
-    policy, ref, rm, tok, reward_bias, reward_scale = load_rlhf_models(cfg.init or os.path.join(cfg.out_dir, "sft.pt"),
-                                                                       cfg.start, reward_path, device)
-    value_model = load_value_model(reward_path, reward_bias, device)
+    reward_path, init = reward_model_path(cfg), cfg.init or os.path.join(cfg.out_dir, "sft.pt")
+    policy, ref, rm, tok, reward_bias, reward_scale = load_rlhf_models(init, cfg.start, reward_path, device)
+    value_model = load_value_model(reward_path, reward_bias, device, init if cfg.value_init == "sft" else None)
     for m in (policy, ref, value_model.gpt):  # no dropout in RL: the ratio must be 1 before any update
         m.set_dropout(0.0)
     print(f"{cfg.name}: reward bias {reward_bias:+.3f}, scale {reward_scale:.3f}")
@@ -391,11 +448,11 @@ def main(cfg=None):
             stop_if_not_finite(torch.isfinite(batch["scores"]).all(), f"{cfg.name}: the reward model gave a "
                                f"non-finite score at iteration {it}; stopped; the last good state is {resume.path}")
             # 3-4. KL-shaped rewards, GAE, whitened advantages
-            rewards, _ = kl_shaped_rewards(batch["scores"], batch["logprobs"], batch["ref_logprobs"],
-                                            batch["response_mask"], kl_coef)
+            rewards = detailed_rewards(batch["scores"], batch["logprobs"], batch["ref_logprobs"], batch["response_mask"],
+                                       kl_coef, cfg)
             advantages, returns = gae(rewards, batch["values"], batch["response_mask"], cfg.discount, cfg.lam)
-            # DDP: whitened over every rank's rows, as one process whitens the whole batch
-            advantages = ddp.over_all_rows(masked_whiten, advantages, batch["response_mask"])
+            if cfg.whiten_advantages:  # DDP: whitened over every rank's rows, as one process whitens the whole batch
+                advantages = ddp.over_all_rows(masked_whiten, advantages, batch["response_mask"])
             # 5. the PPO update
             t0 = time.time()
             stats, finite = update(train_policy, train_value, opt_policy, opt_value, batch, advantages, returns, cfg,
@@ -405,7 +462,7 @@ def main(cfg=None):
             metrics = iteration_metrics(tok, records, batch, returns, kl_coef, stats, time.time() - t0)
             log.log(it + 1, **metrics, **ddp.rank_losses(stats[-1]["pg_loss"].item(), len(records)))
             if cfg.adaptive_kl:
-                kl_coef = adaptive_kl(kl_coef, metrics["kl"], cfg.target_kl, len(records) * ddp.world())
+                kl_coef = adaptive_kl(kl_coef, metrics["kl"], cfg.target_kl, len(records) * ddp.world(), cfg.kl_horizon)
             it += 1
             if it % cfg.eval_every == 0 and it < cfg.iterations:
                 run_eval(it)

@@ -98,28 +98,30 @@ def rollout(policy, tok, prompts, cfg, generator, autocast=contextlib.nullcontex
                 t_gen=seconds_since(t0, device))
 
 
-def response_logprobs(model, tokens, mask, T, with_entropy=False):
-    """log pi(y_t | x, y_<t) of each response token, (B, N) (and the entropy there). A rollout's
-    tokens are the prompt (T of them, left-padded), then the response (N). The logits at position j
-    predict token j+1, so gpt.token_logprobs' column j is token j+1's log-prob, and the response
-    tokens tokens[:, T:] are its columns T-1 onward."""
-    out = token_logprobs(model, tokens, mask, with_entropy=with_entropy)
+def response_logprobs(model, tokens, mask, T, with_entropy=False, temperature=1.0):
+    """log pi(y_t | x, y_<t) of each response token, (B, N) (and the entropy there), of pi at
+    `temperature`. A rollout's tokens are the prompt (T of them, left-padded), then the response
+    (N). The logits at position j predict token j+1, so gpt.token_logprobs' column j is token j+1's
+    log-prob, and the response tokens tokens[:, T:] are its columns T-1 onward."""
+    out = token_logprobs(model, tokens, mask, with_entropy=with_entropy, temperature=temperature)
     return tuple(o[:, T - 1:] for o in out) if with_entropy else out[:, T - 1:]
 
 
 @torch.no_grad()
-def score(batch, policy, ref, rm, cfg, reward_bias, records=None, tok=None, autocast=contextlib.nullcontext):
+def score(batch, policy, ref, rm, cfg, reward_bias, records=None, tok=None, autocast=contextlib.nullcontext,
+          temperature=1.0):
     """One batched forward pass per model over a rollout's answers; adds to `batch`: logprobs (the
     policy's, recomputed by the same forward pass the update uses, so that the first ratio is 1:
-    `autocast` must be the update's), ref_logprobs (the frozen SFT model's), rm_scores (the RM's
+    `autocast` and `temperature` must be the update's), ref_logprobs (the frozen SFT model's, at the
+    same temperature), rm_scores (the RM's
     score minus the bias), scores (the reward: the RM's, or with cfg.reward "gold" the gold rubric's
     total for each of `records`' tasks; an answer that never reached EOS gets cfg.no_eos_penalty
     instead, when it is not 0), t_score (seconds)."""
     t0 = time.time()
     tokens, mask, response_mask, T = batch["tokens"], batch["attention_mask"], batch["response_mask"], batch["T"]
     with autocast():
-        logprobs = response_logprobs(policy, tokens, mask, T) * response_mask
-        ref_logprobs = response_logprobs(ref, tokens, mask, T) * response_mask
+        logprobs = response_logprobs(policy, tokens, mask, T, temperature=temperature) * response_mask
+        ref_logprobs = response_logprobs(ref, tokens, mask, T, temperature=temperature) * response_mask
         rm_scores = reward_scores(rm, tokens, mask).float() - reward_bias
     scores = rm_scores
     if cfg.reward == GOLD:  # the truth as the reward: the world's programmatic verifier

@@ -11,6 +11,7 @@ algorithms may skip this file; each step script's loop calls these by name.
   seconds_since          a wall-clock interval that waits for the GPU first
   MetricsLog             one line per logged step on stdout and in OUT_DIR/metrics.jsonl
   stop_on_signal, Resume Ctrl-C saves a resumable state; --resume continues exactly
+  Progress               one line per run of a long series (experiments.py): which, of how many, time left
   mean_of, time_shares   a log line's means over minibatches; where a step's time went
   flops_per_token, gpu_peaks   for tokens/s and MFU
 """
@@ -324,6 +325,21 @@ class Resume:
         ddp.barrier()  # torchrun: the others wait for rank 0's checkpoint; none still reads this file
         if ddp.is_main() and os.path.exists(self.path):
             os.remove(self.path)
+
+
+class Progress:
+    """One line per run: which experiment, which run of how many, the seed, and the time left at
+    the pace so far."""
+
+    def __init__(self, name, runs, seed):
+        self.name, self.runs, self.seed, self.done, self.t0 = name, runs, seed, 0, time.time()
+
+    def next(self, what):
+        spent = time.time() - self.t0
+        left = f", about {spent / self.done * (self.runs - self.done):.0f}s left" if self.done else ""
+        self.done += 1
+        print(f"[{self.name}] run {self.done}/{self.runs}: {what} (seed {self.seed}); {spent:.0f}s so far{left}",
+              flush=True)
 
 
 def mean_of(stats):

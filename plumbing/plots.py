@@ -20,6 +20,17 @@ def metrics_rows(out_dir):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def lines(ax, pts, x, keys):  # an experiment's figure: experiments.py
+    """One line per key of the points `pts` against their `x`."""
+    for key, marker in zip(keys, ("o-", "s-", "^-", "x--")):
+        ax.plot([p[x] for p in pts], [p[key] for p in pts], marker, label=key.replace("_", " "))
+
+
+def rows_of(out_dir, stage, key):
+    """The metrics log's rows of one stage that carry `key`."""
+    return [r for r in metrics_rows(out_dir) if r["stage"] == stage and key in r]
+
+
 def plot_losses(out_dir, stage):
     """<stage>_loss.png: training and validation loss against step, from metrics.jsonl."""
     plt = pyplot()

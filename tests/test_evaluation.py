@@ -132,6 +132,7 @@ def test_oracle_accuracy_is_the_gold_rubric_as_an_rm():
 
 
 def test_seeds_mean_and_spread_of_every_figure():
+    import pipeline
     import seeds
     a = {"seed": 0, "rm_accuracy": 0.6, "win_rate_vs_sft": {"ppo": 0.7, "base": None, "sft": 0.5},
          "win_rate_ci": {"ppo": [0.6, 0.8]}}
@@ -172,10 +173,10 @@ def test_seeds_mean_and_spread_of_every_figure():
         stats, [0, 1])
     assert "ppo_gold-ppo" not in seeds.table(stats, [0, 1])  # a pair a summary did not run is left out
     # three seeds 0.5, 0.6, 0.7: sd 0.1, half-width 4.303 * 0.1 / sqrt(3) = 0.2484
-    assert seeds.ci95([0.5, 0.6, 0.7]) == pytest.approx(0.24843, abs=1e-5) and seeds.ci95([0.3]) == 0.0
+    assert pipeline.ci95([0.5, 0.6, 0.7]) == pytest.approx(0.24843, abs=1e-5) and pipeline.ci95([0.3]) == 0.0
     # past the table, within 0.2% of t's quantiles (2.0395 at 31, 2.0003 at 60, 1.9840 at 100)
     for df, t in ((31, 2.0395), (60, 2.0003), (100, 1.9840)):
-        assert seeds.t_quantile(df) == pytest.approx(t, rel=2e-3)
+        assert pipeline.t_quantile(df) == pytest.approx(t, rel=2e-3)
 
 
 def test_sweep_grid_and_choice_within_the_tax():

@@ -120,6 +120,35 @@ def test_experiment_sizes_draws_figure_1_from_the_smoke_run(smoke, tmp_path):
     assert os.path.getsize(tmp_path / "sizes" / "figure1.png") > 10_000
 
 
+def test_experiment_details_pairs_each_detail_with_the_preset_s_ppo(smoke, tmp_path):
+    """experiments.py details at the smoke preset on two of its details, the smoke run's pretrain,
+    SFT and RM copied in as seed 0's base: the preset's PPO and each detail's, paired on the same
+    validation prompts, in results.json and details.png; a second call reads the finished runs."""
+    out, _ = smoke
+    base = tmp_path / "details" / "seed0" / "base"
+    base.mkdir(parents=True)
+    for f in ("pretrain.pt", "sft.pt", "reward.pt"):
+        shutil.copy(os.path.join(out, f), base)
+    args = ("experiments.py", "details", "--preset", "smoke", "--details", "whiten_rewards", "score_after",
+            "--out-dir", str(tmp_path))
+    r = run(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[details] run 3/3: score on the slot after" in r.stdout and r.stdout.count("exists, skipped") == 3
+    res = json.load(open(tmp_path / "details" / "results.json"))
+    assert set(res["details"]) == {"whiten_rewards", "score_after"} and res["seeds"] == [0]
+    for d in res["details"].values():
+        for key in ("gold", "win_rate", "rm_score", "kl"):
+            assert d[key]["ci"][0] <= d[key]["diff"] <= d[key]["ci"][1] and len(d[key]["per_seed"]) == 1
+        assert sum(1 for _ in d["gold_by_family"]) >= 3
+    runs = [torch.load(tmp_path / "details" / "seed0" / f"ppo_{k}.pt", weights_only=False)["config"]
+            for k in ("preset", "whiten_rewards", "score_after")]
+    assert [c["whiten_rewards"] for c in runs] == [False, True, False] and runs[2]["score_slot"] == "after"
+    assert os.path.getsize(tmp_path / "details" / "details.png") > 10_000
+    again = run(*args)  # every run finished: read, not re-run, and the same figures
+    assert again.returncode == 0 and "iterations of" not in again.stdout  # no PPO started
+    assert json.load(open(tmp_path / "details" / "results.json"))["details"] == res["details"]
+
+
 def test_a_second_run_skips_finished_stages(smoke):
     out, _ = smoke
     before = json.load(open(os.path.join(out, "summary.json")))

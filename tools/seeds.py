@@ -28,6 +28,7 @@ from dataclasses import dataclass
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the project's files
 
+from pipeline import ci95  # noqa: E402
 from train_all import MODELS, PRESETS, SAME_NETWORK  # noqa: E402
 from plumbing.cli import UserError, arg, ensure_out_dir, parse_config, run_cli  # noqa: E402
 
@@ -76,27 +77,6 @@ def flatten(tree, prefix=""):
     for k, v in items:
         out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
     return out
-
-
-# Student's t, 97.5% quantile, for 1..30 degrees of freedom: a two-sided 95% interval
-T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def t_quantile(df):
-    """The 97.5% quantile of Student's t with df degrees of freedom (beyond the table, the normal
-    quantile with its first Cornish-Fisher correction, within 0.2% there)."""
-    if df <= len(T_975):
-        return T_975[df - 1]
-    z = 1.959964
-    return z + (z ** 3 + z) / (4 * df)
-
-
-def ci95(values):
-    """Half-width of the 95% interval of the mean over seeds: t(0.975, n - 1) * sd / sqrt(n). Three
-    seeds give 2.48 standard deviations; one seed gives no interval (0)."""
-    n = len(values)
-    return t_quantile(n - 1) * statistics.stdev(values) / n ** 0.5 if n > 1 else 0.0
 
 
 def spread(summaries):
