@@ -418,13 +418,12 @@ def exp_details(a, base, common, device):
     chosen = [k for k in chosen if k not in same]  # a detail the preset already has would be its own twin
     progress, figures = Progress("details", len(seeds) * (len(chosen) + 1), seeds[0]), {}
     for seed in seeds:  # each seed: its own world, base (pretrain, SFT, RM) and runs in OUT_DIR/details/seed<S>
-        home = os.path.join(common["out_dir"], f"seed{seed}")
-        c = {**common, "seed": seed, "out_dir": home}
-        seed_base = make_base(replace(a, seed=seed, out_dir=home), c)
+        progress.seed, home = seed, os.path.join(common["out_dir"], f"seed{seed}")
+        seed_base = make_base(replace(a, seed=seed, out_dir=home), c := {**common, "seed": seed, "out_dir": home})
         records, reference, models, _ = judging(seed_base, a.preset, seed, device,
                                                 DETAIL_PROMPTS.get(a.preset, DETAIL_PROMPTS["default"]))
+        figures[seed, "sft"] = {"gold": gold_mean(records, reference, "g", per_prompt=True)["g_per_prompt"]}  # the scale
         for key in ["preset"] + chosen:
-            progress.seed = seed
             progress.next("the preset's PPO" if key == "preset" else DETAILS[key][0])
             path = os.path.join(home, f"ppo_{key}")
             if not os.path.exists(path + ".figures.json"):  # a finished run is read, not re-run
@@ -440,7 +439,8 @@ def exp_details(a, base, common, device):
         return round(statistics.fmean(statistics.fmean(v) if isinstance(v := figures[s, key][figure], list) else v
                                       for s in seeds), 4)
     out = {"seeds": seeds, "prompts_per_seed": len(records), "ppo_settings": settings, "same_as_preset": same,
-           "preset": {k: mean("preset", k) for k in ("gold", "win_rate", "rm_score", "kl", "seconds")}, "details": {}}
+           "preset": {k: mean("preset", k) for k in ("gold", "win_rate", "rm_score", "kl", "seconds")},
+           "sft": {"gold": mean("sft", "gold")}, "details": {}}
     for key in chosen:
         pairs = [(figures[s, "preset"], figures[s, key]) for s in seeds]
         d = out["details"][key] = dict(
