@@ -113,10 +113,9 @@ def score(batch, policy, ref, rm, cfg, reward_bias, records=None, tok=None, auto
     """One batched forward pass per model over a rollout's answers; adds to `batch`: logprobs (the
     policy's, recomputed by the same forward pass the update uses, so that the first ratio is 1:
     `autocast` and `temperature` must be the update's), ref_logprobs (the frozen SFT model's, at the
-    same temperature), rm_scores (the RM's
-    score minus the bias), scores (the reward: the RM's, or with cfg.reward "gold" the gold rubric's
-    total for each of `records`' tasks; an answer that never reached EOS gets cfg.no_eos_penalty
-    instead, when it is not 0), t_score (seconds)."""
+    same temperature), rm_scores (the RM's score minus the bias), scores (the reward: the RM's, or
+    with cfg.reward "gold" the gold rubric's total for each of `records`' tasks; an answer that
+    never reached EOS gets cfg.no_eos_penalty instead, when it is not 0), t_score (seconds)."""
     t0 = time.time()
     tokens, mask, response_mask, T = batch["tokens"], batch["attention_mask"], batch["response_mask"], batch["T"]
     with autocast():
