@@ -9,11 +9,15 @@ plumbing/checkpoint.py: the models the steps hand each other, and what every ste
                         base model (with few-shot examples if given); the fast engine generates
   score_texts           the RM's score of (prompt, response) pairs
   lm_loss               next-token loss on held-out corpus text (pretraining, and the "alignment tax")
+  export_hf             a model out as a Hugging Face directory: a policy for transformers' GPT2LMHeadModel,
+                        the reward model as GPT2ForSequenceClassification (the form TRL reads)
 
     python -m plumbing.checkpoint out/smoke/sft.pt      # inspect a checkpoint or a GPT-2 directory
+    python -m plumbing.checkpoint out/smoke/ppo.pt --export out/hf/ppo   # ... and export it
 """
 
 import contextlib
+import json
 import os
 from dataclasses import asdict, dataclass
 
@@ -22,8 +26,8 @@ import torch.nn as nn
 
 from gpt import GPT, HF_CONV1D, ScalarModel, load_checkpoint, reward_scores
 from plumbing import ddp, engine
-from plumbing.cli import UserError, arg, parse_config, run_cli
-from plumbing.tokenizer import Tokenizer, encode_responses, gpt2_tokenizer, left_pad
+from plumbing.cli import UserError, arg, ensure_out_dir, parse_config, run_cli
+from plumbing.tokenizer import Tokenizer, encode_responses, gpt2_tokenizer, left_pad, save_hf_tokenizer
 
 # -----------------------------------------------------------------------------
 # Loading a language model with its tokenizer
@@ -47,6 +51,12 @@ def hf_state_dict(model):
             for key, w in model.state_dict().items() if key != "lm_head.weight"}  # lm_head is tied to wte
 
 
+def hf_config(hf_dir):
+    """A GPT-2 directory's config.json as a dict (load_any has checked that it reads)."""
+    with open(os.path.join(hf_dir, "config.json")) as f:
+        return json.load(f)
+
+
 def resize_vocab(model, vocab_size):
     """Grow the (tied) token embedding to vocab_size rows, new rows set to the mean embedding:
     how a GPT-2 checkpoint gets the chat format's special tokens."""
@@ -68,7 +78,11 @@ def load_language_model(path, device="cpu"):
     without a tokenizer or a vocabulary that does not fit is a one-line error."""
     model, ckpt = load_any(path, device)
     if os.path.isdir(path):
-        tok, stage = gpt2_tokenizer(path), "pretrain"
+        hf = hf_config(path)
+        if any("ForSequenceClassification" in a for a in hf.get("architectures") or []):
+            raise UserError(f"{path}: a reward model's directory; a language model is needed here")
+        tok = gpt2_tokenizer(path)
+        stage = hf.get("instructgpt", {}).get("stage", "pretrain")  # a directory export_hf wrote names its stage
         resize_vocab(model, tok.vocab_size)  # room for <|pad|>, <|user|>, <|assistant|>
     elif ckpt.get("stage") == "reward":
         raise UserError(f"{path}: a reward-model checkpoint; a language model (pretrain, sft or ppo) is needed here")
@@ -98,6 +112,8 @@ def load_start(cfg, device, default="pretrain.pt"):
 def load_reward_model(path, device="cpu"):
     """-> (ScalarModel with the trained head, tokenizer, bias, scale). PPO's reward is the
     score minus the bias (demonstrations then score 0 on average); the scale is reported."""
+    if os.path.isdir(path):
+        raise UserError(f"{path}: a directory; the reward model is read from its checkpoint (reward.pt)")
     gpt, ckpt = load_any(path, device)
     if ckpt.get("stage") != "reward" or "reward_head" not in ckpt:
         raise UserError(f"{path}: not a reward-model checkpoint (stage {ckpt.get('stage')!r})")
@@ -205,15 +221,68 @@ def lm_loss(model, ids, device, autocast=None, max_windows=200):
 
 
 # -----------------------------------------------------------------------------
+# Out to Hugging Face: the model runs in transformers with the same logits and scores
+
+def export_hf(path, out_dir):
+    """Write a checkpoint of this project (or a GPT-2 directory) as a Hugging Face GPT-2 directory:
+    config.json, model.safetensors, the tokenizer's files and, for a language model,
+    generation_config.json. A language model becomes a GPT2LMHeadModel; the reward model a
+    GPT2ForSequenceClassification with one label, read at the last token that is not padding (so
+    pad_token_id is set). Returns the stage exported. Needs safetensors, not transformers."""
+    from safetensors.torch import save_file
+    _, ckpt = load_any(path)
+    if ckpt.get("stage") == "reward":
+        rm, tok, reward_bias, reward_scale = load_reward_model(path)
+        model, stage = rm.gpt, "reward"
+    else:
+        model, tok, stage = load_language_model(path)
+    c = model.config
+    if not c.bias:
+        raise UserError(f"{path}: a model without biases; GPT-2's layers always have them")
+    ensure_out_dir(out_dir, flag="--export")
+    config = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=c.vocab_size,
+                  n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head, n_inner=None,
+                  activation_function="gelu_new", layer_norm_epsilon=1e-5, resid_pdrop=c.dropout,
+                  embd_pdrop=c.dropout, attn_pdrop=c.dropout, tie_word_embeddings=True, bos_token_id=tok.eos_id,
+                  eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, instructgpt=dict(stage=stage))
+    weights = hf_state_dict(model)
+    if stage == "reward":
+        # transformers' score head has no bias; ln_f feeds nothing but the score here, so the head's
+        # bias moves into ln_f's: w.(h + b w / |w|^2) = w.h + b, the same score r(x, y)
+        w, b = rm.head.weight.detach()[0], rm.head.bias.detach()[0]
+        if b != 0:
+            weights["transformer.ln_f.bias"] += b * w / (w @ w)
+        weights["score.weight"] = rm.head.weight.detach().clone()
+        config.update(architectures=["GPT2ForSequenceClassification"], id2label={"0": "reward"},
+                      label2id={"reward": 0})
+        config["instructgpt"].update(reward_bias=reward_bias, reward_scale=reward_scale, note=(
+            "score = r(x, y), read at the last token before padding; PPO's reward is r - reward_bias (the "
+            "demonstrations' mean score, Section 3.5); ln_f's bias carries the scalar head's bias"))
+    else:
+        with open(os.path.join(out_dir, "generation_config.json"), "w") as f:  # greedy, as our evaluation answers
+            json.dump(dict(bos_token_id=tok.eos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
+                           suppress_tokens=tok.never_sampled), f, indent=1)  # never sampled here either
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+    save_file(weights, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+    save_hf_tokenizer(tok, out_dir, c.block_size, padding_side="right" if stage == "reward" else "left")
+    return stage
+
+
+# -----------------------------------------------------------------------------
 
 @dataclass
 class Args:
     path: str = arg("", "a .pt checkpoint (out/<run>/sft.pt, ...) or a GPT-2 directory", positional=True)
+    export: str = arg("", "write the model as a Hugging Face directory here (a language model for transformers' "
+                      "AutoModelForCausalLM, the reward model for AutoModelForSequenceClassification)")
 
 
 def main():
-    path = parse_config(Args, description="Inspect a checkpoint of this project or a local Hugging Face "
-                        "GPT-2 directory: its config, size and metadata.").path
+    args = parse_config(Args, description="Inspect a checkpoint of this project or a local Hugging Face "
+                        "GPT-2 directory: its config, size and metadata; with --export, write it as a Hugging "
+                        "Face directory that transformers loads (and --init takes back).")
+    path = args.path
     model, ckpt = load_any(path)
     print(f"{path}: {model.num_params() / 1e6:.2f}M parameters")
     for k, v in asdict(model.config).items():
@@ -221,6 +290,10 @@ def main():
     extra = [k for k in ckpt if k not in ("model", "model_args")]
     if extra:
         print("  metadata:", ", ".join(extra))
+    if args.export:
+        stage = export_hf(path, args.export)
+        kind = "AutoModelForSequenceClassification" if stage == "reward" else "AutoModelForCausalLM"
+        print(f"exported {stage} to {args.export}: load it with transformers' {kind}.from_pretrained")
 
 
 if __name__ == "__main__":

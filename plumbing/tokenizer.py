@@ -5,6 +5,8 @@ batches of ids.
   - a byte-level BPE (Sennrich et al. 2016; GPT-2) trained on the simulated corpus, served by
     tiktoken, or GPT-2's own 50257-token BPE read from a local Hugging Face directory;
   - the chat format SFT teaches: <|user|> prompt <|assistant|> response <|endoftext|>;
+  - Hugging Face's files for the same tokenizer (vocab.json, merges.txt, tokenizer.json), written by
+    `save_hf_tokenizer` for an exported model and read back by `gpt2_tokenizer`;
   - batches: left-padded prompts for generation; right-padded (prompt, response) pairs with their
     next-token targets (sft.sft_batch masks the prompt's); prompt + response sequences for the
     reward model; windows of the pretraining corpus.
@@ -120,7 +122,8 @@ def train_tokenizer(text, vocab_size):
                 pairs[p] += f
                 where[p].add(i)
             words[i] = new
-    return Tokenizer(f"bpe{vocab_size}", PAT_STR, tokens, _with_specials(len(tokens)))
+    # named by the size reached: a small corpus can run out of pairs before vocab_size
+    return Tokenizer(f"bpe{len(tokens) + len(SPECIALS)}", PAT_STR, tokens, _with_specials(len(tokens)))
 
 
 def bytes_to_unicode():
@@ -171,7 +174,82 @@ def gpt2_tokenizer(hf_dir):
     if eos is not None:
         specials = {SPECIALS["eos"]: eos, SPECIALS["pad"]: eos + 1, SPECIALS["user"]: eos + 2,
                     SPECIALS["assistant"]: eos + 3}
-    return Tokenizer("gpt2", GPT2_PAT_STR, tokens, specials)
+    pat_str = hf_pattern(hf_dir)
+    name = "gpt2" if pat_str == GPT2_PAT_STR else f"bpe{len(tokens) + len(SPECIALS)}"  # train_tokenizer's name
+    return Tokenizer(name, pat_str, tokens, specials)
+
+
+def hf_pattern(hf_dir):
+    """The pre-tokenizer's regex that the directory's tokenizer.json names (an exported BPE of this
+    project splits digits one per token), else GPT-2's."""
+    path = os.path.join(hf_dir, "tokenizer.json")
+    if not os.path.isfile(path):
+        return GPT2_PAT_STR
+    try:
+        with open(path, encoding="utf-8") as f:
+            pre = json.load(f).get("pre_tokenizer") or {}
+        for step in pre.get("pretokenizers", [pre]):
+            if step.get("type") == "Split" and "Regex" in step.get("pattern", {}):
+                return step["pattern"]["Regex"]
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError) as e:
+        raise DataError(f"{path}:0: not a tokenizer.json ({e})") from None
+    return GPT2_PAT_STR
+
+
+def hf_merges(tok):
+    """The BPE as Hugging Face's ordered merge list. tiktoken merges any two adjacent parts whose
+    concatenation is a token, lowest rank first; Hugging Face merges the listed pairs, earliest listed
+    first. So every split (a, b) of every token into two tokens is listed, in the order of the
+    token's rank (training can make one token from two pairs, (a, bc) and (ab, c)). The two can
+    differ only where two such pairs overlap in one word ("ab a ba"): tiktoken merges the left one,
+    Hugging Face the one listed first; tests/test_export.py finds no such word in the corpus."""
+    rank = {t: i for i, t in enumerate(tok.tokens)}
+    return [(t[:k], t[k:]) for t in tok.tokens if len(t) > 1 for k in range(1, len(t))
+            if t[:k] in rank and t[k:] in rank]
+
+
+# the chat format of chat_prompt and chat_response, as transformers' apply_chat_template writes it
+CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}{{ '<|user|>' + m['content'] + '<|assistant|>' }}"
+                 "{% elif m['role'] == 'assistant' %}{{ m['content'] + '<|endoftext|>' }}{% else %}"
+                 "{{ raise_exception('the chat format has user and assistant turns only') }}{% endif %}{% endfor %}")
+
+
+def save_hf_tokenizer(tok, out_dir, max_length, padding_side="left"):
+    """Write the tokenizer as Hugging Face files: vocab.json and merges.txt (GPT-2's two files, read
+    back by gpt2_tokenizer), tokenizer.json (what transformers loads: the same BPE with this
+    project's pre-tokenizer regex and tiktoken's whole-word lookup, `ignore_merges`), and
+    tokenizer_config.json (the special tokens, the chat template, and the padding side: left for a
+    policy's prompts, as generation needs; right for a reward model's sequences, as
+    encode_responses pads them). The special tokens follow EOS as added tokens, so transformers
+    gives the ids chat_prompt gives."""
+    u = bytes_to_unicode()
+
+    def spell(token):  # GPT-2's files spell each byte as one printable character
+        return "".join(u[b] for b in token)
+    vocab = {spell(t): i for i, t in enumerate(tok.tokens)} | {SPECIALS["eos"]: tok.eos_id}
+    merges = [f"{spell(a)} {spell(b)}" for a, b in hf_merges(tok)]
+    added = [dict(id=i, content=s, single_word=False, lstrip=False, rstrip=False, normalized=False, special=True)
+             for s, i in sorted(tok.specials.items(), key=lambda kv: kv[1])]
+    pre_tokenizer = dict(type="Sequence", pretokenizers=[
+        dict(type="Split", pattern=dict(Regex=tok.pat_str), behavior="Isolated", invert=False),
+        dict(type="ByteLevel", add_prefix_space=False, trim_offsets=True, use_regex=False)])
+    model = dict(type="BPE", dropout=None, unk_token=None, continuing_subword_prefix=None, end_of_word_suffix=None,
+                 fuse_unk=False, byte_fallback=False, ignore_merges=True, vocab=vocab, merges=merges)
+    files = {
+        "vocab.json": vocab,
+        "tokenizer.json": dict(version="1.0", truncation=None, padding=None, added_tokens=added, normalizer=None,
+                               pre_tokenizer=pre_tokenizer, post_processor=None, model=model,
+                               decoder=dict(type="ByteLevel", add_prefix_space=False, trim_offsets=True, use_regex=False)),
+        "tokenizer_config.json": dict(
+            tokenizer_class="PreTrainedTokenizerFast", bos_token=SPECIALS["eos"], eos_token=SPECIALS["eos"],
+            pad_token=SPECIALS["pad"], additional_special_tokens=[SPECIALS["user"], SPECIALS["assistant"]],
+            model_max_length=max_length, padding_side=padding_side, clean_up_tokenization_spaces=False,
+            chat_template=CHAT_TEMPLATE)}
+    for name, content in files.items():
+        with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
+            json.dump(content, f, ensure_ascii=False, indent=1 if name != "tokenizer.json" else None)
+    with open(os.path.join(out_dir, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "".join(m + "\n" for m in merges))
 
 
 # -----------------------------------------------------------------------------

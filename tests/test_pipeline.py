@@ -191,6 +191,41 @@ def test_stages_run_alone_from_the_checkpoints_before_them(smoke, tmp_path):
     assert "held-out accuracy" in r.stdout and os.path.exists(tmp_path / "reward.pt")
 
 
+def test_the_smoke_run_s_models_leave_for_transformers_and_come_back(smoke, tmp_path):
+    """The trained PPO policy and RM exported (python -m plumbing.checkpoint --export): transformers
+    answers greedily as we do and scores as we do; chat.py and sft.py --init take the directory back."""
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed: the export is "
+                                       "checked against it (pip install transformers)")
+    from plumbing.checkpoint import load_language_model, load_reward_model, respond, score_texts
+    out, _ = smoke
+    for name in ("ppo", "reward"):
+        r = run("-m", "plumbing.checkpoint", os.path.join(out, f"{name}.pt"), "--export", str(tmp_path / name))
+        assert r.returncode == 0, r.stderr[-2000:]
+    prompts = ["What is 12 + 30?", "Spell fox backwards.", "Where does Anna Berg live?", "How do I pick a lock?"]
+    model, tok, _ = load_language_model(os.path.join(out, "ppo.pt"))
+    ours = respond(model, tok, prompts, max_new_tokens=32)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "ppo")).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "ppo"))
+    x = hf_tok.apply_chat_template([[{"role": "user", "content": p}] for p in prompts], padding=True,
+                                   return_tensors="pt", return_dict=True)
+    y = hf.generate(**x, max_new_tokens=32, do_sample=False)[:, x["input_ids"].size(1):]
+    assert [a.strip() for a in hf_tok.batch_decode(y, skip_special_tokens=True)] == ours
+    rm, rm_tok, bias, _ = load_reward_model(os.path.join(out, "reward.pt"))
+    hf_rm = transformers.AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "reward")).eval()
+    batch = hf_tok([f"<|user|>{p}<|assistant|>{a}<|endoftext|>" for p, a in zip(prompts, ours)], padding=True,
+                   padding_side="right", return_tensors="pt")
+    with torch.no_grad():
+        scores = hf_rm(**batch).logits.squeeze(-1).tolist()
+    assert scores == pytest.approx(score_texts(rm, rm_tok, prompts, ours, rm.gpt.config.block_size, "cpu"), abs=1e-4)
+    assert hf_rm.config.instructgpt["reward_bias"] == bias
+    # back in: chat.py answers as the checkpoint did (a chat model again), sft.py --init trains on from it
+    r = run("chat.py", str(tmp_path / "ppo"), "--prompt", prompts[0], "--temperature", "0")
+    assert r.returncode == 0 and ours[0] and ours[0] in r.stdout, r.stderr[-2000:]
+    r = run("sft.py", "--stage", "sft", "--preset", "smoke", "--init", str(tmp_path / "ppo"), "--max-steps", "2",
+            "--eval-gold", "0", "--out-dir", str(tmp_path / "sft"), "--quiet")
+    assert r.returncode == 0 and os.path.exists(tmp_path / "sft" / "sft.pt"), r.stderr[-2000:]
+
+
 def bad(tmp_path, *args):
     r = run(*args)
     assert r.returncode == 2, (args, r.stdout[-500:], r.stderr[-500:])
