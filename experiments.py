@@ -25,6 +25,9 @@ experiments.py: the paper's claims as experiments on the simulated world, where 
   details PPO's implementation details (DETAILS), each alone against the preset's PPO on the same
           seeds (--seeds; each seed its own base, OUT_DIR/details/seed<S>): paired differences in
           gold, win rate, RM score and KL with their intervals, per family too; details.png.
+  overoptimization  PPO and GRPO run LONGER times the preset's length at low and zero beta (OVEROPT_RUNS;
+          --seeds as details): gold and RM score against sqrt(KL) beside best-of-n, where gold peaks,
+          and what falls (per family, per rubric dimension); sampled answers at start, peak, end.
 
 Every experiment starts from one base (OUT_DIR/base, details one per seed: pretrain.pt, sft.pt,
 reward.pt made as train_all.py makes them, with the same --preset and --seed), changes one thing.
@@ -35,30 +38,32 @@ docs/experiments.md has each one's measured result.
 """
 
 import json
-import math
 import os
 import random
 import shutil
 import statistics
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 
-import torch
 
 import data
 import dpo
-from pipeline import (Stages, capability_figures, detail_figures, direct_win_rate, judge, judging, paired_difference,
-                      policy_figures, sample_chat, win_rate, write_json)
+import grpo
+from pipeline import (Stages, capability_figures, detail_figures, direct_win_rate, eval_curve, judge, judging,
+                      overoptimization_figures, overoptimization_report, paired_difference, policy_figures,
+                      sample_chat, size_answers, win_rate, write_json)
 import ppo
 import reward
 import sft
 import train_all
 from world import gold_mean
-from plumbing.checkpoint import load_language_model, load_reward_model, respond
+from plumbing.checkpoint import load_language_model, load_reward_model
 from plumbing.cli import UserError, arg, ensure_out_dir, parse_config, run_cli
 from plumbing.formats import n_pairs
 from plumbing.loop import Progress, setup
-from plumbing.plots import lines, pyplot, rows_of
+from plumbing.plots import (draw_beta, draw_details, draw_figure1, draw_overoptimization, draw_pairs, lines, pyplot,
+                            rows_of)
 
 SWEEPS = {  # the values each sweep tries, per preset (smoke: a few, to run in CI-sized time)
     "beta": {"smoke": [0.0, 0.05, 0.2], "default": [0.0, 0.02, 0.05, 0.1, 0.2]},
@@ -71,12 +76,14 @@ PASSES = {"smoke": 3, "default": 2}  # pairs: passes over the comparisons (each 
 
 @dataclass
 class Args:
-    name: str = arg("", "the experiment: pairs, k, beta, ptx, noise, rounds, sizes, details, or all", positional=True,
-                    choices=["pairs", "k", "beta", "ptx", "noise", "rounds", "sizes", "details", "all"])
+    name: str = arg("", "the experiment: pairs, k, beta, ptx, noise, rounds, sizes, details, overoptimization, or all",
+                    positional=True, choices=["pairs", "k", "beta", "ptx", "noise", "rounds", "sizes", "details",
+                                              "overoptimization", "all"])
     preset: str = arg("smoke", "smoke (a few minutes each), cpu (under 30 minutes each on 2 cores) or gpu")
     out_dir: str = arg("", "folder (default out/experiments_<preset>): base/ and one folder per experiment")
     seed: int = arg(0, "seed of the world and of every run")
-    seeds: list = arg([], "details: the seeds, each with its own base in OUT_DIR/details/seed<S> (default: --seed)",
+    seeds: list = arg([], "details, overoptimization: the seeds, each with its own base in OUT_DIR/<experiment>/"
+                          "seed<S> (default: --seed)",
                       nargs="+", type=int)
     details: list = arg([], "details: only these (default: every one of experiments.DETAILS)", nargs="+")
     device: str = arg("auto", "auto, cpu or cuda")
@@ -124,19 +131,7 @@ def exp_pairs(a, base, common, device):
         out[name] = [dict(passes=i + 1, heldout_accuracy=round(r["heldout_accuracy"], 4),
                           train_accuracy=round(r["train_accuracy_pass"], 4),
                           gap=round(r["train_accuracy_pass"] - r["heldout_accuracy"], 4)) for i, r in enumerate(rows)]
-
-    def draw(ax):
-        for name, color in (("grouped", "C0"), ("separate", "C3")):
-            pts = out[name]
-            ax.plot([p["passes"] for p in pts], [p["heldout_accuracy"] for p in pts], "o-", color=color,
-                    label=f"{name}: held-out")
-            ax.plot([p["passes"] for p in pts], [p["train_accuracy"] for p in pts], "x--", color=color,
-                    label=f"{name}: training")
-        ax.set_xticks(range(1, passes + 1))
-        ax.set_xlabel("passes over the comparisons")
-        ax.set_ylabel("pairwise accuracy")
-        ax.set_title("One ranking per batch element (grouped) against separate pairs")
-    return out, draw
+    return out, partial(draw_pairs, out=out)
 
 
 def exp_k(a, base, common, device):
@@ -190,16 +185,7 @@ def ppo_sweep(name, field, a, base, common, device, reward_paths=None):
 
 def exp_beta(a, base, common, device):
     out = {"runs": ppo_sweep("beta", "kl_coef", a, base, common, device)}
-
-    def draw(ax):
-        pts = out["runs"]
-        ax.plot([math.sqrt(max(p["kl"], 0)) for p in pts], [p["gold"] for p in pts], "o-", label="gold score (truth)")
-        ax.plot([math.sqrt(max(p["kl"], 0)) for p in pts], [p["rm_score"] for p in pts], "s-", label="RM score (proxy)")
-        for p in pts:
-            ax.annotate(f"beta={p['value']}", (math.sqrt(max(p["kl"], 0)), p["gold"]), fontsize=7)
-        ax.set_xlabel("sqrt(KL(policy || SFT)) per answer")
-        ax.set_title("The KL coefficient: where gold and RM score part")
-    return out, draw
+    return out, partial(draw_beta, out=out)
 
 
 def exp_ptx(a, base, common, device):
@@ -289,22 +275,6 @@ def train_size(a, base, shape, home, common):
     stages.run("reward_own", "reward_own.pt", reward, rm_cfg)
 
 
-def size_answers(models, sft_model, rm, bias, tok, prompts, shots, stream):
-    """Each method's answers to `prompts`, sampled at temperature 1 from its own stream (the base
-    model in plain text, plainly and few-shot), with the KL of the chat models to their own SFT."""
-    device = next(sft_model.parameters()).device
-    answers, kl = {}, {}
-    for k, name in enumerate(METHODS):
-        if name.startswith("base"):
-            g = torch.Generator(device=device).manual_seed(stream + k)
-            answers[name] = respond(models["base"], tok, prompts, mode="base" if name == "base" else "fewshot",
-                                    examples=shots, temperature=1.0, generator=g)
-            kl[name] = None
-        else:
-            answers[name], kl[name], _ = sample_chat(models[name], sft_model, rm, tok, prompts, bias, stream + k)
-    return answers, kl
-
-
 def exp_sizes(a, base, common, device):
     shapes = SIZES.get(a.preset, SIZES["cpu"])
     own = sft.Config(**sft.PRESETS[a.preset])
@@ -342,7 +312,7 @@ def exp_sizes(a, base, common, device):
         # sampling streams: the reference's seed * 1000 + 7 (+ 1 new); size i's + 100 (i + 1) + 10 part + method
         for part, records in tests.items():
             prompts, rng = [r["prompt"] for r in records], random.Random(a.seed * 1000 + 10 * i + (part == "new"))
-            answers, kl = size_answers(models, models["sft"], rm, bias, tok, prompts, shots,
+            answers, kl = size_answers(models, METHODS, models["sft"], rm, bias, tok, prompts, shots,
                                        a.seed * 1000 + 100 * (i + 1) + 10 * (part == "new"))
             row[part] = {}
             if i in (0, len(shapes) - 1):
@@ -368,19 +338,7 @@ def exp_sizes(a, base, common, device):
             out["head_to_head"][f"{part}_smallest_ppo_vs_largest_{rival}"] = direct_win_rate(
                 heldout, records, small["ppo"], large[rival], rng)
 
-    def draw(ax_seen, ax_new):
-        for ax, part in ((ax_seen, "seen"), (ax_new, "new")):
-            for k, (m, style) in enumerate(zip(METHODS, ("o:", "v:", "s-", "^-", "D-", "x--"))):
-                x = [r["params"] * 1.04 ** (k - 2.5) for r in out["sizes"]]  # side by side: no bar hides another
-                y = [r[part][m]["win_rate"] for r in out["sizes"]]
-                err = [[v - r[part][m]["ci"][0] for v, r in zip(y, out["sizes"])],
-                       [r[part][m]["ci"][1] - v for v, r in zip(y, out["sizes"])]]
-                ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=m.replace("_", " "))
-            ax.axhline(0.5, color="gray", lw=0.8)
-            ax.set_xscale("log")
-            ax.set_xlabel("parameters")
-            ax.set_ylabel("win rate against the largest SFT (95% CI)")
-            ax.set_title(f"{part} tasks ({out['n_test'][part]} test prompts)")
+    draw = partial(draw_figure1, out=out, methods=METHODS)
     draw.panels = 2
     return out, draw
 
@@ -450,22 +408,58 @@ def exp_details(a, base, common, device):
         print(f"[details] {d['label']}: gold {d['gold']['diff']:+.3f} ({d['gold']['ci'][0]:+.3f} to "
               f"{d['gold']['ci'][1]:+.3f}), KL {d['kl']['diff']:+.2f}, win rate vs SFT {d['win_rate']['diff']:+.3f}")
 
-    def draw(ax_gold, ax_kl):
-        rows = list(out["details"].values())[::-1]  # the first detail on top
-        for ax, key, what in ((ax_gold, "gold", "gold score"), (ax_kl, "kl", "KL to SFT (nats per answer)")):
-            x = [r[key]["diff"] for r in rows]
-            err = [[v - r[key]["ci"][0] for v, r in zip(x, rows)], [r[key]["ci"][1] - v for v, r in zip(x, rows)]]
-            ax.errorbar(x, range(len(rows)), xerr=err, fmt="o", capsize=3)
-            ax.axvline(0, color="gray", lw=0.8)
-            ax.set_yticks(range(len(rows)), [r["label"] for r in rows] if ax is ax_gold else [""] * len(rows))
-            ax.set_xlabel(f"{what}: detail - preset's PPO (95% CI, {len(seeds)} seed(s))")
-        ax_gold.set_title("PPO's implementation details, one at a time, against the truth")
+    draw = partial(draw_details, out=out)
     draw.panels = 2
     return out, draw
 
 
+# over-optimization (Gao et al. 2022): RL from the preset's SFT model and RM, LONGER times the preset's
+# length with little or no KL penalty, evaluated EVALS times along the way against the truth
+OVEROPT_RUNS = {"ppo_beta0": (ppo, 0.0), "ppo_beta0.05": (ppo, 0.05), "grpo_beta0": (grpo, 0.0)}
+OVEROPT_RUN = {"smoke": dict(iterations=4, batch_size=16, minibatch_size=8, n_eval=16), "default": dict(n_eval=128)}
+LONGER, EVALS = 4, 12
+
+
+def exp_overoptimization(a, base, common, device):
+    seeds, curves, answers, best, records = a.seeds or [a.seed], {}, {}, {}, {}
+    progress = Progress("overoptimization", len(seeds) * len(OVEROPT_RUNS), seeds[0])
+    for seed in seeds:  # each seed: its own world, base and runs in OUT_DIR/overoptimization/seed<S>
+        progress.seed, home = seed, os.path.join(common["out_dir"], f"seed{seed}")
+        seed_base = make_base(replace(a, seed=seed, out_dir=home), c := {**common, "seed": seed, "out_dir": home})
+        for name, (script, beta) in OVEROPT_RUNS.items():
+            preset = script.PRESETS[a.preset]
+            settings = {**preset, "iterations": LONGER * preset["iterations"],
+                        **OVEROPT_RUN.get(a.preset, OVEROPT_RUN["default"])}
+            progress.next(f"{name}: {settings['iterations']} iterations (the preset's {preset['iterations']}), "
+                          f"beta {beta}")
+            cfg = replace(script.Config(**settings), init=os.path.join(seed_base, "sft.pt"), name=name, kl_coef=beta,
+                          reward=os.path.join(seed_base, "reward.pt"), eval_answers=True,
+                          eval_every=max(1, settings["iterations"] // EVALS), **c)
+            Stages(home, force=False).run(name, name + ".pt", script, cfg)  # a finished run is read, not re-run
+            records[seed] = data.build(a.preset, seed)["val"][:cfg.n_eval]
+            curves[seed, name], answers[seed, name] = eval_curve(home, name, records[seed])
+        if not os.path.exists(path := os.path.join(home, "best_of_n.json")):  # the baseline, on the same prompts
+            sft_model, tok, _ = load_language_model(os.path.join(seed_base, "sft.pt"), device)
+            rm, _, bias, _ = load_reward_model(os.path.join(seed_base, "reward.pt"), device)
+            curve = train_all.overoptimization({"sft": sft_model}, rm, bias, tok, records[seed], home, seed)
+            write_json(path, curve["best_of_n"])
+        with open(path) as f:
+            best[seed] = json.load(f)
+
+    runs = {name: (script.PRESETS[a.preset]["iterations"], beta) for name, (script, beta) in OVEROPT_RUNS.items()}
+    out = overoptimization_figures(runs, seeds, curves, answers, records, best)
+    with open(os.path.join(common["out_dir"], "report.md"), "w") as f:
+        f.write(overoptimization_report(out))
+
+    draw = partial(draw_overoptimization, out=out)
+    draw.grid = (2, 2)
+    return out, draw
+
+
 EXPERIMENTS = {"pairs": exp_pairs, "k": exp_k, "beta": exp_beta, "ptx": exp_ptx, "noise": exp_noise,
-               "rounds": exp_rounds, "sizes": exp_sizes, "details": exp_details}
+               "rounds": exp_rounds, "sizes": exp_sizes, "details": exp_details,
+               "overoptimization": exp_overoptimization}
+PER_SEED = ("details", "overoptimization")  # experiments over --seeds, each seed with its own base
 PNG = {"sizes": "figure1.png"}  # the paper's name for the picture; others are named after their experiment
 
 
@@ -476,7 +470,7 @@ def main():
     a.out_dir = a.out_dir or os.path.join("out", f"experiments_{a.preset}")
     device, _ = setup(a.device, a.seed)
     common = dict(preset=a.preset, seed=a.seed, device=a.device, quiet=True)
-    base = make_base(a, common) if a.name != "details" else None  # details: a base per seed, below its folder
+    base = make_base(a, common) if a.name not in PER_SEED else None  # a base per seed, below the experiment's folder
     for name in EXPERIMENTS if a.name == "all" else [a.name]:
         folder = os.path.join(a.out_dir, name)
         ensure_out_dir(folder)
@@ -485,11 +479,12 @@ def main():
         results = {"experiment": name, "preset": a.preset, "seed": a.seed, "seconds": round(time.time() - t0, 1),
                    **results}
         write_json(os.path.join(folder, "results.json"), results)
-        plt, panels, png = pyplot(), getattr(draw, "panels", 1), PNG.get(name, f"{name}.png")
-        fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.2), squeeze=False)
-        draw(*axes[0])
-        if axes[0][0].get_legend_handles_labels()[0]:
-            axes[0][0].legend(fontsize=8)
+        plt, png = pyplot(), PNG.get(name, f"{name}.png")
+        rows, cols = getattr(draw, "grid", (1, getattr(draw, "panels", 1)))
+        fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.2 * rows), squeeze=False)
+        draw(*axes.flat)
+        if axes.flat[0].get_legend_handles_labels()[0]:
+            axes.flat[0].legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(folder, png), dpi=100)
         plt.close(fig)

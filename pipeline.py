@@ -3,7 +3,8 @@ pipeline.py: what train_all.py's two modes share, the simulated world (train_all
 model and data (own_data.py):
 
   Stages          run each step's script unless its checkpoint exists; continue an interrupted one
-  sample_chat     a model's answers sampled at temperature 1, with their KL to SFT and RM score
+  sample_chat     a model's answers sampled at temperature 1, with their KL to SFT and RM score;
+                  size_answers, each method's of experiments.py sizes
   sample_n, best_of, best_of_n_kl   the best-of-n baseline: n SFT samples, the RM's favourite
   fewshot_examples  the few-shot base model's examples, short training demonstrations
   judge           simulated labelers compare each answer with a reference answer
@@ -12,6 +13,10 @@ model and data (own_data.py):
   judging, policy_figures, detail_figures, paired_difference   experiments.py's measures: a seed's
                   validation prompts and judges, a policy's figures (per prompt), and two policies'
                   difference within each seed on the same prompts
+  eval_curve, overoptimization_figures, overoptimization_report   an RL run's evaluations along
+                  training (RM score, KL, the gold rubric per family and dimension: what the policy
+                  learned to exploit), and experiments.py overoptimization's figures over seeds
+  mean_ci         a mean over seeds with its 95% interval
   head_to_head    PPO's rivals judged directly against PPO's answers (direct_win_rate)
   capability, capability_figures   the few-shot capability benchmark (world.World.capability_items):
                   the alignment tax as the paper measures it, each model's score and its difference from SFT
@@ -31,10 +36,11 @@ import torch
 import data
 import ppo
 from gpt import reward_scores
-from world import gold_mean
+from world import GOLD_WEIGHTS, gold_mean, gold_score
 from plumbing import ddp, environment
-from plumbing.checkpoint import fewshot_prompt, lm_loss, load_any, load_language_model, load_reward_model
+from plumbing.checkpoint import fewshot_prompt, lm_loss, load_any, load_language_model, load_reward_model, respond
 from plumbing.cli import UserError
+from plumbing.plots import metrics_rows
 from plumbing.tokenizer import corpus_split, decode_responses
 
 # -----------------------------------------------------------------------------
@@ -159,6 +165,22 @@ def fewshot_examples(tok, demonstrations):
     return sorted((min(v, key=size) for v in by_family.values()), key=size)[:3]
 
 
+def size_answers(models, methods, sft_model, rm, bias, tok, prompts, shots, stream):
+    """Each of experiments.py sizes' methods' answers to `prompts`, sampled at temperature 1 from its own stream (the base
+    model in plain text, plainly and few-shot), with the KL of the chat models to their own SFT."""
+    device = next(sft_model.parameters()).device
+    answers, kl = {}, {}
+    for k, name in enumerate(methods):
+        if name.startswith("base"):
+            g = torch.Generator(device=device).manual_seed(stream + k)
+            answers[name] = respond(models["base"], tok, prompts, mode="base" if name == "base" else "fewshot",
+                                    examples=shots, temperature=1.0, generator=g)
+            kl[name] = None
+        else:
+            answers[name], kl[name], _ = sample_chat(models[name], sft_model, rm, tok, prompts, bias, stream + k)
+    return answers, kl
+
+
 def bootstrap_ci(outcomes, rng, n_resamples=1000, weights=None):
     """95% interval of the mean of per-prompt outcomes by a percentile bootstrap over prompts: the
     prompts are resampled with replacement, since outcomes on one prompt are not independent draws.
@@ -263,6 +285,99 @@ def detail_figures(model, models, records, reference, seed):
     return dict(gold=gold_mean(records, answers, "g", per_prompt=True)["g_per_prompt"], kl=kl, rm_score=scores,
                 win_rate=judge(heldout, records, answers, reference, random.Random(seed + 5)),
                 family=[r["task"]["family"] for r in records])
+
+
+def eval_curve(out_dir, name, records):
+    """An RL run's held-out evaluations along training, from OUT_DIR/metrics.jsonl and the answers it
+    kept (--eval-answers, OUT_DIR/<name>.eval_answers.jsonl; `records` the prompts it answered). ->
+    ([{iteration, kl, sqrt_kl, rm_score, gold, family: {family: gold}, dims: {dimension: mean}}],
+    {iteration: answers}): where the RM score climbs while a family's gold or a rubric dimension
+    falls, the policy found an error of the RM's to exploit (Gao et al. 2022)."""
+    logged = {r["step"]: r for r in metrics_rows(out_dir) if r["stage"] == name and "eval_rm_score" in r}
+    with open(os.path.join(out_dir, f"{name}.eval_answers.jsonl")) as f:
+        answers = {e["iteration"]: e["answers"] for e in map(json.loads, f)}  # a resumed run's repeat: the last
+    families = sorted({r["task"]["family"] for r in records})
+    curve = []
+    for it, said in sorted(answers.items()):
+        golds = [gold_score(r["task"], a) for r, a in zip(records, said)]
+        kl = max(0.0, logged[it]["eval_kl"])
+        curve.append(dict(iteration=it, kl=round(kl, 4), sqrt_kl=round(math.sqrt(kl), 4),
+                          rm_score=round(logged[it]["eval_rm_score"], 4),
+                          gold=round(statistics.fmean(g["total"] for g in golds), 4),
+                          family={f: round(statistics.fmean(g["total"] for g, r in zip(golds, records)
+                                                            if r["task"]["family"] == f), 4) for f in families},
+                          dims={d: round(statistics.fmean(g[d] for g in golds), 4) for d in GOLD_WEIGHTS}))
+    return curve, answers
+
+
+def mean_ci(values):
+    """{mean, ci}: the mean over seeds and its 95% interval (Student's t; one seed: no width)."""
+    m, h = statistics.fmean(values), ci95(values)
+    return dict(mean=round(m, 4), ci=[round(m - h, 4), round(m + h, 4)])
+
+
+def overoptimization_figures(runs, seeds, curves, answers, records, best):
+    """experiments.py overoptimization's results over seeds. runs: {name: (the preset's iterations,
+    beta)}; curves[seed, name], answers[seed, name]: eval_curve's; records[seed]: the prompts;
+    best[seed]: the best-of-n curve. Per run: the mean curve with intervals, each seed's gold peak,
+    what the end lost against the peak (gold, per family) and the RM score gained meanwhile, and the
+    first seed's answers at the start, the gold peak and the end, one prompt per family."""
+    out = {"seeds": seeds, "prompts": len(records[seeds[0]]), "runs": {}, "samples": {},
+           "best_of_n": [dict(n=pts[0]["n"], sqrt_kl=pts[0]["sqrt_kl"],
+                              **{k: mean_ci([p[k] for p in pts]) for k in ("gold", "rm_score")})
+                         for pts in zip(*(best[s] for s in seeds))]}
+    for name, (preset_iterations, beta) in runs.items():
+        per_seed = [curves[s, name] for s in seeds]
+        peaks = [max(range(len(c)), key=lambda i: c[i]["gold"]) for c in per_seed]  # each seed's gold peak
+        families = list(per_seed[0][0]["family"])
+
+        def after_peak(get):  # the end minus the peak, per seed
+            return mean_ci([get(c[-1]) - get(c[i]) for c, i in zip(per_seed, peaks)])
+        out["runs"][name] = dict(
+            beta=beta, preset_iterations=preset_iterations,
+            curve=[dict(iteration=pts[0]["iteration"], **{k: mean_ci([p[k] for p in pts])
+                                                          for k in ("sqrt_kl", "gold", "rm_score")},
+                        family={f: round(statistics.fmean(p["family"][f] for p in pts), 4) for f in families},
+                        dims={d: round(statistics.fmean(p["dims"][d] for p in pts), 4) for d in GOLD_WEIGHTS})
+                   for pts in zip(*per_seed)],
+            peak=dict(iteration=[c[i]["iteration"] for c, i in zip(per_seed, peaks)],
+                      sqrt_kl=mean_ci([c[i]["sqrt_kl"] for c, i in zip(per_seed, peaks)]),
+                      gold=mean_ci([c[i]["gold"] for c, i in zip(per_seed, peaks)])),
+            gold_fall=after_peak(lambda p: p["gold"]), rm_rise=after_peak(lambda p: p["rm_score"]),
+            family_fall={f: after_peak(lambda p, f=f: p["family"][f]) for f in families})
+        # the hack in the policy's own words: one prompt per family
+        c, said, recs = per_seed[0], answers[seeds[0], name], records[seeds[0]]
+        moments = (("start", c[0]), ("gold peak", c[peaks[0]]), ("end", c[-1]))
+        out["samples"][name] = [
+            dict(prompt=recs[k]["prompt"], family=f, **{f"{at}, iteration {p['iteration']}": said[p["iteration"]][k]
+                                                        for at, p in moments})
+            for f in families for k in [next(k for k, r in enumerate(recs) if r["task"]["family"] == f)]]
+    return out
+
+
+def overoptimization_report(out):
+    """report.md of experiments.py overoptimization: each run's gold peak and what came after it, and
+    the sampled answers at the start, the peak and the end."""
+    def ci(x):  # one seed: no interval
+        return f"{x['mean']:+.3f}" + (f" ({x['ci'][0]:+.3f} to {x['ci'][1]:+.3f})" if x["ci"][0] < x["ci"][1] else "")
+    lines = [f"# Over-optimization: {len(out['seeds'])} seed(s) {out['seeds']}, {out['prompts']} validation prompts",
+             "", "Means over seeds with 95% intervals (t). Gold fall and RM rise: the end minus each seed's gold peak.",
+             "", "| run | beta | iterations (preset's) | gold peak at iteration | sqrt(KL) at peak | gold at peak | "
+             "gold fall after it | RM score rise after it |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in out["runs"].items():
+        lines.append(f"| {name} | {r['beta']} | {r['curve'][-1]['iteration']} ({r['preset_iterations']}) | "
+                     f"{', '.join(map(str, r['peak']['iteration']))} | {ci(r['peak']['sqrt_kl'])} | "
+                     f"{ci(r['peak']['gold'])} | {ci(r['gold_fall'])} | {ci(r['rm_rise'])} |")
+    for name, r in out["runs"].items():
+        lines += ["", f"## {name}: gold per family, the end minus the peak", "",
+                  " ".join(f"{f} {ci(v)};" for f, v in r["family_fall"].items()), "",
+                  "| prompt | " + " | ".join(k for k in out["samples"][name][0] if k not in ("prompt", "family"))
+                  + " |",
+                  "| --- | --- | --- | --- |"]
+        for row in out["samples"][name]:
+            cells = [v.replace("|", "/").replace("\n", " ")[:120] for k, v in row.items() if k != "family"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def paired_difference(pairs, key, family=None):

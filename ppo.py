@@ -126,6 +126,8 @@ class Config:
     grad_clip: float = arg(1.0, "gradient-norm clip, after backward")
     eval_every: int = arg(10, "iterations between evaluations on held-out prompts")
     n_eval: int = arg(100, "held-out prompts per evaluation")
+    eval_answers: bool = arg(False, "keep each evaluation's answers in OUT_DIR/<name>.eval_answers.jsonl (what "
+                                    "experiments.py overoptimization reads the hacks from)")
     # engineering
     cuda_graph: bool = arg(False, "CUDA: replay each rollout decode step as a CUDA graph (engine.DecodeStep)")
     whole_step: bool = arg(False, "with --cuda-graph: the graph records the sampling and its bookkeeping too")
@@ -418,7 +420,7 @@ def main(cfg=None):
     generator = torch.Generator(device=device).manual_seed(ddp.seed(cfg.seed + 3))  # the rollouts' sampling
 
     def run_eval(it):
-        stats, answers = evaluate(policy, ref, rm, tok, eval_records, cfg, reward_bias, autocast)
+        stats, answers = evaluate(policy, ref, rm, tok, eval_records, cfg, reward_bias, autocast, it)
         log.log(it, **stats)
         return stats, answers
 

@@ -15,6 +15,7 @@ and ends the episode."
 """
 
 import contextlib
+import json
 import os
 import time
 from dataclasses import asdict
@@ -147,16 +148,22 @@ def rollout_figures(tok, records, batch, prefix=""):
 
 
 @torch.no_grad()
-def evaluate(policy, ref, rm, tok, records, cfg, reward_bias, autocast=contextlib.nullcontext):
+def evaluate(policy, ref, rm, tok, records, cfg, reward_bias, autocast=contextlib.nullcontext, it=0):
     """On held-out prompts, one answer each, sampled with the same draws at every evaluation: mean RM
     score, gold score (simulated prompts), KL to SFT per answer. Under torchrun each rank answers its
-    share of the prompts (with its own draws); the means and answers are the whole set's."""
+    share of the prompts (with its own draws); the means and answers are the whole set's. With
+    cfg.eval_answers, iteration `it`'s answers go to OUT_DIR/<name>.eval_answers.jsonl (a new run's
+    first evaluation, it 0, starts the file)."""
     records, device = ddp.share(records), next(policy.parameters()).device
     g = torch.Generator(device=device).manual_seed(ddp.seed(cfg.seed + 4))
     batch = rollout(policy, tok, [r["prompt"] for r in records], cfg, g, autocast)
     score(batch, policy, ref, rm, cfg, reward_bias, records, tok, autocast)
     stats, said = rollout_figures(tok, records, batch, "eval_")
-    return {k: ddp.weighted_mean(v, len(records)) for k, v in stats.items()}, ddp.gather(said)
+    stats, said = {k: ddp.weighted_mean(v, len(records)) for k, v in stats.items()}, ddp.gather(said)
+    if cfg.eval_answers and ddp.is_main():
+        with open(os.path.join(cfg.out_dir, f"{cfg.name}.eval_answers.jsonl"), "w" if it == 0 else "a") as f:
+            f.write(json.dumps({"iteration": it, "answers": said}) + "\n")
+    return stats, said
 
 
 def finish(cfg, policy, tok, eval_records, first_eval, last_eval, answers, **figures):

@@ -1,8 +1,10 @@
 """
-plots.py: the PNG files of a run, drawn from OUT_DIR/metrics.jsonl and summary.json.
+plots.py: the PNG files of a run, drawn from OUT_DIR/metrics.jsonl and summary.json, and the
+pictures of experiments.py (draw_*: one experiment's results on the axes given).
 """
 
 import json
+import math
 import os
 
 
@@ -165,3 +167,96 @@ def plot_all(out_dir, summary, models, rl_runs):
                              (f"new tasks ({new['n_test']} prompts)", new)], names,
                    "Held-out labelers' preference on test prompts (95% CI); hatched: new tasks")
     plot_overoptimization(out_dir, summary["overoptimization"])
+
+
+def draw_pairs(ax, out):
+    """pairs.png of experiments.py pairs: held-out and training accuracy after each pass, a
+    ranking per batch element against separate pairs."""
+    for name, color in (("grouped", "C0"), ("separate", "C3")):
+        pts = out[name]
+        ax.plot([p["passes"] for p in pts], [p["heldout_accuracy"] for p in pts], "o-", color=color,
+                label=f"{name}: held-out")
+        ax.plot([p["passes"] for p in pts], [p["train_accuracy"] for p in pts], "x--", color=color,
+                label=f"{name}: training")
+    ax.set_xticks(range(1, out["passes"] + 1))
+    ax.set_xlabel("passes over the comparisons")
+    ax.set_ylabel("pairwise accuracy")
+    ax.set_title("One ranking per batch element (grouped) against separate pairs")
+
+
+def draw_beta(ax, out):
+    """beta.png of experiments.py beta: gold and RM score against sqrt(KL to SFT), one point
+    per KL coefficient."""
+    pts = out["runs"]
+    ax.plot([math.sqrt(max(p["kl"], 0)) for p in pts], [p["gold"] for p in pts], "o-", label="gold score (truth)")
+    ax.plot([math.sqrt(max(p["kl"], 0)) for p in pts], [p["rm_score"] for p in pts], "s-", label="RM score (proxy)")
+    for p in pts:
+        ax.annotate(f"beta={p['value']}", (math.sqrt(max(p["kl"], 0)), p["gold"]), fontsize=7)
+    ax.set_xlabel("sqrt(KL(policy || SFT)) per answer")
+    ax.set_title("The KL coefficient: where gold and RM score part")
+
+
+def draw_figure1(ax_seen, ax_new, out, methods):
+    """figure1.png of experiments.py sizes: each method's win rate against the largest SFT by model
+    size, with its 95% interval, seen and new tasks."""
+    for ax, part in ((ax_seen, "seen"), (ax_new, "new")):
+        for k, (m, style) in enumerate(zip(methods, ("o:", "v:", "s-", "^-", "D-", "x--"))):
+            x = [r["params"] * 1.04 ** (k - 2.5) for r in out["sizes"]]  # side by side: no bar hides another
+            y = [r[part][m]["win_rate"] for r in out["sizes"]]
+            err = [[v - r[part][m]["ci"][0] for v, r in zip(y, out["sizes"])],
+                   [r[part][m]["ci"][1] - v for v, r in zip(y, out["sizes"])]]
+            ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=m.replace("_", " "))
+        ax.axhline(0.5, color="gray", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("win rate against the largest SFT (95% CI)")
+        ax.set_title(f"{part} tasks ({out['n_test'][part]} test prompts)")
+
+
+def draw_details(ax_gold, ax_kl, out):
+    """details.png of experiments.py details: each detail's paired difference from the preset's PPO in
+    gold score and KL to SFT, with its 95% interval over seeds."""
+    rows = list(out["details"].values())[::-1]  # the first detail on top
+    for ax, key, what in ((ax_gold, "gold", "gold score"), (ax_kl, "kl", "KL to SFT (nats per answer)")):
+        x = [r[key]["diff"] for r in rows]
+        err = [[v - r[key]["ci"][0] for v, r in zip(x, rows)], [r[key]["ci"][1] - v for v, r in zip(x, rows)]]
+        ax.errorbar(x, range(len(rows)), xerr=err, fmt="o", capsize=3)
+        ax.axvline(0, color="gray", lw=0.8)
+        ax.set_yticks(range(len(rows)), [r["label"] for r in rows] if ax is ax_gold else [""] * len(rows))
+        ax.set_xlabel(f"{what}: detail - preset's PPO (95% CI, {len(out['seeds'])} seed(s))")
+    ax_gold.set_title("PPO's implementation details, one at a time, against the truth")
+
+
+def draw_overoptimization(ax_gold, ax_rm, ax_family, ax_dims, out):
+    """experiments.py overoptimization: (1) gold and (2) RM score against sqrt(KL to SFT) for each long
+    RL run (the mean over seeds in its 95% band) and best-of-n, the mean curve's gold peak a star and
+    the preset's length a cross; (3) gold per task family and (4) the rubric's dimensions along the
+    first run's iterations: which part of the truth falls while the RM score climbs."""
+    for ax, key, title in ((ax_gold, "gold", "gold score (the truth)"), (ax_rm, "rm_score", "RM score (the proxy)")):
+        for (name, run), color in zip(out["runs"].items(), ("C0", "C1", "C2", "C3")):
+            pts = run["curve"]
+            x, y = [p["sqrt_kl"]["mean"] for p in pts], [p[key]["mean"] for p in pts]
+            ax.plot(x, y, "o-", ms=3, color=color, label=f"{name} (beta {run['beta']})")
+            ax.fill_between(x, [p[key]["ci"][0] for p in pts], [p[key]["ci"][1] for p in pts], color=color, alpha=0.15)
+            peak = max(range(len(pts)), key=lambda i: pts[i]["gold"]["mean"])
+            ax.plot(x[peak], y[peak], "*", ms=14, color=color)
+            for i, p in enumerate(pts):
+                if p["iteration"] == run["preset_iterations"]:
+                    ax.plot(x[i], y[i], "kx", ms=8)
+        best = out["best_of_n"]
+        ax.plot([p["sqrt_kl"] for p in best], [p[key]["mean"] for p in best], "s--", color="gray", label="best-of-n")
+        ax.plot([], [], "k*", ms=10, label="gold peak")
+        ax.plot([], [], "kx", label="the preset's length")
+        ax.set_xlabel("sqrt(KL(policy || SFT)), nats^0.5 per answer")
+        ax.set_title(f"{title}, {len(out['seeds'])} seed(s), 95% bands")
+    ax_rm.legend(fontsize=7)
+    name, run = next(iter(out["runs"].items()))
+    its = [p["iteration"] for p in run["curve"]]
+    for ax, part, what in ((ax_family, "family", "gold per task family"), (ax_dims, "dims", "the rubric's dimensions")):
+        for k in run["curve"][0][part]:
+            ax.plot(its, [p[part][k] for p in run["curve"]], "o-", ms=3, label=k)
+        if run["preset_iterations"] <= its[-1]:
+            ax.axvline(run["preset_iterations"], color="gray", ls=":", lw=1)
+        ax.set_xlabel(f"{name} iteration (dotted: the preset's length)")
+        ax.set_title(f"{name}: {what}")
+        ax.legend(fontsize=7)

@@ -152,6 +152,40 @@ def test_experiment_details_pairs_each_detail_with_the_preset_s_ppo(smoke, tmp_p
     assert json.load(open(tmp_path / "details" / "results.json"))["details"] == res["details"]
 
 
+def test_experiment_overoptimization_runs_rl_long_and_keeps_what_it_said(smoke, tmp_path):
+    """experiments.py overoptimization at the smoke preset, the smoke run's pretrain, SFT and RM
+    copied in as seed 0's base: each long run evaluated at every iteration, its answers kept, the
+    gold and RM curves, the peak, the answers at start, peak and end; a second call reads them."""
+    out, _ = smoke
+    base = tmp_path / "overoptimization" / "seed0" / "base"
+    base.mkdir(parents=True)
+    for f in ("pretrain.pt", "sft.pt", "reward.pt"):
+        shutil.copy(os.path.join(out, f), base)
+    args = ("experiments.py", "overoptimization", "--preset", "smoke", "--out-dir", str(tmp_path))
+    r = run(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    folder = tmp_path / "overoptimization"
+    res = json.load(open(folder / "results.json"))
+    assert set(res["runs"]) == {"ppo_beta0", "ppo_beta0.05", "grpo_beta0"} and res["seeds"] == [0]
+    for name, run_ in res["runs"].items():
+        ckpt = torch.load(folder / "seed0" / f"{name}.pt", weights_only=False)
+        assert ckpt["config"]["kl_coef"] == run_["beta"] and ckpt["config"]["iterations"] == 4
+        curve = run_["curve"]
+        assert [p["iteration"] for p in curve] == [0, 1, 2, 3, 4]  # smoke: every iteration evaluated
+        assert curve[0]["sqrt_kl"]["mean"] == 0.0  # the policy starts as SFT
+        assert curve[-1]["rm_score"]["mean"] == pytest.approx(ckpt["metrics"]["eval_rm_score"], abs=1e-4)
+        assert run_["peak"]["gold"]["mean"] == max(p["gold"]["mean"] for p in curve)
+        kept = [json.loads(line) for line in open(folder / "seed0" / f"{name}.eval_answers.jsonl")]
+        assert [e["iteration"] for e in kept] == [0, 1, 2, 3, 4] and all(len(e["answers"]) == 16 for e in kept)
+        assert len(res["samples"][name]) >= 3 and all(len(s) == 5 for s in res["samples"][name])
+    assert [p["n"] for p in res["best_of_n"]] == [1, 2, 4, 8, 16, 32, 64]
+    assert "gold fall after it" in (folder / "report.md").read_text()
+    assert os.path.getsize(folder / "overoptimization.png") > 10_000
+    again = run(*args)
+    assert again.returncode == 0 and "iterations of" not in again.stdout  # every run read, none re-run
+    assert json.load(open(folder / "results.json"))["runs"] == res["runs"]
+
+
 def test_a_second_run_skips_finished_stages(smoke):
     out, _ = smoke
     before = json.load(open(os.path.join(out, "summary.json")))
