@@ -29,8 +29,9 @@ experiments.py: the paper's claims as experiments on the simulated world, where 
           --seeds as details): gold and RM score against sqrt(KL) beside best-of-n, where gold peaks,
           and what falls (per family, per rubric dimension); sampled answers at start, peak, end.
 
-Every experiment starts from one base (OUT_DIR/base, details one per seed: pretrain.pt, sft.pt,
-reward.pt made as train_all.py makes them, with the same --preset and --seed), changes one thing.
+Every experiment starts from one base (OUT_DIR/base; details and overoptimization one per seed:
+pretrain.pt, sft.pt, reward.pt made as train_all.py makes them, with the same --preset and --seed),
+changes one thing.
 Figures are on validation prompts (held-out users), judged by held-out labelers and the gold
 rubric; test prompts stay for train_all.py, except in `sizes`, which tunes nothing and reports
 train_all.py's kind of figures (each size keeps the preset's settings, chosen at its largest size).
