@@ -38,6 +38,7 @@ Where this departs from the paper:
   5. Later rounds (--previous) train on every earlier round's comparisons beside their own.
 """
 
+import json
 import math
 import os
 import random
@@ -51,7 +52,7 @@ import data
 from gpt import ScalarModel, reward_scores, save_checkpoint
 from world import gold_score
 from plumbing import ddp
-from plumbing.checkpoint import load_language_model, load_start, respond, score_texts
+from plumbing.checkpoint import load_language_model, load_reward_model, load_start, respond, score_texts
 from plumbing.cli import UserError, arg, check_files, check_positive, ensure_out_dir, parse_config, run_cli
 from plumbing.formats import n_pairs, read_records, split_validation, write_jsonl
 from plumbing.loop import (MetricsLog, Resume, configure_optimizer, cosine_lr, descend, epoch_rows, set_lr, setup,
@@ -227,6 +228,15 @@ def accuracy(rm, tok, comps, block_size, device, batch_size=32):
         n = n_pairs(comps[i:i + batch_size])
         right, total = right + acc.item() * n, total + n
     return ddp.total(right) / max(ddp.total(total), 1)
+
+
+def checkpoint_accuracy(path, comps_path, device):
+    """The accuracy of an RM checkpoint on a comparisons file (JSON lines): the same pairs judge RMs
+    of any size or run."""
+    rm, tok, _, _ = load_reward_model(path, device)
+    with open(comps_path) as f:
+        comps = [json.loads(line) for line in f]
+    return round(accuracy(rm, tok, comps, rm.gpt.config.block_size, device), 4)
 
 
 @torch.no_grad()
