@@ -25,13 +25,13 @@ experiments.py: the paper's claims as experiments on the simulated world, where 
   details PPO's implementation details (DETAILS), each alone against the preset's PPO on the same
           seeds (--seeds; each seed its own base, OUT_DIR/details/seed<S>): paired differences in
           gold, win rate, RM score and KL with their intervals, per family too; details.png.
-  overoptimization  PPO and GRPO run LONGER times the preset's length at low and zero beta (OVEROPT_RUNS;
-          --seeds as details): gold and RM score against sqrt(KL) beside best-of-n, where gold peaks,
-          and what falls (per family, per rubric dimension); sampled answers at start, peak, end.
+  overoptimization  PPO and GRPO run LONGER times the preset's length at low and zero beta, PPO also
+          against an RM of the smallest size (OVEROPT_RUNS; --seeds as details): gold and RM score
+          against sqrt(KL) beside best-of-n, where gold peaks, and what falls (per family, per rubric
+          dimension); sampled answers at start, peak, end.
 
-Every experiment starts from one base (OUT_DIR/base; details and overoptimization one per seed:
-pretrain.pt, sft.pt, reward.pt made as train_all.py makes them, with the same --preset and --seed),
-changes one thing.
+Every experiment starts from one base (OUT_DIR/base; details and overoptimization one per seed: pretrain.pt,
+sft.pt, reward.pt made as train_all.py makes them, with the same --preset and --seed), changes one thing.
 Figures are on validation prompts (held-out users), judged by held-out labelers and the gold
 rubric; test prompts stay for train_all.py, except in `sizes`, which tunes nothing and reports
 train_all.py's kind of figures (each size keeps the preset's settings, chosen at its largest size).
@@ -46,7 +46,6 @@ import statistics
 import time
 from dataclasses import dataclass, replace
 from functools import partial
-
 
 import data
 import dpo
@@ -84,8 +83,7 @@ class Args:
     out_dir: str = arg("", "folder (default out/experiments_<preset>): base/ and one folder per experiment")
     seed: int = arg(0, "seed of the world and of every run")
     seeds: list = arg([], "details, overoptimization: the seeds, each with its own base in OUT_DIR/<experiment>/"
-                          "seed<S> (default: --seed)",
-                      nargs="+", type=int)
+                          "seed<S> (default: --seed)", nargs="+", type=int)
     details: list = arg([], "details: only these (default: every one of experiments.DETAILS)", nargs="+")
     device: str = arg("auto", "auto, cpu or cuda")
 
@@ -254,9 +252,9 @@ SIZE_TEST = {"smoke": 40}  # sizes: test prompts per part (default: train_all.py
 METHODS = ["base", "base_fewshot", "sft", "ppo", "ppo_ptx", "dpo"]  # Figure 1's lines, and DPO
 
 
-def train_size(a, base, shape, home, common):
-    """One model size in `home`: pretrain, SFT, then PPO, PPO-ptx and DPO from its SFT against the
-    base's RM and rankings (the base's own folder holds the preset's size, as train_all.py makes
+def train_size(a, base, shape, home, common, rl=True):
+    """One model size in `home`: pretrain, SFT, then (with rl) PPO, PPO-ptx and DPO from its SFT against
+    the base's RM and rankings (the base's own folder holds the preset's size, as train_all.py makes
     it), and an own-size RM on the same rankings. Stages whose checkpoints exist are skipped."""
     stages, c = Stages(home, force=False), {**common, "out_dir": home}
     n_layer, n_head, n_embd = shape
@@ -265,12 +263,13 @@ def train_size(a, base, shape, home, common):
                                                        n_embd=n_embd, **c))
     stages.run("sft", "sft.pt", sft, replace(sft_cfg, stage="sft", eval_gold=0, **c))
     ppo_cfg = replace(ppo.Config(**ppo.PRESETS[a.preset]), reward=os.path.join(base, "reward.pt"), **c)
-    stages.run("ppo", "ppo.pt", ppo, replace(ppo_cfg, name="ppo"))
-    gamma = train_all.PRESETS[a.preset]["ptx_coef"]
-    stages.run("ppo_ptx", "ppo_ptx.pt", ppo, replace(ppo_cfg, name="ppo_ptx", ptx_coef=gamma))
     ranked = {} if home == base else dict(data=os.path.join(base, "comparisons_reward.jsonl"),
                                           heldout=os.path.join(base, "comparisons_heldout_reward.jsonl"))
-    stages.run("dpo", "dpo.pt", dpo, replace(dpo.Config(**dpo.PRESETS[a.preset]), n_val=0, **ranked, **c))
+    if rl:
+        stages.run("ppo", "ppo.pt", ppo, replace(ppo_cfg, name="ppo"))
+        gamma = train_all.PRESETS[a.preset]["ptx_coef"]
+        stages.run("ppo_ptx", "ppo_ptx.pt", ppo, replace(ppo_cfg, name="ppo_ptx", ptx_coef=gamma))
+        stages.run("dpo", "dpo.pt", dpo, replace(dpo.Config(**dpo.PRESETS[a.preset]), n_val=0, **ranked, **c))
     rm_cfg = replace(reward.Config(**reward.PRESETS[a.preset]), name="reward_own",
                      data=os.path.join(base, "comparisons_reward.jsonl"), **c)
     stages.run("reward_own", "reward_own.pt", reward, rm_cfg)
@@ -295,21 +294,19 @@ def exp_sizes(a, base, common, device):
     reference_sft, tok, _ = load_language_model(os.path.join(base, "sft.pt"), device)
     shots = train_all.fewshot_examples(tok, world["sft"])
     items = world["world"].capability_items(min(n, train_all.CAPABILITY_ITEMS[a.preset]), a.seed + 23)
-    with open(os.path.join(base, "comparisons_heldout_reward.jsonl")) as f:
-        heldout_comps = [json.loads(line) for line in f]  # the same held-out comparisons judge every RM
-    block = rm.gpt.config.block_size
+    heldout_comps = os.path.join(base, "comparisons_heldout_reward.jsonl")  # the same pairs judge every RM
     reference = {part: sample_chat(reference_sft, reference_sft, rm, tok, [r["prompt"] for r in records], bias,
                                    a.seed * 1000 + 7 + (part == "new"))[0] for part, records in tests.items()}
     out = {"reference": "the largest size's SFT", "n_test": {p: len(r) for p, r in tests.items()},
-           "serving_rm": dict(params=rm.gpt.num_params(), heldout_accuracy=round(
-               reward.accuracy(rm, tok, heldout_comps, block, device), 4)), "sizes": []}
+           "serving_rm": dict(params=rm.gpt.num_params(), heldout_accuracy=reward.checkpoint_accuracy(
+               os.path.join(base, "reward.pt"), heldout_comps, device)), "sizes": []}
     kept = {}  # the smallest and the largest size's answers, for the head-to-heads below
     for i, (shape, home) in enumerate(zip(shapes, homes)):
         models = {m: load_language_model(os.path.join(home, ("pretrain" if m == "base" else m) + ".pt"), device)[0]
                   for m in ("base", "sft", "ppo", "ppo_ptx", "dpo")}
-        own_rm = load_reward_model(os.path.join(home, "reward_own.pt"), device)[0]
         row = dict(n_layer=shape[0], n_head=shape[1], n_embd=shape[2], params=models["sft"].num_params(),
-                   rm_own_accuracy=round(reward.accuracy(own_rm, tok, heldout_comps, block, device), 4))
+                   rm_own_accuracy=reward.checkpoint_accuracy(os.path.join(home, "reward_own.pt"), heldout_comps,
+                                                              device))
         # sampling streams: the reference's seed * 1000 + 7 (+ 1 new); size i's + 100 (i + 1) + 10 part + method
         for part, records in tests.items():
             prompts, rng = [r["prompt"] for r in records], random.Random(a.seed * 1000 + 10 * i + (part == "new"))
@@ -416,26 +413,33 @@ def exp_details(a, base, common, device):
 
 # over-optimization (Gao et al. 2022): RL from the preset's SFT model and RM, LONGER times the preset's
 # length with little or no KL penalty, evaluated EVALS times along the way against the truth
-OVEROPT_RUNS = {"ppo_beta0": (ppo, 0.0), "ppo_beta0.05": (ppo, 0.05), "grpo_beta0": (grpo, 0.0)}
+OVEROPT_RUNS = {"ppo_beta0": (ppo, 0.0, False), "ppo_beta0.05": (ppo, 0.05, False), "grpo_beta0": (grpo, 0.0, False),
+                "ppo_beta0_small_rm": (ppo, 0.0, True)}  # name: (script, beta, an RM of SIZES' smallest: Gao's RM size)
 OVEROPT_RUN = {"smoke": dict(iterations=4, batch_size=16, minibatch_size=8, n_eval=16), "default": dict(n_eval=128)}
 LONGER, EVALS = 4, 12
 
 
 def exp_overoptimization(a, base, common, device):
-    seeds, curves, answers, best, records = a.seeds or [a.seed], {}, {}, {}, {}
+    seeds, curves, answers, best, records, accuracy = a.seeds or [a.seed], {}, {}, {}, {}, {}
     progress = Progress("overoptimization", len(seeds) * len(OVEROPT_RUNS), seeds[0])
     for seed in seeds:  # each seed: its own world, base and runs in OUT_DIR/overoptimization/seed<S>
         progress.seed, home = seed, os.path.join(common["out_dir"], f"seed{seed}")
         seed_base = make_base(replace(a, seed=seed, out_dir=home), c := {**common, "seed": seed, "out_dir": home})
-        for name, (script, beta) in OVEROPT_RUNS.items():
-            preset = script.PRESETS[a.preset]
+        for name, (script, beta, small_rm) in OVEROPT_RUNS.items():
+            preset, rm_path = script.PRESETS[a.preset], os.path.join(seed_base, "reward.pt")
             settings = {**preset, "iterations": LONGER * preset["iterations"],
                         **OVEROPT_RUN.get(a.preset, OVEROPT_RUN["default"])}
             progress.next(f"{name}: {settings['iterations']} iterations (the preset's {preset['iterations']}), "
-                          f"beta {beta}")
+                          f"beta {beta}" + (", first a small RM: pretrain, SFT, RM" if small_rm else ""))
+            if small_rm:  # its own pretrain and SFT at the smallest size, then an RM on the base's rankings
+                ensure_out_dir(rm_home := os.path.join(home, "small_rm"))
+                train_size(a, seed_base, SIZES.get(a.preset, SIZES["cpu"])[0], rm_home, c, rl=False)
+                rm_path = os.path.join(rm_home, "reward_own.pt")
+                pairs = os.path.join(seed_base, "comparisons_heldout_reward.jsonl")  # the same pairs judge both
+                accuracy[seed] = {which: reward.checkpoint_accuracy(path, pairs, device) for which, path
+                                  in (("preset", os.path.join(seed_base, "reward.pt")), ("small", rm_path))}
             cfg = replace(script.Config(**settings), init=os.path.join(seed_base, "sft.pt"), name=name, kl_coef=beta,
-                          reward=os.path.join(seed_base, "reward.pt"), eval_answers=True,
-                          eval_every=max(1, settings["iterations"] // EVALS), **c)
+                          reward=rm_path, eval_answers=True, eval_every=max(1, settings["iterations"] // EVALS), **c)
             Stages(home, force=False).run(name, name + ".pt", script, cfg)  # a finished run is read, not re-run
             records[seed] = data.build(a.preset, seed)["val"][:cfg.n_eval]
             curves[seed, name], answers[seed, name] = eval_curve(home, name, records[seed])
@@ -447,8 +451,8 @@ def exp_overoptimization(a, base, common, device):
         with open(path) as f:
             best[seed] = json.load(f)
 
-    runs = {name: (script.PRESETS[a.preset]["iterations"], beta) for name, (script, beta) in OVEROPT_RUNS.items()}
-    out = overoptimization_figures(runs, seeds, curves, answers, records, best)
+    runs = {name: (script.PRESETS[a.preset]["iterations"], beta) for name, (script, beta, _) in OVEROPT_RUNS.items()}
+    out = {**overoptimization_figures(runs, seeds, curves, answers, records, best), "rm_accuracy": accuracy}
     with open(os.path.join(common["out_dir"], "report.md"), "w") as f:
         f.write(overoptimization_report(out))
 

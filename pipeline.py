@@ -368,6 +368,8 @@ def overoptimization_report(out):
         lines.append(f"| {name} | {r['beta']} | {r['curve'][-1]['iteration']} ({r['preset_iterations']}) | "
                      f"{', '.join(map(str, r['peak']['iteration']))} | {ci(r['peak']['sqrt_kl'])} | "
                      f"{ci(r['peak']['gold'])} | {ci(r['gold_fall'])} | {ci(r['rm_rise'])} |")
+    lines += [""] + [f"- seed {seed}, held-out accuracy (the base's pairs): the preset's RM {acc['preset']:.3f}, "
+                     f"the small RM {acc['small']:.3f}" for seed, acc in out.get("rm_accuracy", {}).items()]
     for name, r in out["runs"].items():
         lines += ["", f"## {name}: gold per family, the end minus the peak", "",
                   " ".join(f"{f} {ci(v)};" for f, v in r["family_fall"].items()), "",

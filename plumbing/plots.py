@@ -232,7 +232,8 @@ def draw_overoptimization(ax_gold, ax_rm, ax_family, ax_dims, out):
     RL run (the mean over seeds in its 95% band) and best-of-n, the mean curve's gold peak a star and
     the preset's length a cross; (3) gold per task family and (4) the rubric's dimensions along the
     first run's iterations: which part of the truth falls while the RM score climbs."""
-    for ax, key, title in ((ax_gold, "gold", "gold score (the truth)"), (ax_rm, "rm_score", "RM score (the proxy)")):
+    for ax, key, title in ((ax_gold, "gold", "gold score (the truth)"),
+                           (ax_rm, "rm_score", "the run's own RM score (the proxy)")):
         for (name, run), color in zip(out["runs"].items(), ("C0", "C1", "C2", "C3")):
             pts = run["curve"]
             x, y = [p["sqrt_kl"]["mean"] for p in pts], [p[key]["mean"] for p in pts]

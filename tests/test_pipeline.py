@@ -130,7 +130,7 @@ def test_experiment_details_pairs_each_detail_with_the_preset_s_ppo(smoke, tmp_p
     out, _ = smoke
     base = tmp_path / "details" / "seed0" / "base"
     base.mkdir(parents=True)
-    for f in ("pretrain.pt", "sft.pt", "reward.pt"):
+    for f in ("pretrain.pt", "sft.pt", "reward.pt", "comparisons_reward.jsonl", "comparisons_heldout_reward.jsonl"):
         shutil.copy(os.path.join(out, f), base)
     args = ("experiments.py", "details", "--preset", "smoke", "--details", "whiten_rewards", "score_after",
             "--out-dir", str(tmp_path))
@@ -153,20 +153,28 @@ def test_experiment_details_pairs_each_detail_with_the_preset_s_ppo(smoke, tmp_p
 
 
 def test_experiment_overoptimization_runs_rl_long_and_keeps_what_it_said(smoke, tmp_path):
-    """experiments.py overoptimization at the smoke preset, the smoke run's pretrain, SFT and RM
-    copied in as seed 0's base: each long run evaluated at every iteration, its answers kept, the
-    gold and RM curves, the peak, the answers at start, peak and end; a second call reads them."""
+    """experiments.py overoptimization at the smoke preset, the smoke run's pretrain, SFT, RM and
+    rankings copied in as seed 0's base: each long run evaluated at every iteration, its answers kept,
+    the gold and RM curves, the peak, the answers at start, peak and end; one run against a smaller
+    RM trained on the same rankings; a second call reads them."""
     out, _ = smoke
     base = tmp_path / "overoptimization" / "seed0" / "base"
     base.mkdir(parents=True)
-    for f in ("pretrain.pt", "sft.pt", "reward.pt"):
+    for f in ("pretrain.pt", "sft.pt", "reward.pt", "comparisons_reward.jsonl", "comparisons_heldout_reward.jsonl"):
         shutil.copy(os.path.join(out, f), base)
     args = ("experiments.py", "overoptimization", "--preset", "smoke", "--out-dir", str(tmp_path))
     r = run(*args)
     assert r.returncode == 0, r.stderr[-2000:]
     folder = tmp_path / "overoptimization"
     res = json.load(open(folder / "results.json"))
-    assert set(res["runs"]) == {"ppo_beta0", "ppo_beta0.05", "grpo_beta0"} and res["seeds"] == [0]
+    assert set(res["runs"]) == {"ppo_beta0", "ppo_beta0.05", "grpo_beta0", "ppo_beta0_small_rm"}
+    assert res["seeds"] == [0]
+    small, own = (torch.load(p, weights_only=False)["model_args"]["n_embd"]
+                  for p in (folder / "seed0" / "small_rm" / "reward_own.pt", base / "reward.pt"))
+    assert small < own  # the small RM is another size, trained for this run
+    used = torch.load(folder / "seed0" / "ppo_beta0_small_rm.pt", weights_only=False)["config"]["reward"]
+    assert used == str(folder / "seed0" / "small_rm" / "reward_own.pt")
+    assert set(res["rm_accuracy"]["0"]) == {"preset", "small"} and "the small RM" in (folder / "report.md").read_text()
     for name, run_ in res["runs"].items():
         ckpt = torch.load(folder / "seed0" / f"{name}.pt", weights_only=False)
         assert ckpt["config"]["kl_coef"] == run_["beta"] and ckpt["config"]["iterations"] == 4
