@@ -130,7 +130,7 @@ def test_experiment_details_pairs_each_detail_with_the_preset_s_ppo(smoke, tmp_p
     out, _ = smoke
     base = tmp_path / "details" / "seed0" / "base"
     base.mkdir(parents=True)
-    for f in ("pretrain.pt", "sft.pt", "reward.pt", "comparisons_reward.jsonl", "comparisons_heldout_reward.jsonl"):
+    for f in ("pretrain.pt", "sft.pt", "reward.pt"):
         shutil.copy(os.path.join(out, f), base)
     args = ("experiments.py", "details", "--preset", "smoke", "--details", "whiten_rewards", "score_after",
             "--out-dir", str(tmp_path))
