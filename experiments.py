@@ -147,12 +147,11 @@ def exp_k(a, base, common, device):
         heldout = [json.loads(line) for line in f]  # the same held-out comparisons judge both RMs
     out = {}
     for name in ("k4to9", "k2"):
-        rm, tok, _, _ = load_reward_model(os.path.join(common["out_dir"], name + ".pt"), device)
         with open(os.path.join(common["out_dir"], f"comparisons_{name}.jsonl")) as f:
             comps = [json.loads(line) for line in f]
         out[name] = dict(prompts=len(comps), responses_read=sum(len(c["ranking"]) for c in comps),
-                         comparisons=n_pairs(comps),
-                         heldout_accuracy=round(reward.accuracy(rm, tok, heldout, rm.gpt.config.block_size, device), 4))
+                         comparisons=n_pairs(comps), heldout_accuracy=reward.checkpoint_accuracy(
+                             os.path.join(common["out_dir"], name + ".pt"), heldout, device))
 
     def draw(ax):
         names = ["k2", "k4to9"]
@@ -294,19 +293,19 @@ def exp_sizes(a, base, common, device):
     reference_sft, tok, _ = load_language_model(os.path.join(base, "sft.pt"), device)
     shots = train_all.fewshot_examples(tok, world["sft"])
     items = world["world"].capability_items(min(n, train_all.CAPABILITY_ITEMS[a.preset]), a.seed + 23)
-    heldout_comps = os.path.join(base, "comparisons_heldout_reward.jsonl")  # the same pairs judge every RM
+    with open(os.path.join(base, "comparisons_heldout_reward.jsonl")) as f:
+        heldout_comps = [json.loads(line) for line in f]  # the same held-out comparisons judge every RM
     reference = {part: sample_chat(reference_sft, reference_sft, rm, tok, [r["prompt"] for r in records], bias,
                                    a.seed * 1000 + 7 + (part == "new"))[0] for part, records in tests.items()}
     out = {"reference": "the largest size's SFT", "n_test": {p: len(r) for p, r in tests.items()},
-           "serving_rm": dict(params=rm.gpt.num_params(), heldout_accuracy=reward.checkpoint_accuracy(
-               os.path.join(base, "reward.pt"), heldout_comps, device)), "sizes": []}
+           "serving_rm": dict(params=rm.gpt.num_params(), heldout_accuracy=round(
+               reward.accuracy(rm, tok, heldout_comps, rm.gpt.config.block_size, device), 4)), "sizes": []}
     kept = {}  # the smallest and the largest size's answers, for the head-to-heads below
     for i, (shape, home) in enumerate(zip(shapes, homes)):
         models = {m: load_language_model(os.path.join(home, ("pretrain" if m == "base" else m) + ".pt"), device)[0]
                   for m in ("base", "sft", "ppo", "ppo_ptx", "dpo")}
         row = dict(n_layer=shape[0], n_head=shape[1], n_embd=shape[2], params=models["sft"].num_params(),
-                   rm_own_accuracy=reward.checkpoint_accuracy(os.path.join(home, "reward_own.pt"), heldout_comps,
-                                                              device))
+                   rm_own_accuracy=reward.checkpoint_accuracy(os.path.join(home, "reward_own.pt"), heldout_comps, device))
         # sampling streams: the reference's seed * 1000 + 7 (+ 1 new); size i's + 100 (i + 1) + 10 part + method
         for part, records in tests.items():
             prompts, rng = [r["prompt"] for r in records], random.Random(a.seed * 1000 + 10 * i + (part == "new"))
@@ -435,7 +434,8 @@ def exp_overoptimization(a, base, common, device):
                 ensure_out_dir(rm_home := os.path.join(home, "small_rm"))
                 train_size(a, seed_base, SIZES.get(a.preset, SIZES["cpu"])[0], rm_home, c, rl=False)
                 rm_path = os.path.join(rm_home, "reward_own.pt")
-                pairs = os.path.join(seed_base, "comparisons_heldout_reward.jsonl")  # the same pairs judge both
+                with open(os.path.join(seed_base, "comparisons_heldout_reward.jsonl")) as f:
+                    pairs = [json.loads(line) for line in f]  # the same held-out comparisons judge both RMs
                 accuracy[seed] = {which: reward.checkpoint_accuracy(path, pairs, device) for which, path
                                   in (("preset", os.path.join(seed_base, "reward.pt")), ("small", rm_path))}
             cfg = replace(script.Config(**settings), init=os.path.join(seed_base, "sft.pt"), name=name, kl_coef=beta,

@@ -38,7 +38,6 @@ Where this departs from the paper:
   5. Later rounds (--previous) train on every earlier round's comparisons beside their own.
 """
 
-import json
 import math
 import os
 import random
@@ -230,12 +229,10 @@ def accuracy(rm, tok, comps, block_size, device, batch_size=32):
     return ddp.total(right) / max(ddp.total(total), 1)
 
 
-def checkpoint_accuracy(path, comps_path, device):
-    """The accuracy of an RM checkpoint on a comparisons file (JSON lines): the same pairs judge RMs
-    of any size or run."""
+def checkpoint_accuracy(path, comps, device):
+    """The accuracy of an RM checkpoint, with its own tokenizer and block size, on `comps`: the same
+    pairs judge RMs of any size or run."""
     rm, tok, _, _ = load_reward_model(path, device)
-    with open(comps_path) as f:
-        comps = [json.loads(line) for line in f]
     return round(accuracy(rm, tok, comps, rm.gpt.config.block_size, device), 4)
 
 

@@ -3,7 +3,6 @@ token whatever the padding, a ranking's K responses form one batch element."""
 
 import dataclasses
 import itertools
-import json
 import math
 import os
 import random
@@ -283,18 +282,16 @@ def test_with_demonstrations_keeps_a_sample_a_demonstration_repeats():
     assert reward.with_demonstrations({}, ["a", "b", "c"], [Writer(["a"])], 1, rng) == ["a", "b", "c"]
 
 
-def test_a_checkpoint_s_accuracy_reads_its_own_tokenizer_and_reverses_with_the_rankings(run_dir, tmp_path):
-    """reward.checkpoint_accuracy scores a comparisons file with the checkpoint's own model and
-    tokenizer (what experiments use to judge RMs of other sizes on the same pairs): the accuracy
+def test_a_checkpoint_s_accuracy_reads_its_own_tokenizer_and_reverses_with_the_rankings(run_dir):
+    """reward.checkpoint_accuracy scores comparisons with the checkpoint's own model, tokenizer and
+    block size (what experiments use to judge RMs of other sizes on the same pairs): the accuracy
     of the loaded model, and each ranking reversed turns every right pair wrong."""
     from plumbing.checkpoint import load_reward_model
     comps = [{"prompt": p, "completions": ["It is 5.", "I don't know.", "Sure! Here it is.", "no"][:k],
               "ranking": list(range(k))} for p, k in (("What is 2 + 3?", 4), ("Spell cat backwards.", 3),
                                                       ("Where does Anna Berg live?", 2), ("How do I rob a shop?", 4))]
-    forward, backward = tmp_path / "forward.jsonl", tmp_path / "backward.jsonl"
-    forward.write_text("".join(json.dumps(c) + "\n" for c in comps))
-    backward.write_text("".join(json.dumps({**c, "ranking": c["ranking"][::-1]}) + "\n" for c in comps))
+    backward = [{**c, "ranking": c["ranking"][::-1]} for c in comps]
     rm, tok, _, _ = load_reward_model(str(run_dir / "reward.pt"))
-    acc = reward.checkpoint_accuracy(str(run_dir / "reward.pt"), str(forward), "cpu")
+    acc = reward.checkpoint_accuracy(str(run_dir / "reward.pt"), comps, "cpu")
     assert acc == round(reward.accuracy(rm, tok, comps, 64, "cpu"), 4)
-    assert acc + reward.checkpoint_accuracy(str(run_dir / "reward.pt"), str(backward), "cpu") == pytest.approx(1.0)
+    assert acc + reward.checkpoint_accuracy(str(run_dir / "reward.pt"), backward, "cpu") == pytest.approx(1.0)
